@@ -1,0 +1,314 @@
+//! Remediation actions: one file per action behind the [`Remediation`] trait; this module is
+//! the registry and the vocabulary they share (descriptors, parameters, plans, errors).
+//!
+//! An action never talks gRPC and never touches the engine's bookkeeping: it reads and changes
+//! the cluster through [`ActionContext`] and reports what it does through [`Reporter`].
+
+mod params;
+mod restart_pod;
+mod rolling_restart_deployment;
+mod scale_deployment;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+pub use params::{validate_parameters, ParamSpec, ParamType};
+
+use crate::cluster::{ClusterError, RolloutError};
+
+/// How much damage an action can do when it goes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+}
+
+/// What an action is, as `ListActions` shows it.
+#[derive(Debug, Clone)]
+pub struct ActionSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub risk: Risk,
+    /// Kinds the action accepts as target; the first is the default when the request names none.
+    pub target_kinds: &'static [&'static str],
+    pub params: Vec<ParamSpec>,
+}
+
+/// The object an action works on, after resolution (namespace defaulted, kind defaulted).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Target {
+    /// Kubeconfig context; empty = the default cluster.
+    pub cluster: String,
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl Target {
+    /// `namespace/kind/name`, lower-case kind, as used in summaries and lock keys.
+    pub fn object_ref(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.namespace,
+            self.kind.to_lowercase(),
+            self.name
+        )
+    }
+}
+
+/// One step of progress an action reports while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    pub message: String,
+    /// `(current, total)` where a count is meaningful (pods updated, pods evicted).
+    pub progress: Option<(u64, u64)>,
+    pub details: Value,
+}
+
+impl Update {
+    pub fn new(message: impl Into<String>) -> Self {
+        Update {
+            message: message.into(),
+            progress: None,
+            details: Value::Null,
+        }
+    }
+    pub fn progress(mut self, current: u64, total: u64) -> Self {
+        self.progress = Some((current, total));
+        self
+    }
+    pub fn details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// Where an action sends its progress and the pre-state it needs to be undone. The engine
+/// supplies the sink; each call is recorded as an event before it returns.
+#[derive(Clone)]
+pub struct Reporter {
+    sink: Arc<dyn Fn(Report) + Send + Sync>,
+}
+
+/// What a [`Reporter`] carries to the engine.
+pub enum Report {
+    Progress(Update),
+    /// The pre-state of the objects the action is about to change.
+    RollbackData(Value),
+}
+
+impl Reporter {
+    pub fn new(sink: impl Fn(Report) + Send + Sync + 'static) -> Self {
+        Reporter {
+            sink: Arc::new(sink),
+        }
+    }
+    /// A reporter that drops everything (dry runs, tests).
+    pub fn discard() -> Self {
+        Reporter::new(|_| {})
+    }
+    pub fn progress(&self, update: Update) {
+        (self.sink)(Report::Progress(update))
+    }
+    pub fn rollback_data(&self, data: Value) {
+        (self.sink)(Report::RollbackData(data))
+    }
+}
+
+/// Everything an action needs for one run.
+#[derive(Clone)]
+pub struct ActionContext {
+    pub client: kube::Client,
+    pub target: Target,
+    /// Validated parameters with defaults applied (see [`validate_parameters`]).
+    pub params: Map<String, Value>,
+    pub reporter: Reporter,
+}
+
+impl ActionContext {
+    /// The validated parameters as the action's typed struct.
+    ///
+    /// # Errors
+    /// Only if the action's struct disagrees with its own [`ActionSpec`]: a programming error,
+    /// reported as [`ActionError::Internal`].
+    pub fn params<T: DeserializeOwned>(&self) -> Result<T, ActionError> {
+        serde_json::from_value(Value::Object(self.params.clone()))
+            .map_err(|e| ActionError::Internal(format!("parameters do not fit the action: {e}")))
+    }
+}
+
+/// The change an action would make to one object.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// `namespace/kind/name`.
+    pub object: String,
+    pub summary: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+impl Change {
+    /// RFC 6902 patch from `before` to `after`.
+    pub fn patch(&self) -> Value {
+        serde_json::to_value(json_patch::diff(&self.before, &self.after)).unwrap_or(Value::Null)
+    }
+}
+
+/// What an action would do, computed from the cluster's current state; mutations are checked
+/// with the API server's `dryRun=All`, so nothing changes.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub summary: String,
+    pub changes: Vec<Change>,
+    pub warnings: Vec<String>,
+}
+
+/// How a successful run ended.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub message: String,
+    /// Structured result shown on the execution (e.g. the replacement pod).
+    pub result: Value,
+}
+
+/// Why an action could not be planned or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// A parameter is ill-typed, out of bounds, or inconsistent with the cluster's state.
+    #[error("{field}: {message}")]
+    InvalidParameter { field: String, message: String },
+    /// The target (or an object it needs) does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The cluster's state forbids the action (e.g. an unmanaged pod without `force`).
+    #[error("{0}")]
+    Precondition(String),
+    /// The rollout the action started did not complete.
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The cluster could not be reached or named.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A bug: the action and its descriptor disagree.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ActionError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ActionError::InvalidParameter {
+            field: format!("parameters.{field}"),
+            message: message.into(),
+        }
+    }
+
+    /// Maps a 404 from the API server to [`ActionError::NotFound`] naming `what`.
+    pub fn from_kube(err: kube::Error, what: &str) -> Self {
+        match &err {
+            kube::Error::Api(status) if status.code == 404 => ActionError::NotFound(what.into()),
+            _ => ActionError::Kube(err),
+        }
+    }
+}
+
+/// One remediation action. Each implementation lives in its own file with its typed parameters.
+#[async_trait]
+pub trait Remediation: Send + Sync + 'static {
+    fn spec(&self) -> &ActionSpec;
+
+    /// Checks rules that span several parameters (called after [`validate_parameters`]).
+    ///
+    /// # Errors
+    /// [`ActionError::InvalidParameter`] naming the parameter.
+    fn validate(&self, _params: &Map<String, Value>) -> Result<(), ActionError> {
+        Ok(())
+    }
+
+    /// What the action would change, from the cluster's current state; mutates nothing.
+    async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError>;
+
+    /// Does the work, reporting progress, until done or failed. Dropping the future stops it.
+    async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError>;
+}
+
+/// All actions by name.
+#[derive(Clone)]
+pub struct Registry {
+    actions: Arc<BTreeMap<&'static str, Arc<dyn Remediation>>>,
+}
+
+impl Registry {
+    /// The built-in catalog.
+    pub fn builtin() -> Self {
+        let list: Vec<Arc<dyn Remediation>> = vec![
+            Arc::new(restart_pod::RestartPod::new()),
+            Arc::new(scale_deployment::ScaleDeployment::new()),
+            Arc::new(rolling_restart_deployment::RollingRestartDeployment::new()),
+        ];
+        Registry {
+            actions: Arc::new(list.into_iter().map(|a| (a.spec().name, a)).collect()),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Remediation>> {
+        self.actions.get(name).cloned()
+    }
+
+    /// Specs sorted by name.
+    pub fn specs(&self) -> Vec<ActionSpec> {
+        self.actions.values().map(|a| a.spec().clone()).collect()
+    }
+}
+
+impl ActionContext {
+    /// Deployments in the target's namespace.
+    pub fn deployments(&self) -> kube::Api<k8s_openapi::api::apps::v1::Deployment> {
+        kube::Api::namespaced(self.client.clone(), &self.target.namespace)
+    }
+
+    /// Pods in the target's namespace.
+    pub fn pods(&self) -> kube::Api<k8s_openapi::api::core::v1::Pod> {
+        kube::Api::namespaced(self.client.clone(), &self.target.namespace)
+    }
+}
+
+/// An object as a before/after diff should show it: metadata a user chose and the spec; no
+/// status, no server bookkeeping (uid, resourceVersion, managedFields, timestamps).
+pub(crate) fn comparable(object: &impl serde::Serialize) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            for key in [
+                "managedFields",
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+            ] {
+                meta.remove(key);
+            }
+        }
+    }
+    value
+}
+
+/// A progress event for a rollout step, kubectl's message with counts.
+pub(crate) fn rollout_update(status: &crate::cluster::RolloutStatus, current: u64) -> Update {
+    Update::new(status.message.clone())
+        .progress(current, status.desired)
+        .details(serde_json::json!({
+            "desired": status.desired,
+            "updated": status.updated,
+            "ready": status.ready,
+            "available": status.available,
+        }))
+}

@@ -1,0 +1,267 @@
+//! Typed parameter validation driven by each action's [`ParamSpec`]s: one validator for every
+//! action, so `ListActions` and the checks can never disagree.
+
+use serde_json::{Map, Value};
+
+use super::ActionError;
+
+/// The type of a parameter, as `ListActions` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    Integer,
+    String,
+    Boolean,
+    /// A Kubernetes resource quantity such as `500m` or `1Gi`.
+    Quantity,
+}
+
+impl ParamType {
+    fn name(self) -> &'static str {
+        match self {
+            ParamType::Integer => "an integer",
+            ParamType::String => "a string",
+            ParamType::Boolean => "a boolean",
+            ParamType::Quantity => "a quantity such as 500m or 1Gi",
+        }
+    }
+}
+
+/// One parameter of an action.
+#[derive(Debug, Clone)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub ty: ParamType,
+    pub description: &'static str,
+    pub required: bool,
+    pub default: Option<Value>,
+    /// Inclusive bounds for integers.
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+}
+
+impl ParamSpec {
+    pub fn new(name: &'static str, ty: ParamType, description: &'static str) -> Self {
+        ParamSpec {
+            name,
+            ty,
+            description,
+            required: false,
+            default: None,
+            min: None,
+            max: None,
+        }
+    }
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+    pub fn default(mut self, value: impl Into<Value>) -> Self {
+        self.default = Some(value.into());
+        self
+    }
+    pub fn bounds(mut self, min: i64, max: i64) -> Self {
+        self.min = Some(min);
+        self.max = Some(max);
+        self
+    }
+}
+
+/// Checks `input` against `specs` and returns the parameters in canonical form (integers as
+/// JSON integers, numeric strings accepted, defaults applied). `null` counts as absent.
+///
+/// # Errors
+/// [`ActionError::InvalidParameter`] naming the first offending parameter (`parameters.NAME`):
+/// unknown name, wrong type, out of bounds, or a required one missing.
+pub fn validate_parameters(
+    specs: &[ParamSpec],
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, ActionError> {
+    let mut unknown: Vec<&String> = input
+        .keys()
+        .filter(|k| !specs.iter().any(|s| s.name == k.as_str()))
+        .collect();
+    unknown.sort();
+    if let Some(name) = unknown.first() {
+        let known: Vec<&str> = specs.iter().map(|s| s.name).collect();
+        let known = if known.is_empty() {
+            "this action takes no parameters".to_string()
+        } else {
+            format!("known parameters: {}", known.join(", "))
+        };
+        return Err(ActionError::invalid(
+            name,
+            format!("unknown parameter ({known})"),
+        ));
+    }
+    let mut out = Map::new();
+    for spec in specs {
+        match input.get(spec.name).filter(|v| !v.is_null()) {
+            Some(value) => {
+                out.insert(spec.name.to_string(), canonical(spec, value)?);
+            }
+            None if spec.required => {
+                return Err(ActionError::invalid(spec.name, "is required"));
+            }
+            None => {
+                if let Some(default) = &spec.default {
+                    out.insert(spec.name.to_string(), default.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn canonical(spec: &ParamSpec, value: &Value) -> Result<Value, ActionError> {
+    let wrong = || {
+        ActionError::invalid(
+            spec.name,
+            format!("must be {}, got {}", spec.ty.name(), describe(value)),
+        )
+    };
+    match spec.ty {
+        ParamType::Integer => {
+            let n = match value {
+                Value::Number(n) => n
+                    .as_i64()
+                    .or_else(|| {
+                        n.as_f64()
+                            .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                            .map(|f| f as i64)
+                    })
+                    .ok_or_else(wrong)?,
+                Value::String(s) => s.trim().parse::<i64>().map_err(|_| wrong())?,
+                _ => return Err(wrong()),
+            };
+            if let (Some(min), Some(max)) = (spec.min, spec.max) {
+                if n < min || n > max {
+                    return Err(ActionError::invalid(
+                        spec.name,
+                        format!("must be between {min} and {max}, got {n}"),
+                    ));
+                }
+            }
+            Ok(Value::from(n))
+        }
+        ParamType::Boolean => match value {
+            Value::Bool(b) => Ok(Value::Bool(*b)),
+            Value::String(s) if s == "true" || s == "false" => Ok(Value::Bool(s == "true")),
+            _ => Err(wrong()),
+        },
+        ParamType::String => match value {
+            Value::String(s) if !s.trim().is_empty() => Ok(Value::String(s.clone())),
+            Value::String(_) => Err(ActionError::invalid(spec.name, "must not be empty")),
+            _ => Err(wrong()),
+        },
+        ParamType::Quantity => {
+            let text = match value {
+                Value::String(s) => s.trim().to_string(),
+                Value::Number(n) => n.to_string(),
+                _ => return Err(wrong()),
+            };
+            if is_quantity(&text) {
+                Ok(Value::String(text))
+            } else {
+                Err(wrong())
+            }
+        }
+    }
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// A Kubernetes quantity: a non-negative decimal number with an optional SI or binary suffix.
+pub(crate) fn is_quantity(text: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E", "",
+    ];
+    SUFFIXES.iter().any(|suffix| {
+        text.strip_suffix(suffix).is_some_and(|number| {
+            !number.is_empty()
+                && number.chars().filter(|c| *c == '.').count() <= 1
+                && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && number.chars().any(|c| c.is_ascii_digit())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn specs() -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::new("replicas", ParamType::Integer, "").bounds(0, 100),
+            ParamSpec::new("force", ParamType::Boolean, "").default(false),
+            ParamSpec::new("size", ParamType::Quantity, ""),
+        ]
+    }
+
+    fn check(input: Value) -> Result<Map<String, Value>, ActionError> {
+        validate_parameters(&specs(), input.as_object().unwrap())
+    }
+
+    #[test]
+    fn integers_arrive_as_json_numbers_or_numeric_strings() {
+        assert_eq!(
+            check(json!({"replicas": 5.0})).unwrap()["replicas"],
+            json!(5)
+        );
+        assert_eq!(
+            check(json!({"replicas": "7"})).unwrap()["replicas"],
+            json!(7)
+        );
+    }
+
+    #[test]
+    fn an_ill_typed_parameter_is_named_in_the_error() {
+        let err = check(json!({"replicas": "abc"})).unwrap_err().to_string();
+        assert!(
+            err.starts_with("parameters.replicas: must be an integer"),
+            "{err}"
+        );
+        let err = check(json!({"replicas": 2.5})).unwrap_err().to_string();
+        assert!(err.starts_with("parameters.replicas"), "{err}");
+    }
+
+    #[test]
+    fn bounds_and_unknown_names_are_rejected() {
+        let err = check(json!({"replicas": 101})).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "parameters.replicas: must be between 0 and 100, got 101"
+        );
+        let err = check(json!({"replicaz": 1})).unwrap_err().to_string();
+        assert!(
+            err.starts_with("parameters.replicaz: unknown parameter"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn defaults_are_applied_and_null_counts_as_absent() {
+        let out = check(json!({"replicas": null})).unwrap();
+        assert_eq!(out.get("replicas"), None);
+        assert_eq!(out["force"], json!(false));
+    }
+
+    #[test]
+    fn quantities_follow_the_kubernetes_grammar() {
+        for ok in ["500m", "1Gi", "2", "0.5", "10Ki"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "Gi", "1.2.3", "-1", "12xyz"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `executor.v1.ExecutorService`: each handler translates the request, calls the engine and
+//! translates back. Nothing else happens here.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{convert, proto};
+use crate::engine::{model::ListFilter, Engine};
+
+/// Events buffered per WatchExecution stream between its producer task and the client.
+const STREAM_BUFFER: usize = 32;
+
+pub struct GrpcApi {
+    engine: Engine,
+}
+
+impl GrpcApi {
+    pub fn new(engine: Engine) -> Self {
+        GrpcApi { engine }
+    }
+}
+
+type EventStream =
+    Pin<Box<dyn Stream<Item = Result<proto::WatchExecutionResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl proto::executor_service_server::ExecutorService for GrpcApi {
+    async fn execute(
+        &self,
+        request: Request<proto::ExecuteRequest>,
+    ) -> Result<Response<proto::ExecuteResponse>, Status> {
+        let request = request.into_inner();
+        let wait = request.wait;
+        let mut execution = self
+            .engine
+            .submit(convert::execute_request(request)?)
+            .await?;
+        if wait {
+            execution = self.engine.wait(&execution.id).await?;
+        }
+        Ok(Response::new(proto::ExecuteResponse {
+            execution: Some(convert::execution_to(&execution)),
+        }))
+    }
+
+    async fn dry_run(
+        &self,
+        request: Request<proto::DryRunRequest>,
+    ) -> Result<Response<proto::DryRunResponse>, Status> {
+        let report = self
+            .engine
+            .dry_run(convert::dry_run_request(request.into_inner()))
+            .await?;
+        Ok(Response::new(convert::dry_run_to(&report)))
+    }
+
+    type WatchExecutionStream = EventStream;
+
+    async fn watch_execution(
+        &self,
+        request: Request<proto::WatchExecutionRequest>,
+    ) -> Result<Response<Self::WatchExecutionStream>, Status> {
+        let request = request.into_inner();
+        let id = request.execution_id;
+        let events = self.engine.watch(&id, request.from_sequence)?;
+        // The producer runs in its own task: a client that goes away ends only its own stream.
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(async move {
+            futures::pin_mut!(events);
+            while let Some(event) = events.next().await {
+                let message = proto::WatchExecutionResponse {
+                    event: Some(convert::event_to(&id, &event)),
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_execution(
+        &self,
+        request: Request<proto::GetExecutionRequest>,
+    ) -> Result<Response<proto::GetExecutionResponse>, Status> {
+        let request = request.into_inner();
+        let (execution, events) = self.engine.get(&request.execution_id)?;
+        let events = if request.include_events {
+            events
+                .iter()
+                .map(|e| convert::event_to(&execution.id, e))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(proto::GetExecutionResponse {
+            execution: Some(convert::execution_to(&execution)),
+            events,
+        }))
+    }
+
+    async fn list_executions(
+        &self,
+        request: Request<proto::ListExecutionsRequest>,
+    ) -> Result<Response<proto::ListExecutionsResponse>, Status> {
+        let r = request.into_inner();
+        let filter = ListFilter {
+            state: convert::state_from(r.state)?,
+            action: Some(r.action).filter(|a| !a.is_empty()),
+            namespace: Some(r.namespace).filter(|n| !n.is_empty()),
+            page_size: r.page_size as usize,
+            page_token: r.page_token,
+        };
+        let (executions, next_page_token) = self.engine.list(&filter)?;
+        Ok(Response::new(proto::ListExecutionsResponse {
+            executions: executions.iter().map(convert::execution_to).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_execution(
+        &self,
+        request: Request<proto::CancelExecutionRequest>,
+    ) -> Result<Response<proto::CancelExecutionResponse>, Status> {
+        let r = request.into_inner();
+        let execution = self.engine.cancel(&r.execution_id, &r.reason).await?;
+        Ok(Response::new(proto::CancelExecutionResponse {
+            execution: Some(convert::execution_to(&execution)),
+        }))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<proto::ListActionsRequest>,
+    ) -> Result<Response<proto::ListActionsResponse>, Status> {
+        Ok(Response::new(proto::ListActionsResponse {
+            actions: self
+                .engine
+                .actions()
+                .iter()
+                .map(convert::action_to)
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,93 @@
+//! The gRPC edge: the generated types, the service, health and reflection. Proto ↔ domain
+//! translation only; the engine does the work.
+
+mod convert;
+mod grpc;
+mod status;
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::engine::Engine;
+
+/// Generated from `proto/executor/v1/executor.proto`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("executor.v1");
+
+    /// The encoded descriptor set of the API, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/executor_descriptor.bin"));
+}
+
+pub use grpc::GrpcApi;
+
+/// How often health re-checks that the cluster answers.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Serves gRPC on `listener` until `shutdown` resolves: ExecutorService, health (NOT_SERVING
+/// while the default cluster is unreachable) and reflection v1 and v1alpha (grpcurl 1.8.6
+/// speaks only v1alpha).
+///
+/// # Errors
+/// When the transport fails.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let service_name = <proto::executor_service_server::ExecutorServiceServer<GrpcApi> as tonic::server::NamedService>::NAME;
+    {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                let status = if engine.clusters().is_reachable().await {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                health.set_service_status("", status).await;
+                health.set_service_status(service_name, status).await;
+                if engine.is_closing() {
+                    health
+                        .set_service_status("", tonic_health::ServingStatus::NotServing)
+                        .await;
+                    break;
+                }
+                tokio::time::sleep(HEALTH_CHECK_INTERVAL).await;
+            }
+        });
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(proto::executor_service_server::ExecutorServiceServer::new(
+            GrpcApi::new(engine),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Binds `addr`, warning when it is not loopback: there is no TLS or authentication yet.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening on a non-loopback address without TLS or authentication: anyone who can reach it can run actions");
+    }
+    Ok(TcpListener::bind(addr).await?)
+}

@@ -1,0 +1,123 @@
+//! Cluster access: kube clients by kubeconfig context (multi-cluster), and the shared helpers
+//! actions use to follow what they started (kubectl's rollout-status conditions).
+
+mod rollout;
+
+use std::{collections::BTreeMap, path::Path};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+pub use rollout::{
+    deployment_rollout_status, follow_deployment_rollout, RolloutError, RolloutStatus,
+};
+
+/// Why a cluster could not be configured or named.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The request named a kubeconfig context that is not configured.
+    #[error("unknown cluster {name:?} (configured: {known})")]
+    Unknown { name: String, known: String },
+    /// The kubeconfig could not be read or has no usable context.
+    #[error("cluster configuration: {0}")]
+    Config(String),
+}
+
+/// Kube clients by cluster name (kubeconfig context). The empty name means the default.
+#[derive(Clone)]
+pub struct Clusters {
+    default: String,
+    clients: BTreeMap<String, kube::Client>,
+}
+
+impl Clusters {
+    /// One cluster under `name`, which is also the default.
+    pub fn single(name: &str, client: kube::Client) -> Self {
+        Clusters {
+            default: name.to_string(),
+            clients: BTreeMap::from([(name.to_string(), client)]),
+        }
+    }
+
+    /// A client for every context of a kubeconfig; `context` (or the file's current context)
+    /// is the default.
+    ///
+    /// # Errors
+    /// [`ClusterError::Config`] when the file cannot be read or the default context is unusable.
+    /// Other contexts that fail to load are skipped with a warning.
+    pub async fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<Self, ClusterError> {
+        let kubeconfig = Kubeconfig::read_from(path)
+            .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?;
+        let default = context
+            .map(str::to_string)
+            .or_else(|| kubeconfig.current_context.clone())
+            .or_else(|| kubeconfig.contexts.first().map(|c| c.name.clone()))
+            .ok_or_else(|| ClusterError::Config(format!("{}: no context", path.display())))?;
+        let mut clients = BTreeMap::new();
+        for named in &kubeconfig.contexts {
+            let options = KubeConfigOptions {
+                context: Some(named.name.clone()),
+                ..Default::default()
+            };
+            let client =
+                match kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await {
+                    Ok(config) => kube::Client::try_from(config).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+            match client {
+                Ok(client) => {
+                    clients.insert(named.name.clone(), client);
+                }
+                Err(e) if named.name == default => {
+                    return Err(ClusterError::Config(format!(
+                        "context {:?}: {e}",
+                        named.name
+                    )))
+                }
+                Err(e) => {
+                    tracing::warn!(context = %named.name, error = %e, "skipping kubeconfig context")
+                }
+            }
+        }
+        if !clients.contains_key(&default) {
+            return Err(ClusterError::Config(format!(
+                "context {default:?} not found in {}",
+                path.display()
+            )));
+        }
+        Ok(Clusters { default, clients })
+    }
+
+    /// The in-cluster service account configuration.
+    ///
+    /// # Errors
+    /// [`ClusterError::Config`] outside a pod.
+    pub fn in_cluster() -> Result<Self, ClusterError> {
+        let config = kube::Config::incluster().map_err(|e| ClusterError::Config(e.to_string()))?;
+        let client =
+            kube::Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?;
+        Ok(Clusters::single("in-cluster", client))
+    }
+
+    /// The client for `name`; the empty name means the default cluster.
+    ///
+    /// # Errors
+    /// [`ClusterError::Unknown`] for a name that is not configured.
+    pub fn client(&self, name: &str) -> Result<kube::Client, ClusterError> {
+        let name = if name.is_empty() { &self.default } else { name };
+        self.clients
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ClusterError::Unknown {
+                name: name.to_string(),
+                known: self.clients.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Whether the default cluster answers (`/version`).
+    pub async fn is_reachable(&self) -> bool {
+        match self.client("") {
+            Ok(client) => client.apiserver_version().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Following a rollout the way `kubectl rollout status` does: the same conditions, evaluated on
+//! every change of the object seen through a watch.
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    runtime::{watcher, WatchStreamExt},
+    Api,
+};
+
+/// Where a rollout stands, by kubectl's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutStatus {
+    /// kubectl's message, e.g. `Waiting for deployment "web" rollout to finish: 1 out of 3 new replicas have been updated...`.
+    pub message: String,
+    pub done: bool,
+    /// Set when the rollout cannot finish (ProgressDeadlineExceeded).
+    pub failed: bool,
+    pub desired: u64,
+    pub updated: u64,
+    pub ready: u64,
+    pub available: u64,
+}
+
+/// Why following a rollout stopped before it completed.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    /// The controller gave up (kubectl: `deployment "web" exceeded its progress deadline`).
+    #[error("{0}")]
+    Failed(String),
+    /// The object disappeared while we were following it.
+    #[error("{0} was deleted during the rollout")]
+    Deleted(String),
+    /// The watch could not be established.
+    #[error("watching the rollout: {0}")]
+    Watch(String),
+}
+
+fn count(n: Option<i32>) -> u64 {
+    n.unwrap_or(0).max(0) as u64
+}
+
+/// kubectl's `DeploymentStatusViewer`: the rollout status of a deployment as last observed.
+pub fn deployment_rollout_status(d: &Deployment) -> RolloutStatus {
+    let name = d.metadata.name.clone().unwrap_or_default();
+    let spec_replicas = d.spec.as_ref().and_then(|s| s.replicas);
+    let status = d.status.clone().unwrap_or_default();
+    let desired = count(spec_replicas.or(Some(1)));
+    let updated = count(status.updated_replicas);
+    let replicas = count(status.replicas);
+    let ready = count(status.ready_replicas);
+    let available = count(status.available_replicas);
+    let mut out = RolloutStatus {
+        message: String::new(),
+        done: false,
+        failed: false,
+        desired,
+        updated,
+        ready,
+        available,
+    };
+    let generation = d.metadata.generation.unwrap_or(0);
+    if generation > status.observed_generation.unwrap_or(0) {
+        out.message = "Waiting for deployment spec update to be observed...".into();
+        return out;
+    }
+    let deadline_exceeded = status.conditions.iter().flatten().any(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    if deadline_exceeded {
+        out.failed = true;
+        out.message = format!("deployment {name:?} exceeded its progress deadline");
+    } else if spec_replicas.is_some() && updated < desired {
+        out.message = format!(
+            "Waiting for deployment {name:?} rollout to finish: {updated} out of {desired} new replicas have been updated..."
+        );
+    } else if replicas > updated {
+        out.message = format!(
+            "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
+            replicas - updated
+        );
+    } else if available < updated {
+        out.message = format!(
+            "Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available..."
+        );
+    } else {
+        out.done = true;
+        out.message = format!("deployment {name:?} successfully rolled out");
+    }
+    out
+}
+
+/// Watches deployment `name` until its rollout completes, calling `on_change` whenever the
+/// status message or counts change. Runs until done or failed: put it under a timeout.
+///
+/// # Errors
+/// [`RolloutError::Failed`] on ProgressDeadlineExceeded, [`RolloutError::Deleted`] when the
+/// deployment goes away, [`RolloutError::Watch`] when the watch ends.
+pub async fn follow_deployment_rollout(
+    api: &Api<Deployment>,
+    name: &str,
+    mut on_change: impl FnMut(&RolloutStatus) + Send,
+) -> Result<RolloutStatus, RolloutError> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api.clone(), config).default_backoff().boxed();
+    let mut last: Option<RolloutStatus> = None;
+    while let Some(event) = events.next().await {
+        let deployment = match event {
+            Ok(watcher::Event::Apply(d)) | Ok(watcher::Event::InitApply(d)) => d,
+            Ok(watcher::Event::Delete(_)) => {
+                return Err(RolloutError::Deleted(format!("deployment {name:?}")))
+            }
+            Ok(watcher::Event::Init) | Ok(watcher::Event::InitDone) => continue,
+            // default_backoff() retries transient watch errors; report them and go on.
+            Err(e) => {
+                tracing::debug!(error = %e, "rollout watch error, retrying");
+                continue;
+            }
+        };
+        let status = deployment_rollout_status(&deployment);
+        if last.as_ref() != Some(&status) {
+            on_change(&status);
+        }
+        if status.failed {
+            return Err(RolloutError::Failed(status.message));
+        }
+        if status.done {
+            return Ok(status);
+        }
+        last = Some(status);
+    }
+    Err(RolloutError::Watch(format!(
+        "watch on deployment {name:?} ended"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mk_deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "generation": generation},
+            "spec": {"replicas": 3, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_unobserved_generation_is_waited_for() {
+        let d = mk_deployment(2, json!({"observedGeneration": 1}));
+        let s = deployment_rollout_status(&d);
+        assert!(!s.done && s.message.contains("spec update to be observed"));
+    }
+
+    #[test]
+    fn the_conditions_follow_kubectl_in_order() {
+        let d = mk_deployment(
+            2,
+            json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1}),
+        );
+        assert!(deployment_rollout_status(&d)
+            .message
+            .contains("1 out of 3 new replicas have been updated"));
+        let d = mk_deployment(
+            2,
+            json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 3}),
+        );
+        assert!(deployment_rollout_status(&d)
+            .message
+            .contains("1 old replicas are pending termination"));
+        let d = mk_deployment(
+            2,
+            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 2}),
+        );
+        assert!(deployment_rollout_status(&d)
+            .message
+            .contains("2 of 3 updated replicas are available"));
+        let d = mk_deployment(
+            2,
+            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}),
+        );
+        let s = deployment_rollout_status(&d);
+        assert!(s.done && s.message == "deployment \"web\" successfully rolled out");
+    }
+
+    #[test]
+    fn a_progress_deadline_fails_the_rollout() {
+        let d = mk_deployment(
+            1,
+            json!({"observedGeneration": 1, "conditions": [
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+            ]}),
+        );
+        let s = deployment_rollout_status(&d);
+        assert!(s.failed && !s.done);
+        assert_eq!(
+            s.message,
+            "deployment \"web\" exceeded its progress deadline"
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! Command line and environment: one clap struct per command. Doc comments are the `--help`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::engine::{DEFAULT_QUEUE_CAPACITY, DEFAULT_WORKERS};
+
+/// Runs Kubernetes remediation actions with kubectl's semantics, over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "executor-service", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, env = "EXECUTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the gRPC API. Without a kubeconfig (and outside a pod) it starts the embedded
+    /// simulated cluster and logs where its kubeconfig is, so kubectl can watch.
+    Serve(ServeArgs),
+    /// Run the simulated Kubernetes API server alone.
+    Sim(crate::sim::SimArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "EXECUTOR_LISTEN", default_value = "127.0.0.1:8084")]
+    pub listen: SocketAddr,
+    /// Kubeconfig file; every context becomes a cluster that `target.cluster` can name. Without
+    /// it: in-cluster config inside a pod, else the embedded simulated cluster.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Default kubeconfig context (default: the file's current context).
+    #[arg(long, env = "EXECUTOR_CONTEXT")]
+    pub context: Option<String>,
+    /// Executions running at once.
+    #[arg(long, env = "EXECUTOR_WORKERS", default_value_t = DEFAULT_WORKERS)]
+    pub workers: usize,
+    /// Executions waiting to run before Execute answers RESOURCE_EXHAUSTED.
+    #[arg(long, env = "EXECUTOR_QUEUE_CAPACITY", default_value_t = DEFAULT_QUEUE_CAPACITY)]
+    pub queue_capacity: usize,
+    /// Timeout of an execution whose request gives none.
+    #[arg(long, env = "EXECUTOR_DEFAULT_TIMEOUT", default_value = "120s")]
+    pub default_timeout: humantime::Duration,
+    /// On the first SIGINT/SIGTERM, how long running executions may finish before they are
+    /// interrupted; a second signal interrupts at once.
+    #[arg(long, env = "EXECUTOR_SHUTDOWN_GRACE", default_value = "30s")]
+    pub shutdown_grace: humantime::Duration,
+    /// Embedded simulated cluster: where to write its kubeconfig (default: a file in the temp
+    /// directory, logged at start).
+    #[arg(long, env = "EXECUTOR_SIM_KUBECONFIG")]
+    pub sim_kubeconfig_out: Option<PathBuf>,
+    /// Embedded simulated cluster: its listen address.
+    #[arg(long, env = "EXECUTOR_SIM_LISTEN", default_value = "127.0.0.1:0")]
+    pub sim_listen: SocketAddr,
+    /// Embedded simulated cluster: speed of its clock (2 = everything twice as fast).
+    #[arg(long, env = "EXECUTOR_SIM_SPEED", default_value_t = 1.0)]
+    pub sim_speed: f64,
+}

@@ -1,0 +1,154 @@
+//! The per-execution event log and its subscriptions: replay, then live, with no gap.
+//!
+//! Every event is appended to the log (the source of truth) and also broadcast to live
+//! subscribers. A subscriber registers for the broadcast *before* it reads the backlog, then
+//! skips by sequence, so an event recorded in between is seen exactly once. A subscriber that
+//! falls further behind than the broadcast buffer is told so (`Lagged`) and catches up from the
+//! log by sequence: it is never silently short of events, and it never slows the producer.
+
+use std::sync::{Arc, RwLock};
+
+use futures::Stream;
+use tokio::sync::broadcast;
+
+use super::model::Event;
+
+/// Live events buffered per execution for subscribers; a slower one re-reads the log.
+const LIVE_BUFFER: usize = 64;
+
+pub struct EventLog {
+    events: RwLock<Vec<Arc<Event>>>,
+    live: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        EventLog {
+            events: RwLock::new(Vec::new()),
+            live: broadcast::channel(LIVE_BUFFER).0,
+        }
+    }
+}
+
+impl EventLog {
+    /// Appends `event` with the next sequence number and broadcasts it; returns it as stored.
+    pub fn append(&self, mut event: Event) -> Arc<Event> {
+        let mut events = self.events.write().unwrap_or_else(|e| e.into_inner());
+        event.sequence = events.len() as u64 + 1;
+        let event = Arc::new(event);
+        events.push(event.clone());
+        // Sent under the lock so live order is sequence order. No receivers is fine.
+        let _ = self.live.send(event.clone());
+        event
+    }
+
+    /// Events with a sequence greater than `sequence`.
+    pub fn after(&self, sequence: u64) -> Vec<Arc<Event>> {
+        let events = self.events.read().unwrap_or_else(|e| e.into_inner());
+        let start = (sequence as usize).min(events.len());
+        events[start..].to_vec()
+    }
+
+    pub fn last_sequence(&self) -> u64 {
+        self.events.read().unwrap_or_else(|e| e.into_inner()).len() as u64
+    }
+
+    /// Every event after `from_sequence`, then live ones, ending after the first terminal
+    /// event.
+    pub fn subscribe(
+        self: Arc<Self>,
+        from_sequence: u64,
+    ) -> impl Stream<Item = Arc<Event>> + Send + 'static {
+        // Subscribe first: anything appended from here on is in `live` or in the backlog.
+        let mut live = self.live.subscribe();
+        async_stream::stream! {
+            let mut last = from_sequence;
+            for event in self.after(last) {
+                last = event.sequence;
+                let terminal = event.state.is_terminal();
+                yield event;
+                if terminal {
+                    return;
+                }
+            }
+            loop {
+                let batch = match live.recv().await {
+                    Ok(event) if event.sequence <= last => continue,
+                    Ok(event) if event.sequence == last + 1 => vec![event],
+                    // A gap (cannot happen while sends are ordered) or a lag: the log has it all.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.after(last),
+                    Err(broadcast::error::RecvError::Closed) => {
+                        for event in self.after(last) {
+                            yield event;
+                        }
+                        return;
+                    }
+                };
+                for event in batch {
+                    last = event.sequence;
+                    let terminal = event.state.is_terminal();
+                    yield event;
+                    if terminal {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::model::ExecutionState;
+    use futures::StreamExt;
+
+    fn mk_event(state: ExecutionState) -> Event {
+        Event {
+            sequence: 0,
+            timestamp: chrono::Utc::now(),
+            state,
+            message: String::new(),
+            progress: None,
+            details: serde_json::Value::Null,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_sees_backlog_then_live_without_gap_or_duplicate() {
+        let log = Arc::new(EventLog::default());
+        log.append(mk_event(ExecutionState::Queued));
+        log.append(mk_event(ExecutionState::Running));
+        let stream = log.clone().subscribe(0);
+        for _ in 0..10 {
+            log.append(mk_event(ExecutionState::Running));
+        }
+        log.append(mk_event(ExecutionState::Succeeded));
+        let seqs: Vec<u64> = stream.map(|e| e.sequence).collect().await;
+        assert_eq!(seqs, (1..=13).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_lags_catches_up_from_the_log() {
+        let log = Arc::new(EventLog::default());
+        let stream = log.clone().subscribe(0);
+        // Far more than the live buffer before the subscriber reads anything.
+        for _ in 0..(LIVE_BUFFER * 3) {
+            log.append(mk_event(ExecutionState::Running));
+        }
+        log.append(mk_event(ExecutionState::Failed));
+        let seqs: Vec<u64> = stream.map(|e| e.sequence).collect().await;
+        assert_eq!(seqs, (1..=(LIVE_BUFFER as u64 * 3 + 1)).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn resuming_from_a_sequence_yields_exactly_the_later_events() {
+        let log = Arc::new(EventLog::default());
+        for _ in 0..5 {
+            log.append(mk_event(ExecutionState::Running));
+        }
+        log.append(mk_event(ExecutionState::Succeeded));
+        let seqs: Vec<u64> = log.clone().subscribe(4).map(|e| e.sequence).collect().await;
+        assert_eq!(seqs, vec![5, 6]);
+    }
+}

@@ -1,0 +1,123 @@
+//! The engine's domain: requests, execution states and events. No proto types here.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+pub use crate::actions::Target;
+
+/// Lifecycle of an execution. QUEUED → RUNNING → one of the terminal states. The later states
+/// (approval, rollback, interruption) are named now so that the API never renumbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExecutionState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+    WaitingApproval,
+    RollingBack,
+    RolledBack,
+    Interrupted,
+    Rejected,
+}
+
+impl ExecutionState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ExecutionState::Succeeded
+                | ExecutionState::Failed
+                | ExecutionState::Cancelled
+                | ExecutionState::TimedOut
+                | ExecutionState::RolledBack
+                | ExecutionState::Interrupted
+                | ExecutionState::Rejected
+        )
+    }
+}
+
+/// The alert that triggered a request, as sent by an incident system.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct AlertContext {
+    pub name: String,
+    pub severity: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// The target as the caller gave it; empty strings mean "not given".
+#[derive(Debug, Clone, Default)]
+pub struct RequestedTarget {
+    pub cluster: String,
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// A request to run (or dry-run) an action, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionRequest {
+    pub action: String,
+    pub target: RequestedTarget,
+    pub parameters: Map<String, Value>,
+    /// Caller's idempotency key; empty = none.
+    pub request_id: String,
+    /// `None` = the engine's default.
+    pub timeout: Option<Duration>,
+    pub alert: Option<AlertContext>,
+}
+
+/// One recorded step of an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// 1, 2, 3… per execution, assigned by the event log; no gaps.
+    pub sequence: u64,
+    pub timestamp: DateTime<Utc>,
+    pub state: ExecutionState,
+    pub message: String,
+    pub progress: Option<(u64, u64)>,
+    pub details: Value,
+}
+
+/// A consistent snapshot of one execution.
+#[derive(Debug, Clone)]
+pub struct ExecutionView {
+    pub id: String,
+    pub action: String,
+    pub target: Target,
+    pub parameters: Map<String, Value>,
+    pub request_id: String,
+    pub alert: Option<AlertContext>,
+    pub timeout: Duration,
+    pub state: ExecutionState,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub result: Value,
+    pub rollback_data: Value,
+    pub last_sequence: u64,
+}
+
+/// Filters and paging for listing executions.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<ExecutionState>,
+    pub action: Option<String>,
+    pub namespace: Option<String>,
+    /// 0 = default page size.
+    pub page_size: usize,
+    pub page_token: String,
+}
+
+/// What a dry run reports.
+#[derive(Debug, Clone)]
+pub struct DryRunReport {
+    pub target: Target,
+    pub parameters: Map<String, Value>,
+    pub plan: crate::actions::Plan,
+}

@@ -1,0 +1,205 @@
+//! Resolving the target of a request: from the request, else from the alert context (as the
+//! seed service did), with the action's default kind and the `default` namespace.
+
+use super::{
+    model::{AlertContext, RequestedTarget, Target},
+    EngineError,
+};
+use crate::actions::ActionSpec;
+
+/// The namespace used when neither the request nor the alert names one (kubectl's default).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Resolves and checks the target for `spec`'s action.
+///
+/// # Errors
+/// [`EngineError::InvalidArgument`] naming `target.name`, `target.kind` or `target.namespace`.
+pub fn resolve(
+    spec: &ActionSpec,
+    requested: &RequestedTarget,
+    alert: Option<&AlertContext>,
+) -> Result<Target, EngineError> {
+    let label = |key: &str| -> Option<String> {
+        alert
+            .and_then(|a| a.labels.get(key).or_else(|| a.annotations.get(key)))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    // `resource` like `deployment/web` names both kind and name.
+    let resource = label("resource").and_then(|r| {
+        r.split_once('/')
+            .map(|(kind, name)| (kind.to_string(), name.to_string()))
+    });
+    let kind_given = if !requested.kind.is_empty() {
+        Some(requested.kind.clone())
+    } else if requested.name.is_empty() {
+        resource.as_ref().map(|(kind, _)| kind.clone())
+    } else {
+        None
+    };
+    let kind = match kind_given {
+        None => spec.target_kinds[0].to_string(),
+        Some(given) => spec
+            .target_kinds
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(&given) || plural_matches(k, &given))
+            .map(|k| k.to_string())
+            .ok_or_else(|| {
+                EngineError::invalid(
+                    "target.kind",
+                    format!(
+                        "{} works on {}, not {given:?}",
+                        spec.name,
+                        spec.target_kinds.join(", ")
+                    ),
+                )
+            })?,
+    };
+    let name = if !requested.name.is_empty() {
+        requested.name.clone()
+    } else {
+        let by_kind = match kind.as_str() {
+            "Deployment" => label("deployment").or_else(|| label("app")),
+            "Pod" => label("pod"),
+            "StatefulSet" => label("statefulset").or_else(|| label("app")),
+            "DaemonSet" => label("daemonset").or_else(|| label("app")),
+            "Node" => label("node").or_else(|| label("instance")),
+            other => label(&other.to_lowercase()),
+        };
+        by_kind
+            .or_else(|| resource.map(|(_, name)| name))
+            .ok_or_else(|| {
+                EngineError::invalid(
+                    "target.name",
+                    format!(
+                        "is required (or give an alert whose labels name the {})",
+                        kind.to_lowercase()
+                    ),
+                )
+            })?
+    };
+    if !is_dns_subdomain(&name) {
+        return Err(EngineError::invalid(
+            "target.name",
+            format!("{name:?} is not a valid Kubernetes name"),
+        ));
+    }
+    let namespace = if !requested.namespace.is_empty() {
+        requested.namespace.clone()
+    } else {
+        label("namespace").unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+    };
+    if !is_dns_label(&namespace) {
+        return Err(EngineError::invalid(
+            "target.namespace",
+            format!("{namespace:?} is not a valid namespace name"),
+        ));
+    }
+    Ok(Target {
+        cluster: requested.cluster.clone(),
+        namespace,
+        kind,
+        name,
+    })
+}
+
+fn plural_matches(kind: &str, given: &str) -> bool {
+    let given = given.to_ascii_lowercase();
+    let kind = kind.to_ascii_lowercase();
+    given == format!("{kind}s")
+        || (kind == "deployment" && given == "deploy")
+        || (kind == "pod" && given == "po")
+}
+
+/// RFC 1123 label: what namespaces must be.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: what most object names must be.
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::Registry;
+
+    fn spec(name: &str) -> ActionSpec {
+        Registry::builtin().get(name).unwrap().spec().clone()
+    }
+
+    fn mk_alert(labels: &[(&str, &str)]) -> AlertContext {
+        AlertContext {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_name_comes_from_the_alerts_deployment_or_app_label() {
+        let t = resolve(
+            &spec("scale_deployment"),
+            &RequestedTarget::default(),
+            Some(&mk_alert(&[("app", "web")])),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.namespace.as_str(), t.kind.as_str(), t.name.as_str()),
+            ("default", "Deployment", "web")
+        );
+        let alert = mk_alert(&[
+            ("deployment", "api"),
+            ("app", "web"),
+            ("namespace", "production"),
+        ]);
+        let t = resolve(
+            &spec("scale_deployment"),
+            &RequestedTarget::default(),
+            Some(&alert),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.namespace.as_str(), t.name.as_str()),
+            ("production", "api")
+        );
+    }
+
+    #[test]
+    fn a_resource_label_names_kind_and_name() {
+        let alert = mk_alert(&[("resource", "deployment/web")]);
+        let t = resolve(
+            &spec("rolling_restart_deployment"),
+            &RequestedTarget::default(),
+            Some(&alert),
+        )
+        .unwrap();
+        assert_eq!((t.kind.as_str(), t.name.as_str()), ("Deployment", "web"));
+    }
+
+    #[test]
+    fn a_missing_name_or_a_wrong_kind_is_an_invalid_argument_naming_the_field() {
+        let err =
+            resolve(&spec("scale_deployment"), &RequestedTarget::default(), None).unwrap_err();
+        assert!(
+            err.to_string().starts_with("target.name: is required"),
+            "{err}"
+        );
+        let requested = RequestedTarget {
+            kind: "Pod".into(),
+            name: "x".into(),
+            ..Default::default()
+        };
+        let err = resolve(&spec("scale_deployment"), &requested, None).unwrap_err();
+        assert!(err.to_string().starts_with("target.kind:"), "{err}");
+    }
+}

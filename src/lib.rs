@@ -1,0 +1,25 @@
+#![forbid(unsafe_code)]
+//! executor-service runs Kubernetes remediation actions (scale, restart, rollout…) with
+//! kubectl's semantics, behind a gRPC API with live progress streams.
+//!
+//! # Layout
+//! A request flows `api → engine → actions → cluster`:
+//! - [`config`]: the command line (clap), one struct per command.
+//! - [`api`]: the gRPC edge: proto ↔ domain translation, health, reflection.
+//! - [`engine`]: validation, queue, worker pool, per-target locks, timeouts, cancellation,
+//!   the event log of every execution.
+//! - [`actions`]: one file per action behind the `Remediation` trait; `mod.rs` is the registry.
+//! - [`cluster`]: kube clients by kubeconfig context and kubectl's rollout-status conditions.
+//! - [`sim`]: the simulated Kubernetes API server (embedded default and test bed); only
+//!   [`run`] and the tests use it.
+//! - [`run`]: wiring for `serve` and the two-signal shutdown.
+//! - [`telemetry`]: logging setup.
+
+pub mod actions;
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod engine;
+pub mod run;
+pub mod sim;
+pub mod telemetry;
