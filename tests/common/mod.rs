@@ -32,3 +32,137 @@ pub fn tool(name: &str) -> PathBuf {
     assert!(Path::new(&path).exists(), "{name} not installed at {}", path.display());
     path
 }
+
+use std::net::SocketAddr;
+
+use executor_service::{
+    actions::Registry,
+    api::{self, proto::executor_service_client::ExecutorServiceClient},
+    cluster::Clusters,
+    engine::{Engine, EngineConfig},
+    sim::{Scenario, SimCluster, SimConfig},
+};
+use tonic::transport::Channel;
+
+/// Simulated-cluster clock speed in tests: rollouts take a fraction of a second.
+pub const TEST_SPEED: f64 = 20.0;
+
+/// A simulated cluster and an executor serving gRPC on `127.0.0.1:0` in this process.
+pub struct Harness {
+    pub sim: SimCluster,
+    pub kube: kube::Client,
+    pub engine: Engine,
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Harness {
+    pub async fn start(config: EngineConfig, scenario: Scenario) -> Harness {
+        let sim = SimCluster::start(SimConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            scenario,
+            speed: TEST_SPEED,
+        })
+        .await
+        .expect("start simulated cluster");
+        let kube = sim.client().await.expect("kube client");
+        let engine = Engine::new(config, Registry::builtin(), Clusters::single("sim", kube.clone()));
+        let listener = api::bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(api::serve(listener, engine.clone(), async {
+            let _ = stopped.await;
+        }));
+        Harness {
+            sim,
+            kube,
+            engine,
+            addr,
+            stop: Some(stop),
+        }
+    }
+
+    pub async fn demo() -> Harness {
+        Harness::start(EngineConfig::default(), Scenario::demo()).await
+    }
+
+    pub async fn grpc(&self) -> ExecutorServiceClient<Channel> {
+        let endpoint = format!("http://{}", self.addr);
+        for _ in 0..50 {
+            if let Ok(client) = ExecutorServiceClient::connect(endpoint.clone()).await {
+                return client;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("gRPC server at {endpoint} did not come up");
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A `serve` process of the real binary on the embedded simulated cluster, on a port the OS
+/// chose; killed on drop.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    pub fn start(extra: &[&str]) -> ServeProcess {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("sim.kubeconfig");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_executor-service"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--sim-speed", "20", "--sim-kubeconfig-out"])
+            .arg(&kubeconfig)
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn executor-service serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read listen line");
+        let addr = line
+            .trim()
+            .strip_prefix("executor-service listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
+            .to_string();
+        ServeProcess {
+            child,
+            addr,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a tool and returns stdout; panics with stderr when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn tool");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
