@@ -1,0 +1,366 @@
+//! The kubelet of every node at once: starts bound pods after a short delay, crash-loops
+//! containers whose image asks for it, finishes graceful deletions, and makes up logs.
+//!
+//! Image conventions (the tag decides):
+//! - `…:crashloop` — the container starts, exits with code 1 and restarts with back-off
+//!   forever: never Ready, `restartCount` climbing, waiting reason `CrashLoopBackOff`.
+//! - `…:badimage` (or `…:imagepullbackoff`) — the image never pulls: the pod stays Pending
+//!   with waiting reason `ImagePullBackOff`.
+//! - anything else runs and becomes Ready.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{condition, emit_event, is_terminating, set_condition, sim_elapsed};
+use crate::sim::resources::by_plural;
+use crate::sim::store::{int_at, now_str, set_at, str_at, State};
+
+/// Simulated seconds from binding to containers running (image already present).
+const START_DELAY_SECS: f64 = 2.0;
+/// First crash-loop back-off; doubles per restart up to [`MAX_BACKOFF_SECS`], as the kubelet.
+const BACKOFF_SECS: f64 = 10.0;
+const MAX_BACKOFF_SECS: f64 = 300.0;
+/// Simulated seconds a pod with restartPolicy Never/OnFailure runs before it succeeds
+/// (Job pods).
+const RUN_TO_COMPLETION_SECS: f64 = 5.0;
+/// Log lines a container writes per simulated minute after its first few.
+const LOG_LINES_PER_MINUTE: f64 = 12.0;
+const MAX_LOG_LINES: usize = 2_000;
+const COMPONENT: &str = "kubelet";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Run,
+    Crash,
+    BadImage,
+}
+
+fn behaviour(image: &str) -> Behaviour {
+    let tag = image.rsplit('/').next().unwrap_or("").split_once(':').map(|x| x.1);
+    match tag {
+        Some("crashloop") => Behaviour::Crash,
+        Some("badimage") | Some("imagepullbackoff") => Behaviour::BadImage,
+        _ => Behaviour::Run,
+    }
+}
+
+pub fn is_ready(p: &Value) -> bool {
+    condition(p, "Ready").is_some_and(|c| str_at(c, "/status") == "True")
+}
+
+fn containers(p: &Value) -> Vec<Value> {
+    p.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn hex_id(seed: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(seed.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn backoff(restarts: i64) -> f64 {
+    (BACKOFF_SECS * 2f64.powi(restarts.clamp(0, 10) as i32)).min(MAX_BACKOFF_SECS)
+}
+
+pub fn run(st: &mut State) {
+    let Some(pods_def) = by_plural("pods") else { return };
+    let now = Instant::now();
+    let speed = st.speed;
+    for pod in st.list("pods", None) {
+        let node = str_at(&pod, "/spec/nodeName");
+        if node.is_empty() {
+            continue;
+        }
+        let uid = str_at(&pod, "/metadata/uid").to_string();
+        let ns = str_at(&pod, "/metadata/namespace").to_string();
+        let name = str_at(&pod, "/metadata/name").to_string();
+        if is_terminating(&pod) {
+            let started = match st.rt.pod_term.get(&uid) {
+                Some(t) => *t,
+                None => {
+                    st.rt.pod_term.insert(uid.clone(), now);
+                    for c in containers(&pod) {
+                        let msg = format!("Stopping container {}", str_at(&c, "/name"));
+                        emit_event(st, &pod, "Normal", "Killing", &msg, COMPONENT);
+                    }
+                    now
+                }
+            };
+            let grace = int_at(&pod, "/metadata/deletionGracePeriodSeconds", 30) as f64;
+            // Simulated containers stop promptly: they exit well before the grace period.
+            if sim_elapsed(started, speed) >= grace.min(START_DELAY_SECS) {
+                st.remove(pods_def, &ns, &name);
+                st.rt.pod_term.remove(&uid);
+                st.rt.pod_seen.remove(&uid);
+                st.rt.next_restart.remove(&uid);
+            }
+            continue;
+        }
+        let phase = str_at(&pod, "/status/phase");
+        if phase == "Succeeded" || phase == "Failed" {
+            continue;
+        }
+        let seen = *st.rt.pod_seen.entry(uid.clone()).or_insert(now);
+        let elapsed = sim_elapsed(seen, speed);
+        if pod.pointer("/status/startTime").is_none() {
+            if elapsed >= START_DELAY_SECS {
+                start(st, &pod, node);
+                st.rt
+                    .next_restart
+                    .insert(uid, now + Duration::from_secs_f64(backoff(0) / speed));
+            }
+            continue;
+        }
+        let policy = str_at(&pod, "/spec/restartPolicy");
+        if policy != "Always" && elapsed >= START_DELAY_SECS + RUN_TO_COMPLETION_SECS {
+            complete(st, &pod);
+            continue;
+        }
+        if let Some(at) = st.rt.next_restart.get(&uid).copied() {
+            if now >= at && crash_restart(st, &pod) {
+                let restarts = pod
+                    .pointer("/status/containerStatuses")
+                    .and_then(Value::as_array)
+                    .map_or(0, |cs| cs.iter().map(|c| int_at(c, "/restartCount", 0)).max().unwrap_or(0));
+                st.rt.next_restart.insert(
+                    uid,
+                    now + Duration::from_secs_f64(backoff(restarts + 1) / speed),
+                );
+            }
+        }
+    }
+}
+
+fn start(st: &mut State, pod: &Value, node: &str) {
+    let Some(pods_def) = by_plural("pods") else { return };
+    let now = now_str();
+    let mut new = pod.clone();
+    let mut statuses = Vec::new();
+    let mut all_ready = true;
+    let mut pull_failed = false;
+    let name = str_at(pod, "/metadata/name").to_string();
+    let mut events: Vec<(&str, &str, String)> = Vec::new();
+    for c in containers(pod) {
+        let cname = str_at(&c, "/name").to_string();
+        let image = str_at(&c, "/image").to_string();
+        let cid = format!("containerd://{}", &hex_id(&format!("{}{}", str_at(pod, "/metadata/uid"), cname))[..64]);
+        let image_id = format!("docker.io/library/{image}@sha256:{}", &hex_id(&image)[..64]);
+        let status = match behaviour(&image) {
+            Behaviour::Run => {
+                events.push(("Normal", "Pulled", format!("Container image \"{image}\" already present on machine")));
+                events.push(("Normal", "Created", format!("Created container: {cname}")));
+                events.push(("Normal", "Started", format!("Started container {cname}")));
+                json!({"name": cname, "image": image, "imageID": image_id, "containerID": cid,
+                       "ready": true, "started": true, "restartCount": 0,
+                       "state": {"running": {"startedAt": now}}})
+            }
+            Behaviour::Crash => {
+                all_ready = false;
+                events.push(("Normal", "Pulled", format!("Container image \"{image}\" already present on machine")));
+                events.push(("Normal", "Created", format!("Created container: {cname}")));
+                events.push(("Normal", "Started", format!("Started container {cname}")));
+                events.push(("Warning", "BackOff", format!("Back-off restarting failed container {cname} in pod {name}_{}({})", str_at(pod, "/metadata/namespace"), str_at(pod, "/metadata/uid"))));
+                json!({"name": cname, "image": image, "imageID": image_id, "containerID": cid,
+                       "ready": false, "started": false, "restartCount": 0,
+                       "state": {"waiting": {"reason": "CrashLoopBackOff",
+                           "message": format!("back-off 10s restarting failed container={cname} pod={name}_{}({})", str_at(pod, "/metadata/namespace"), str_at(pod, "/metadata/uid"))}},
+                       "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now, "containerID": cid}}})
+            }
+            Behaviour::BadImage => {
+                all_ready = false;
+                pull_failed = true;
+                events.push(("Normal", "Pulling", format!("Pulling image \"{image}\"")));
+                events.push(("Warning", "Failed", format!("Failed to pull image \"{image}\": rpc error: code = NotFound desc = failed to pull and unpack image \"docker.io/library/{image}\": not found")));
+                events.push(("Warning", "Failed", "Error: ErrImagePull".to_string()));
+                events.push(("Normal", "BackOff", format!("Back-off pulling image \"{image}\"")));
+                json!({"name": cname, "image": image, "imageID": "", "ready": false, "started": false, "restartCount": 0,
+                       "state": {"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{image}\"")}}})
+            }
+        };
+        statuses.push(status);
+    }
+    let octet = |s: &str| (hex_id(s).as_bytes()[0] as u32 * 7 + hex_id(s).as_bytes()[1] as u32) % 250 + 2;
+    let node_num: u32 = node.trim_start_matches(|c: char| !c.is_ascii_digit()).parse().unwrap_or(0);
+    set_at(&mut new, "/status/phase", json!(if pull_failed { "Pending" } else { "Running" }));
+    set_at(&mut new, "/status/startTime", json!(now));
+    set_at(&mut new, "/status/hostIP", json!(format!("192.168.49.{}", node_num + 1)));
+    set_at(&mut new, "/status/hostIPs", json!([{"ip": format!("192.168.49.{}", node_num + 1)}]));
+    let ip = format!("10.244.{}.{}", node_num, octet(&name));
+    set_at(&mut new, "/status/podIP", json!(ip));
+    set_at(&mut new, "/status/podIPs", json!([{"ip": ip}]));
+    set_at(&mut new, "/status/containerStatuses", json!(statuses));
+    let ready = if all_ready { "True" } else { "False" };
+    let (reason, msg) = if all_ready {
+        ("", String::new())
+    } else {
+        ("ContainersNotReady", "containers with unready status: [...]".to_string())
+    };
+    set_condition(&mut new, "PodReadyToStartContainers", "True", "", "", false);
+    set_condition(&mut new, "Initialized", "True", "", "", false);
+    set_condition(&mut new, "Ready", ready, reason, &msg, false);
+    set_condition(&mut new, "ContainersReady", ready, reason, &msg, false);
+    set_condition(&mut new, "PodScheduled", "True", "", "", false);
+    strip_empty_condition_fields(&mut new);
+    let out = st.replace(pods_def, new);
+    for (t, r, m) in events {
+        emit_event(st, &out, t, r, &m, COMPONENT);
+    }
+}
+
+fn strip_empty_condition_fields(p: &mut Value) {
+    if let Some(cs) = p.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
+        for c in cs {
+            if let Some(m) = c.as_object_mut() {
+                m.retain(|_, v| v.as_str() != Some(""));
+            }
+        }
+    }
+}
+
+/// One more crash of every crash-looping container; returns whether any crashed.
+fn crash_restart(st: &mut State, pod: &Value) -> bool {
+    let Some(pods_def) = by_plural("pods") else { return false };
+    let mut new = pod.clone();
+    let now = now_str();
+    let mut crashed = Vec::new();
+    if let Some(cs) = new.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut) {
+        for c in cs.iter_mut() {
+            if behaviour(str_at(c, "/image")) != Behaviour::Crash {
+                continue;
+            }
+            let n = int_at(c, "/restartCount", 0) + 1;
+            c["restartCount"] = json!(n);
+            c["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now,
+                "containerID": str_at(c, "/containerID")}});
+            let secs = backoff(n) as i64;
+            let back = if secs >= 60 { format!("{}m{}s", secs / 60, secs % 60) } else { format!("{secs}s") };
+            c["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
+                "message": format!("back-off {back} restarting failed container={} pod={}_{}({})", str_at(c, "/name"),
+                    str_at(pod, "/metadata/name"), str_at(pod, "/metadata/namespace"), str_at(pod, "/metadata/uid"))}});
+            crashed.push(str_at(c, "/name").to_string());
+        }
+    }
+    if crashed.is_empty() {
+        return false;
+    }
+    let out = st.replace(pods_def, new);
+    for c in crashed {
+        let msg = format!(
+            "Back-off restarting failed container {c} in pod {}_{}({})",
+            str_at(&out, "/metadata/name"),
+            str_at(&out, "/metadata/namespace"),
+            str_at(&out, "/metadata/uid")
+        );
+        emit_event(st, &out, "Warning", "BackOff", &msg, COMPONENT);
+    }
+    true
+}
+
+fn complete(st: &mut State, pod: &Value) {
+    let Some(pods_def) = by_plural("pods") else { return };
+    let now = now_str();
+    let mut new = pod.clone();
+    set_at(&mut new, "/status/phase", json!("Succeeded"));
+    if let Some(cs) = new.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut) {
+        for c in cs.iter_mut() {
+            c["ready"] = json!(false);
+            c["started"] = json!(false);
+            c["state"] = json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": str_at(pod, "/status/startTime"), "finishedAt": now}});
+        }
+    }
+    set_condition(&mut new, "Ready", "False", "PodCompleted", "", false);
+    set_condition(&mut new, "ContainersReady", "False", "PodCompleted", "", false);
+    strip_empty_condition_fields(&mut new);
+    st.replace(pods_def, new);
+}
+
+/// The log of one container: a few deterministic start-up lines, then one line per few
+/// simulated seconds of uptime. Crash-looping containers log their fatal error.
+///
+/// # Errors
+/// A message when `previous` is asked for a container that never terminated.
+pub fn log_lines(pod: &Value, container: &str, previous: bool, speed: f64) -> Result<Vec<String>, String> {
+    let image = containers(pod)
+        .iter()
+        .find(|c| str_at(c, "/name") == container)
+        .map(|c| str_at(c, "/image").to_string())
+        .unwrap_or_default();
+    let start = chrono::DateTime::parse_from_rfc3339(str_at(pod, "/status/startTime"))
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    let pod_name = str_at(pod, "/metadata/name");
+    let ts = |secs: i64| (start + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut lines = vec![
+        format!("{} INFO  [{container}] starting {image} in pod {pod_name}", ts(0)),
+        format!("{} INFO  [{container}] loaded configuration from /etc/{container}/config.yaml", ts(0)),
+    ];
+    match behaviour(&image) {
+        Behaviour::Crash => {
+            let restarted = pod
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| str_at(c, "/name") == container))
+                .is_some_and(|c| int_at(c, "/restartCount", 0) > 0 || c.pointer("/lastState/terminated").is_some());
+            if previous && !restarted {
+                return Err(format!("previous terminated container \"{container}\" in pod \"{pod_name}\" not found"));
+            }
+            lines.push(format!("{} INFO  [{container}] connecting to dependencies", ts(1)));
+            lines.push(format!("{} ERROR [{container}] panic: failed to initialise: configuration invalid (simulated crash)", ts(1)));
+            lines.push(format!("{} FATAL [{container}] exiting with code 1", ts(1)));
+        }
+        _ => {
+            if previous {
+                return Err(format!("previous terminated container \"{container}\" in pod \"{pod_name}\" not found"));
+            }
+            lines.push(format!("{} INFO  [{container}] listening on :8080", ts(1)));
+            lines.push(format!("{} INFO  [{container}] ready", ts(2)));
+            let uptime = (chrono::Utc::now() - start).num_milliseconds() as f64 / 1000.0 * speed;
+            let extra = ((uptime / 60.0) * LOG_LINES_PER_MINUTE) as usize;
+            let step = 60.0 / LOG_LINES_PER_MINUTE;
+            for i in 0..extra.min(MAX_LOG_LINES) {
+                let at = 2 + ((i + 1) as f64 * step / speed.max(1.0)) as i64;
+                lines.push(format!(
+                    "{} INFO  [{container}] GET /healthz 200 ({} ms) request_id={}",
+                    ts(at),
+                    1 + (i * 7) % 13,
+                    &hex_id(&format!("{pod_name}{container}{i}"))[..12]
+                ));
+            }
+        }
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_image_tag_picks_the_behaviour() {
+        assert!(behaviour("nginx:1.25") == Behaviour::Run);
+        assert!(behaviour("registry:5000/app:crashloop") == Behaviour::Crash);
+        assert!(behaviour("app:badimage") == Behaviour::BadImage);
+        assert!(behaviour("nginx") == Behaviour::Run);
+    }
+
+    #[test]
+    fn back_off_doubles_to_five_minutes() {
+        assert_eq!(backoff(0), 10.0);
+        assert_eq!(backoff(1), 20.0);
+        assert_eq!(backoff(9), 300.0);
+    }
+
+    #[test]
+    fn logs_are_deterministic_and_previous_needs_a_crash() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i:1"}]},
+            "status": {"startTime": "2026-01-01T00:00:00Z"}});
+        let a = log_lines(&pod, "c", false, 1.0).unwrap();
+        assert!(a.len() > 4);
+        assert_eq!(a[0], log_lines(&pod, "c", false, 1.0).unwrap()[0]);
+        assert!(log_lines(&pod, "c", true, 1.0).is_err());
+    }
+}

@@ -1,0 +1,550 @@
+//! The HTTP edge: one axum fallback handler that parses Kubernetes REST paths and dispatches
+//! to the verbs in [`super::api`]. Watches stream newline-delimited JSON events.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State as AxState};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::api::{self, DeleteOpts};
+use super::discovery;
+use super::errors::{success_status, ApiError};
+use super::faults::Faults;
+use super::patch::PatchType;
+use super::resources::{lookup, ResourceDef};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::store::{key_of, str_at, EventType, State, WatchEvent};
+use super::table;
+
+/// Largest request body accepted (the real server's limit is 3 MiB per object).
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// How often a watch with `allowWatchBookmarks` gets a BOOKMARK (the real server: ~1 min).
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(15);
+/// Watch lifetime when the client gives no `timeoutSeconds` (the real server: 30–60 min).
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Shared by the HTTP handler and the controllers.
+pub struct Sim {
+    pub state: Mutex<State>,
+    pub faults: Faults,
+    pub shutdown: CancellationToken,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Sim {
+    /// Locks the state; a poisoned lock (a panic elsewhere) is recovered, never propagated.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new().fallback(handle).with_state(sim)
+}
+
+fn json_response(code: u16, body: Vec<u8>) -> Response {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    (code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn value_response(code: u16, v: &Value) -> Response {
+    json_response(code, serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// The resource a request addresses.
+struct Target {
+    def: &'static ResourceDef,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+/// Parses `/api/v1/...` or `/apis/G/V/...` past the group-version into a [`Target`].
+fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let (ns, plural, name, sub) = if rest.len() >= 3
+        && rest[0] == "namespaces"
+        && lookup(group, version, rest[2]).is_some_and(|d| d.namespaced)
+    {
+        (
+            Some(rest[1].to_string()),
+            rest[2],
+            rest.get(3).map(|s| s.to_string()),
+            rest.get(4).map(|s| s.to_string()),
+        )
+    } else {
+        (
+            None,
+            *rest.first().ok_or_else(not_found)?,
+            rest.get(1).map(|s| s.to_string()),
+            rest.get(2).map(|s| s.to_string()),
+        )
+    };
+    let extra = if ns.is_some() { rest.len() > 5 } else { rest.len() > 3 };
+    let def = lookup(group, version, plural).ok_or_else(not_found)?;
+    if extra {
+        return Err(not_found());
+    }
+    if let Some(s) = &sub {
+        if !def.has_sub(s) {
+            return Err(not_found());
+        }
+    }
+    Ok(Target { def, ns, name, sub })
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.split(',').next().unwrap_or("").contains("as=Table"))
+}
+
+fn is_dry_run(q: &HashMap<String, String>) -> bool {
+    q.get("dryRun").is_some_and(|v| v == "All")
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the body of the request was empty"));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .or_else(|_| serde_yaml::from_slice(body))
+        .map_err(|e| ApiError::bad_request(format!("the object provided is unrecognized: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the object provided is not an object"));
+    }
+    Ok(v)
+}
+
+async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
+    };
+    let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    let path = parts.uri.path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        [] => return value_response(200, &discovery::root_paths()),
+        ["version"] => return value_response(200, &discovery::version()),
+        ["healthz"] | ["livez"] | ["readyz"] => return "ok".into_response(),
+        ["api"] => return value_response(200, &discovery::core_versions(sim.addr)),
+        ["apis"] => return value_response(200, &discovery::group_list()),
+        ["api", "v1"] => return value_response(200, &discovery::resource_list("", "v1")),
+        ["apis", g] => {
+            return match discovery::group(g) {
+                Some(v) => value_response(200, &v),
+                None => ApiError::new(404, "NotFound", "the server could not find the requested resource")
+                    .into_response(),
+            }
+        }
+        ["apis", g, v] if discovery::serves(g, v) => {
+            return value_response(200, &discovery::resource_list(g, v))
+        }
+        _ => {}
+    }
+    let target = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => parse_target("", "v1", rest),
+        ["apis", g, v, rest @ ..] => parse_target(g, v, rest),
+        _ => Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )),
+    };
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let watching = query
+        .get("watch")
+        .is_some_and(|w| w == "true" || w == "1");
+    let verb = match (&parts.method, target.name.is_some(), target.sub.as_deref()) {
+        (&Method::GET, false, _) if watching => "watch",
+        (&Method::GET, false, _) => "list",
+        (&Method::GET, true, _) => "get",
+        (&Method::POST, true, Some("eviction")) => "create",
+        (&Method::POST, false, _) => "create",
+        (&Method::PUT, true, _) => "update",
+        (&Method::PATCH, true, _) => "patch",
+        (&Method::DELETE, true, _) => "delete",
+        (&Method::DELETE, false, _) => "deletecollection",
+        _ => {
+            return ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource"
+            ))
+            .into_response()
+        }
+    };
+    let fault_res = match &target.sub {
+        Some(s) => format!("{}/{}", target.def.plural, s),
+        None => target.def.plural.to_string(),
+    };
+    let injected = sim.faults.check(verb, &fault_res);
+    if !injected.latency.is_zero() {
+        tokio::time::sleep(injected.latency).await;
+    }
+    if let Some(code) = injected.error_status {
+        let name = target.name.as_deref().unwrap_or("");
+        let err = match code {
+            409 => ApiError::conflict(target.def, name),
+            429 => ApiError::new(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later (injected fault)"),
+            503 => ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request (injected fault)"),
+            c => ApiError::new(c, "InternalError", "an error on the server (\"injected fault\") has prevented the request from succeeding"),
+        };
+        return err.into_response();
+    }
+    let table = wants_table(&parts.headers);
+    if verb == "watch" {
+        return watch(sim, target, &query, table);
+    }
+    let ct = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    match serve(&sim, verb, &target, &query, &ct, &body, table) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn namespace_of(t: &Target) -> &str {
+    if t.def.namespaced {
+        t.ns.as_deref().unwrap_or("")
+    } else {
+        ""
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    sim: &Sim,
+    verb: &str,
+    t: &Target,
+    q: &HashMap<String, String>,
+    ct: &str,
+    body: &Bytes,
+    table: bool,
+) -> Result<Response, ApiError> {
+    let def = t.def;
+    let ns = namespace_of(t);
+    let name = t.name.as_deref().unwrap_or("");
+    let dry = is_dry_run(q);
+    let sub = t.sub.as_deref();
+    if def.namespaced && t.ns.is_none() && !matches!(verb, "list" | "deletecollection") {
+        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+    }
+    match (verb, sub) {
+        ("list", _) => {
+            let label = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+                .map_err(ApiError::bad_request)?;
+            let field = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
+                .map_err(ApiError::bad_request)?;
+            let st = sim.lock();
+            let items: Vec<Arc<Value>> = match field.equality("metadata.name") {
+                Some(n) if t.ns.is_some() || !def.namespaced => {
+                    st.get(def.plural, ns, n).cloned().into_iter().collect()
+                }
+                _ => st.list(def.plural, t.ns.as_deref()),
+            };
+            let rv = st.rv();
+            drop(st);
+            let items: Vec<Arc<Value>> = items
+                .into_iter()
+                .filter(|o| label.matches_obj(o) && field.matches(o))
+                .collect();
+            if table {
+                return Ok(value_response(200, &table::table(def, &items, rv)));
+            }
+            Ok(json_response(200, list_bytes(def, &items, rv)))
+        }
+        ("get", None) => {
+            let st = sim.lock();
+            let obj = st
+                .get(def.plural, ns, name)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(def, name))?;
+            let rv = st.rv();
+            drop(st);
+            if table {
+                return Ok(value_response(200, &table::table(def, &[obj], rv)));
+            }
+            Ok(json_response(200, serde_json::to_vec(&*obj).unwrap_or_default()))
+        }
+        ("get", Some("status")) => {
+            let st = sim.lock();
+            let obj = st
+                .get(def.plural, ns, name)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(def, name))?;
+            Ok(value_response(200, &obj))
+        }
+        ("get", Some("scale")) => {
+            let st = sim.lock();
+            let obj = st
+                .get(def.plural, ns, name)
+                .ok_or_else(|| ApiError::not_found(def, name))?;
+            Ok(value_response(200, &api::scale_of(obj)))
+        }
+        ("get", Some("log")) => {
+            let st = sim.lock();
+            let text = api::pod_log(&st, ns, name, q)?;
+            Ok((
+                StatusCode::OK,
+                [(http::header::CONTENT_TYPE, "text/plain")],
+                text,
+            )
+                .into_response())
+        }
+        ("create", None) => {
+            let obj = parse_body(body)?;
+            let mut st = sim.lock();
+            let created = api::create(&mut st, def, t.ns.as_deref(), obj, dry)?;
+            Ok(value_response(201, &created))
+        }
+        ("create", Some("eviction")) => {
+            let ev = parse_body(body)?;
+            let dry = dry
+                || ev
+                    .pointer("/deleteOptions/dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.iter().any(|x| x == "All"));
+            let mut st = sim.lock();
+            api::evict(&mut st, ns, name, &ev, dry)?;
+            Ok(value_response(201, &success_status(201, None)))
+        }
+        ("update", _) => {
+            let obj = parse_body(body)?;
+            let mut st = sim.lock();
+            let out = api::update(&mut st, def, ns, name, sub, obj, dry)?;
+            Ok(value_response(200, &out))
+        }
+        ("patch", _) => {
+            let pt = PatchType::from_content_type(ct).ok_or_else(|| {
+                ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {ct}"),
+                )
+            })?;
+            let mut st = sim.lock();
+            let (code, out) = api::patch(&mut st, def, ns, name, sub, pt, body, q, dry)?;
+            Ok(value_response(code, &out))
+        }
+        ("delete", None) => {
+            let opts = DeleteOpts::parse(body, q)?;
+            let mut st = sim.lock();
+            let out = api::delete(&mut st, def, ns, name, &opts, dry)?;
+            Ok(value_response(200, &out))
+        }
+        ("deletecollection", None) => {
+            let opts = DeleteOpts::parse(body, q)?;
+            let label = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+                .map_err(ApiError::bad_request)?;
+            let field = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
+                .map_err(ApiError::bad_request)?;
+            let mut st = sim.lock();
+            let victims: Vec<Arc<Value>> = st
+                .list(def.plural, t.ns.as_deref())
+                .into_iter()
+                .filter(|o| label.matches_obj(o) && field.matches(o))
+                .collect();
+            let mut out = Vec::new();
+            for v in victims {
+                let (ons, oname) = key_of(&v);
+                if let Ok(o) = api::delete(&mut st, def, &ons, &oname, &opts, dry) {
+                    out.push(Arc::new(o));
+                }
+            }
+            let rv = st.rv();
+            Ok(json_response(200, list_bytes(def, &out, rv)))
+        }
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
+    }
+}
+
+/// `{"kind":"PodList",...,"items":[...]}` written straight from the stored objects.
+fn list_bytes(def: &ResourceDef, items: &[Arc<Value>], rv: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + items.len() * 1024);
+    out.extend_from_slice(
+        format!(
+            "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"{}\"}},\"items\":[",
+            def.kind,
+            def.api_version(),
+            rv
+        )
+        .as_bytes(),
+    );
+    for (i, it) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, &**it);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+fn event_line(etype: &str, obj: &Value) -> Bytes {
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(format!("{{\"type\":\"{etype}\",\"object\":").as_bytes());
+    let _ = serde_json::to_writer(&mut out, obj);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
+fn bookmark(def: &ResourceDef, rv: u64, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    event_line(
+        "BOOKMARK",
+        &json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": meta}),
+    )
+}
+
+/// Streams watch events: synthetic ADDED for the current state when no resourceVersion is
+/// given (or `0`, or `sendInitialEvents=true`), else the history after the given version,
+/// then live events until `timeoutSeconds`, shutdown, or the client goes away.
+fn watch(sim: Arc<Sim>, t: Target, q: &HashMap<String, String>, table: bool) -> Response {
+    let def = t.def;
+    let label = match LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str)) {
+        Ok(l) => l,
+        Err(e) => return ApiError::bad_request(e).into_response(),
+    };
+    let field = match FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str)) {
+        Ok(f) => f,
+        Err(e) => return ApiError::bad_request(e).into_response(),
+    };
+    let ns = t.ns.clone().filter(|_| def.namespaced);
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let send_initial = q.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_WATCH_TIMEOUT);
+    let rv_param = q.get("resourceVersion").cloned().unwrap_or_default();
+    let matches = move |o: &Value| -> bool {
+        ns.as_deref().is_none_or(|n| str_at(o, "/metadata/namespace") == n)
+            && label.matches_obj(o)
+            && field.matches(o)
+    };
+    let encode = move |etype: &str, o: &Value| -> Bytes {
+        if table {
+            let rv = str_at(o, "/metadata/resourceVersion").parse().unwrap_or(0);
+            event_line(etype, &table::table(def, &[Arc::new(o.clone())], rv))
+        } else {
+            event_line(etype, o)
+        }
+    };
+
+    let mut initial: Vec<Bytes> = Vec::new();
+    let (rx, start_rv) = {
+        let st = sim.lock();
+        if rv_param.is_empty() || rv_param == "0" || send_initial {
+            for o in st.list(def.plural, t.ns.as_deref()) {
+                if matches(&o) {
+                    initial.push(encode("ADDED", &o));
+                }
+            }
+            if send_initial && bookmarks {
+                initial.push(bookmark(def, st.rv(), true));
+            }
+            (st.subscribe(), st.rv())
+        } else {
+            let from: u64 = match rv_param.parse() {
+                Ok(n) => n,
+                Err(_) => {
+                    return ApiError::bad_request(format!("invalid resource version: {rv_param}"))
+                        .into_response()
+                }
+            };
+            match st.watch_from(def.plural, from) {
+                Ok((backlog, rx)) => {
+                    for ev in backlog {
+                        if matches(&ev.object) {
+                            initial.push(encode(ev.etype.as_str(), &ev.object));
+                        }
+                    }
+                    (rx, st.rv())
+                }
+                Err(e) => {
+                    let status = ApiError::new(
+                        410,
+                        "Expired",
+                        format!("too old resource version: {} ({})", e.requested, e.oldest),
+                    )
+                    .status();
+                    let line = event_line("ERROR", &status);
+                    return Response::builder()
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(Body::from(line))
+                        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+                }
+            }
+        }
+    };
+
+    let shutdown = sim.shutdown.clone();
+    let plural = def.plural;
+    let stream = async_stream::stream! {
+        let mut rx = rx;
+        let mut last_rv = start_rv;
+        for b in initial {
+            yield Ok::<Bytes, std::io::Error>(b);
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick(), if bookmarks => {
+                    yield Ok(bookmark(def, last_rv, false));
+                }
+                ev = rx.recv() => {
+                    match ev {
+                        Ok(ev) => {
+                            let ev: Arc<WatchEvent> = ev;
+                            if ev.rv <= last_rv && ev.rv <= start_rv { continue; }
+                            last_rv = last_rv.max(ev.rv);
+                            if ev.plural != plural || !matches(&ev.object) { continue; }
+                            let t = match ev.etype { EventType::Added => "ADDED", EventType::Modified => "MODIFIED", EventType::Deleted => "DELETED" };
+                            yield Ok(encode(t, &ev.object));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let status = ApiError::new(410, "Expired", "watch fell behind; relist").status();
+                            yield Ok(event_line("ERROR", &status));
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    };
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CACHE_CONTROL, "no-cache, private")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

@@ -1,0 +1,1 @@
+//! kube-rs tests against the simulated cluster.
