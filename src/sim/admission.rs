@@ -29,7 +29,11 @@ pub fn default(def: &ResourceDef, obj: &mut Value, st: &State) {
     match def.kind {
         "Namespace" => {
             let name = str_at(obj, "/metadata/name").to_string();
-            set_at(obj, "/metadata/labels/kubernetes.io~1metadata.name", json!(name));
+            set_at(
+                obj,
+                "/metadata/labels/kubernetes.io~1metadata.name",
+                json!(name),
+            );
             ensure(obj, "/spec/finalizers", json!(["kubernetes"]));
             ensure(obj, "/status/phase", json!("Active"));
         }
@@ -50,9 +54,17 @@ pub fn default(def: &ResourceDef, obj: &mut Value, st: &State) {
             );
             if str_at(obj, "/spec/strategy/type") == "RollingUpdate" {
                 ensure(obj, "/spec/strategy/rollingUpdate/maxSurge", json!("25%"));
-                ensure(obj, "/spec/strategy/rollingUpdate/maxUnavailable", json!("25%"));
+                ensure(
+                    obj,
+                    "/spec/strategy/rollingUpdate/maxUnavailable",
+                    json!("25%"),
+                );
             }
-            ensure(obj, "/spec/revisionHistoryLimit", json!(DEFAULT_REVISION_HISTORY));
+            ensure(
+                obj,
+                "/spec/revisionHistoryLimit",
+                json!(DEFAULT_REVISION_HISTORY),
+            );
             ensure(
                 obj,
                 "/spec/progressDeadlineSeconds",
@@ -72,7 +84,11 @@ pub fn default(def: &ResourceDef, obj: &mut Value, st: &State) {
                 "/spec/updateStrategy",
                 json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
             );
-            ensure(obj, "/spec/revisionHistoryLimit", json!(DEFAULT_REVISION_HISTORY));
+            ensure(
+                obj,
+                "/spec/revisionHistoryLimit",
+                json!(DEFAULT_REVISION_HISTORY),
+            );
             ensure(
                 obj,
                 "/spec/persistentVolumeClaimRetentionPolicy",
@@ -86,7 +102,11 @@ pub fn default(def: &ResourceDef, obj: &mut Value, st: &State) {
                 "/spec/updateStrategy",
                 json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
             );
-            ensure(obj, "/spec/revisionHistoryLimit", json!(DEFAULT_REVISION_HISTORY));
+            ensure(
+                obj,
+                "/spec/revisionHistoryLimit",
+                json!(DEFAULT_REVISION_HISTORY),
+            );
             default_template(obj);
         }
         "Job" => {
@@ -99,7 +119,11 @@ pub fn default(def: &ResourceDef, obj: &mut Value, st: &State) {
             ensure(obj, "/spec/type", json!("ClusterIP"));
             ensure(obj, "/spec/sessionAffinity", json!("None"));
             if obj.pointer("/spec/clusterIP").is_none() {
-                let ip = format!("10.96.{}.{}", rand::random::<u8>(), rand::random::<u8>().max(1));
+                let ip = format!(
+                    "10.96.{}.{}",
+                    rand::random::<u8>(),
+                    rand::random::<u8>().max(1)
+                );
                 set_at(obj, "/spec/clusterIP", json!(ip));
                 set_at(obj, "/spec/clusterIPs", json!([ip]));
             }
@@ -137,7 +161,11 @@ pub fn default(def: &ResourceDef, obj: &mut Value, st: &State) {
                     ) == "true"
                 });
                 if let Some(sc) = default_sc {
-                    set_at(obj, "/spec/storageClassName", json!(str_at(&sc, "/metadata/name")));
+                    set_at(
+                        obj,
+                        "/spec/storageClassName",
+                        json!(str_at(&sc, "/metadata/name")),
+                    );
                 }
             }
             ensure(obj, "/status/phase", json!("Pending"));
@@ -171,7 +199,11 @@ pub fn default_pod_spec(spec: &mut Value) {
         return;
     }
     ensure(spec, "/restartPolicy", json!("Always"));
-    ensure(spec, "/terminationGracePeriodSeconds", json!(DEFAULT_GRACE_SECONDS));
+    ensure(
+        spec,
+        "/terminationGracePeriodSeconds",
+        json!(DEFAULT_GRACE_SECONDS),
+    );
     ensure(spec, "/dnsPolicy", json!("ClusterFirst"));
     ensure(spec, "/schedulerName", json!("default-scheduler"));
     ensure(spec, "/securityContext", json!({}));
@@ -258,7 +290,10 @@ fn check_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Causes) {
             for (i, c) in cs.iter().enumerate() {
                 let name = str_at(c, "/name");
                 if name.is_empty() {
-                    causes.push((format!("{at}.containers[{i}].name"), "Required value".into()));
+                    causes.push((
+                        format!("{at}.containers[{i}].name"),
+                        "Required value".into(),
+                    ));
                 } else if !is_dns_label(name) {
                     causes.push((
                         format!("{at}.containers[{i}].name"),
@@ -266,7 +301,10 @@ fn check_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Causes) {
                     ));
                 }
                 if str_at(c, "/image").trim().is_empty() {
-                    causes.push((format!("{at}.containers[{i}].image"), "Required value".into()));
+                    causes.push((
+                        format!("{at}.containers[{i}].image"),
+                        "Required value".into(),
+                    ));
                 }
             }
         }
@@ -319,7 +357,11 @@ fn check_workload(obj: &Value, old: Option<&Value>, kind: &str, causes: &mut Cau
             }
         }
     }
-    check_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", causes);
+    check_pod_spec(
+        obj.pointer("/spec/template/spec"),
+        "spec.template.spec",
+        causes,
+    );
     if kind == "Deployment" {
         for f in ["maxSurge", "maxUnavailable"] {
             if let Some(v) = obj.pointer(&format!("/spec/strategy/rollingUpdate/{f}")) {
@@ -379,7 +421,10 @@ pub fn validate(
             ));
         }
     }
-    if obj.get("spec").is_some_and(|s| !s.is_object() && !s.is_null()) {
+    if obj
+        .get("spec")
+        .is_some_and(|s| !s.is_object() && !s.is_null())
+    {
         causes.push(("spec".into(), "Invalid value: must be an object".into()));
     }
     if causes.is_empty() {
@@ -404,7 +449,9 @@ pub fn validate(
                 if max < 1 || min > max {
                     causes.push((
                         "spec.maxReplicas".into(),
-                        format!("Invalid value: {max}: must be greater than or equal to `minReplicas`"),
+                        format!(
+                            "Invalid value: {max}: must be greater than or equal to `minReplicas`"
+                        ),
                     ));
                 }
             }
@@ -419,17 +466,19 @@ pub fn validate(
     }
 }
 
-fn check_pvc(def: &ResourceDef, obj: &Value, old: Option<&Value>, st: &State) -> Result<(), ApiError> {
+fn check_pvc(
+    def: &ResourceDef,
+    obj: &Value,
+    old: Option<&Value>,
+    st: &State,
+) -> Result<(), ApiError> {
     let name = str_at(obj, "/metadata/name");
     let size_s = str_at(obj, "/spec/resources/requests/storage");
     let Some(size) = parse_quantity(size_s) else {
         return Err(ApiError::invalid(
             def,
             name,
-            &[(
-                "spec.resources[storage]".into(),
-                "Required value".into(),
-            )],
+            &[("spec.resources[storage]".into(), "Required value".into())],
         ));
     };
     let Some(old) = old else { return Ok(()) };
@@ -492,7 +541,11 @@ mod tests {
         default(d, &mut obj, &st);
         let err = validate(d, &obj, None, &st).unwrap_err();
         assert_eq!(err.code, 422);
-        assert!(err.message.contains("does not match template"), "{}", err.message);
+        assert!(
+            err.message.contains("does not match template"),
+            "{}",
+            err.message
+        );
         obj["spec"]["template"]["metadata"]["labels"]["app"] = json!("web");
         obj["spec"]["replicas"] = json!(-1);
         let err = validate(d, &obj, None, &st).unwrap_err();

@@ -51,7 +51,11 @@ pub fn create(
     if def.namespaced {
         let url_ns = ns.unwrap_or("");
         let body_ns = str_at(&obj, "/metadata/namespace").to_string();
-        let ns = if url_ns.is_empty() { body_ns.clone() } else { url_ns.to_string() };
+        let ns = if url_ns.is_empty() {
+            body_ns.clone()
+        } else {
+            url_ns.to_string()
+        };
         if !body_ns.is_empty() && body_ns != ns {
             return Err(ApiError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
@@ -75,7 +79,11 @@ pub fn create(
     if str_at(&obj, "/metadata/name").is_empty() {
         let gen = str_at(&obj, "/metadata/generateName").to_string();
         if !gen.is_empty() {
-            set_at(&mut obj, "/metadata/name", json!(format!("{gen}{}", random_suffix(5))));
+            set_at(
+                &mut obj,
+                "/metadata/name",
+                json!(format!("{gen}{}", random_suffix(5))),
+            );
         }
     }
     let (ons, oname) = (
@@ -139,7 +147,9 @@ pub fn commit_update(
 ) -> Result<Value, ApiError> {
     admission::default(def, &mut new, st);
     admission::validate(def, &new, Some(old), st)?;
-    if old.get("spec") != new.get("spec") || (def.kind == "DaemonSet" && old.get("spec") != new.get("spec")) {
+    if old.get("spec") != new.get("spec")
+        || (def.kind == "DaemonSet" && old.get("spec") != new.get("spec"))
+    {
         let g = int_at(old, "/metadata/generation", 1);
         set_at(&mut new, "/metadata/generation", json!(g + 1));
     }
@@ -205,7 +215,14 @@ fn apply_scale(
     let replicas = match scale.pointer("/spec/replicas") {
         None | Some(Value::Null) => 0,
         Some(v) => v.as_i64().ok_or_else(|| {
-            ApiError::invalid(def, &name, &[("spec.replicas".into(), "Invalid value: must be an integer".into())])
+            ApiError::invalid(
+                def,
+                &name,
+                &[(
+                    "spec.replicas".into(),
+                    "Invalid value: must be an integer".into(),
+                )],
+            )
         })?,
     };
     if replicas < 0 {
@@ -306,7 +323,11 @@ pub fn patch(
     }
     let patched = patch::apply(pt, &old, body).map_err(|e| {
         if pt == PatchType::Json {
-            ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("the server rejected our request due to an error in our request: {e}"),
+            )
         } else {
             ApiError::bad_request(e)
         }
@@ -323,6 +344,8 @@ pub struct DeleteOpts {
     pub propagation: Option<String>,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
+    /// `dryRun: ["All"]` in the body (kubectl sends it there rather than in the query).
+    pub dry_run: bool,
 }
 
 impl DeleteOpts {
@@ -334,6 +357,10 @@ impl DeleteOpts {
             let v: Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
             o.grace_seconds = v.get("gracePeriodSeconds").and_then(Value::as_i64);
+            o.dry_run = v
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|x| x == "All"));
             o.propagation = v
                 .get("propagationPolicy")
                 .and_then(Value::as_str)
@@ -410,7 +437,10 @@ pub fn delete(
             || phase == "Succeeded"
             || phase == "Failed"
         {
-            let out = st.remove(def, ns, name).map(|a| (*a).clone()).unwrap_or_default();
+            let out = st
+                .remove(def, ns, name)
+                .map(|a| (*a).clone())
+                .unwrap_or_default();
             return Ok(out);
         }
         if terminating {
@@ -423,7 +453,11 @@ pub fn delete(
             "/metadata/deletionTimestamp",
             json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         );
-        set_at(&mut new, "/metadata/deletionGracePeriodSeconds", json!(grace));
+        set_at(
+            &mut new,
+            "/metadata/deletionGracePeriodSeconds",
+            json!(grace),
+        );
         return Ok((*st.replace(def, new)).clone());
     }
     if def.kind == "Namespace" {
@@ -463,14 +497,20 @@ pub fn delete(
         }
         return Ok((*st.replace(def, new)).clone());
     }
-    Ok(st.remove(def, ns, name).map(|a| (*a).clone()).unwrap_or_default())
+    Ok(st
+        .remove(def, ns, name)
+        .map(|a| (*a).clone())
+        .unwrap_or_default())
 }
 
 /// Removes owner references to `uid` from every object (the `Orphan` propagation policy).
 fn orphan_dependents(st: &mut State, uid: &str) {
     for def in RESOURCES {
         for obj in st.list(def.plural, None) {
-            let Some(refs) = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array) else {
+            let Some(refs) = obj
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+            else {
                 continue;
             };
             if !refs.iter().any(|r| str_at(r, "/uid") == uid) {
@@ -493,7 +533,13 @@ fn orphan_dependents(st: &mut State, uid: &str) {
 /// # Errors
 /// 404 for a missing pod, 429 TooManyRequests when the budget allows no disruption, 500
 /// when several budgets select the pod (as the real API).
-pub fn evict(st: &mut State, ns: &str, name: &str, eviction: &Value, dry: bool) -> Result<(), ApiError> {
+pub fn evict(
+    st: &mut State,
+    ns: &str,
+    name: &str,
+    eviction: &Value,
+    dry: bool,
+) -> Result<(), ApiError> {
     let pods = by_plural("pods").ok_or_else(|| ApiError::internal("no pods"))?;
     let pod = st
         .get("pods", ns, name)
@@ -536,7 +582,8 @@ pub fn evict(st: &mut State, ns: &str, name: &str, eviction: &Value, dry: bool) 
             return Err(err);
         }
         if !dry && healthy_pod {
-            let pdef = by_plural("poddisruptionbudgets").ok_or_else(|| ApiError::internal("no pdbs"))?;
+            let pdef =
+                by_plural("poddisruptionbudgets").ok_or_else(|| ApiError::internal("no pdbs"))?;
             let mut new = (**pdb).clone();
             set_at(
                 &mut new,
@@ -570,7 +617,12 @@ pub fn evict(st: &mut State, ns: &str, name: &str, eviction: &Value, dry: bool) 
 /// # Errors
 /// 404 for a missing pod; 400 for a wrong or missing container name, or a container that
 /// has not started.
-pub fn pod_log(st: &State, ns: &str, name: &str, q: &HashMap<String, String>) -> Result<String, ApiError> {
+pub fn pod_log(
+    st: &State,
+    ns: &str,
+    name: &str,
+    q: &HashMap<String, String>,
+) -> Result<String, ApiError> {
     let pods = by_plural("pods").ok_or_else(|| ApiError::internal("no pods"))?;
     let pod = st
         .get("pods", ns, name)
@@ -601,8 +653,8 @@ pub fn pod_log(st: &State, ns: &str, name: &str, q: &HashMap<String, String>) ->
         )));
     }
     let previous = q.get("previous").is_some_and(|v| v == "true");
-    let mut lines = kubelet::log_lines(pod, &container, previous, st.speed)
-        .map_err(ApiError::bad_request)?;
+    let mut lines =
+        kubelet::log_lines(pod, &container, previous, st.speed).map_err(ApiError::bad_request)?;
     if let Some(n) = q.get("tailLines").and_then(|t| t.parse::<usize>().ok()) {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);

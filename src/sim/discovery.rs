@@ -25,7 +25,13 @@ pub fn version() -> Value {
 }
 
 pub fn root_paths() -> Value {
-    let mut paths = vec!["/api".to_string(), "/api/v1".into(), "/apis".into(), "/version".into(), "/healthz".into()];
+    let mut paths = vec![
+        "/api".to_string(),
+        "/api/v1".into(),
+        "/apis".into(),
+        "/version".into(),
+        "/healthz".into(),
+    ];
     for (g, v) in group_versions() {
         if !g.is_empty() {
             paths.push(format!("/apis/{g}"));
@@ -110,7 +116,11 @@ pub fn resource_list(g: &str, v: &str) -> Value {
             resources.push(sub);
         }
     }
-    let gv = if g.is_empty() { v.to_string() } else { format!("{g}/{v}") };
+    let gv = if g.is_empty() {
+        v.to_string()
+    } else {
+        format!("{g}/{v}")
+    };
     json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",

@@ -98,7 +98,12 @@ impl ApiError {
         ApiError {
             code: 422,
             reason: "Invalid",
-            message: format!("{} \"{}\" is invalid: {}", res.qualified_kind(), name, joined),
+            message: format!(
+                "{} \"{}\" is invalid: {}",
+                res.qualified_kind(),
+                name,
+                joined
+            ),
             details: Some(json!({
                 "name": name, "group": res.group, "kind": res.kind, "causes": causes_json
             })),
@@ -137,8 +142,10 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if self.code == 429 || self.code == 503 {
-            resp.headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
         }
         resp
     }

@@ -110,7 +110,10 @@ mod tests {
             probability: 1.0,
             ..Default::default()
         });
-        assert_eq!(f.check("patch", "deployments").latency, Duration::from_millis(5));
+        assert_eq!(
+            f.check("patch", "deployments").latency,
+            Duration::from_millis(5)
+        );
         f.clear();
         assert_eq!(f.check("patch", "deployments"), Injected::default());
     }

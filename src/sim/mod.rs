@@ -64,8 +64,8 @@ use tokio_util::sync::CancellationToken;
 pub use faults::{FaultRule, Faults};
 pub use scenario::{
     mk_configmap, mk_daemonset, mk_deployment, mk_hpa, mk_namespace, mk_node, mk_pdb, mk_pod,
-    mk_pvc, mk_secret, mk_service, mk_service_account, mk_statefulset, mk_storage_class,
-    PdbLimit, Scenario,
+    mk_pvc, mk_secret, mk_service, mk_service_account, mk_statefulset, mk_storage_class, PdbLimit,
+    Scenario,
 };
 
 use resources::by_kind;
@@ -112,7 +112,10 @@ impl SimCluster {
     /// A non-loopback address, a bind failure, or a scenario object the API rejects.
     pub async fn start(cfg: SimConfig) -> anyhow::Result<SimCluster> {
         if !cfg.listen.ip().is_loopback() {
-            bail!("the simulated cluster only listens on loopback, not {}", cfg.listen);
+            bail!(
+                "the simulated cluster only listens on loopback, not {}",
+                cfg.listen
+            );
         }
         if !(cfg.speed.is_finite() && cfg.speed > 0.0) {
             bail!("speed must be a positive number, got {}", cfg.speed);
@@ -214,7 +217,10 @@ impl SimCluster {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                bail!("workloads not settled after {timeout:?}: {}", pending.join(", "));
+                bail!(
+                    "workloads not settled after {timeout:?}: {}",
+                    pending.join(", ")
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -245,20 +251,36 @@ impl Drop for SimCluster {
 
 fn unsettled(st: &State) -> Vec<String> {
     let mut out = Vec::new();
-    for d in st.list("deployments", None).into_iter().chain(st.list("statefulsets", None)) {
+    for d in st
+        .list("deployments", None)
+        .into_iter()
+        .chain(st.list("statefulsets", None))
+    {
         let want = int_at(&d, "/spec/replicas", 1);
-        let ok = int_at(&d, "/status/observedGeneration", 0) >= int_at(&d, "/metadata/generation", 1)
+        let ok = int_at(&d, "/status/observedGeneration", 0)
+            >= int_at(&d, "/metadata/generation", 1)
             && int_at(&d, "/status/updatedReplicas", 0) == want
             && int_at(&d, "/status/readyReplicas", 0) == want
             && int_at(&d, "/status/replicas", 0) == want;
         if !ok {
-            out.push(format!("{}/{}", str_at(&d, "/metadata/namespace"), str_at(&d, "/metadata/name")));
+            out.push(format!(
+                "{}/{}",
+                str_at(&d, "/metadata/namespace"),
+                str_at(&d, "/metadata/name")
+            ));
         }
     }
     for d in st.list("daemonsets", None) {
         let want = int_at(&d, "/status/desiredNumberScheduled", -1);
-        if want < 0 || int_at(&d, "/status/numberReady", 0) != want || int_at(&d, "/status/updatedNumberScheduled", 0) != want {
-            out.push(format!("{}/{}", str_at(&d, "/metadata/namespace"), str_at(&d, "/metadata/name")));
+        if want < 0
+            || int_at(&d, "/status/numberReady", 0) != want
+            || int_at(&d, "/status/updatedNumberScheduled", 0) != want
+        {
+            out.push(format!(
+                "{}/{}",
+                str_at(&d, "/metadata/namespace"),
+                str_at(&d, "/metadata/name")
+            ));
         }
     }
     out
@@ -267,18 +289,31 @@ fn unsettled(st: &State) -> Vec<String> {
 fn seed(st: &mut State, scenario: &Scenario) -> anyhow::Result<()> {
     for obj in scenario.objects() {
         let kind = str_at(obj, "/kind");
-        let def = by_kind(kind).with_context(|| format!("scenario object of unknown kind {kind:?}"))?;
+        let def =
+            by_kind(kind).with_context(|| format!("scenario object of unknown kind {kind:?}"))?;
         let ns = str_at(obj, "/metadata/namespace").to_string();
         let ns = if def.namespaced {
-            Some(if ns.is_empty() { "default".to_string() } else { ns })
+            Some(if ns.is_empty() {
+                "default".to_string()
+            } else {
+                ns
+            })
         } else {
             None
         };
-        if def.kind == "Namespace" && st.get("namespaces", "", str_at(obj, "/metadata/name")).is_some() {
+        if def.kind == "Namespace"
+            && st
+                .get("namespaces", "", str_at(obj, "/metadata/name"))
+                .is_some()
+        {
             continue;
         }
         api::create(st, def, ns.as_deref(), obj.clone(), false).map_err(|e| {
-            anyhow::anyhow!("seeding {kind} {}: {}", str_at(obj, "/metadata/name"), e.message)
+            anyhow::anyhow!(
+                "seeding {kind} {}: {}",
+                str_at(obj, "/metadata/name"),
+                e.message
+            )
         })?;
     }
     Ok(())
@@ -328,7 +363,9 @@ pub async fn run_standalone(args: SimArgs) -> anyhow::Result<()> {
         "simulated cluster ready; try: kubectl --kubeconfig {} get pods -A",
         path.display()
     );
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     cluster.shutdown().await;
     Ok(())
 }

@@ -79,8 +79,13 @@ pub fn apply(pt: PatchType, target: &Value, body: &[u8]) -> Result<Value, String
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     let first = items.iter().find_map(Value::as_object);
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env"
-        | "imagePullSecrets" | "resourceClaims" => Some("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "resourceClaims" => Some("name"),
         "volumeMounts" => Some("mountPath"),
         "volumeDevices" => Some("devicePath"),
         "hostAliases" => Some("ip"),
@@ -256,7 +261,9 @@ mod tests {
         assert_eq!(cs[0]["image"], "nginx:1.26");
         assert_eq!(cs[0]["ports"][0]["containerPort"], 80);
         assert_eq!(cs[1]["image"], "envoy:1");
-        assert!(out.pointer("/spec/template/spec/$setElementOrder~1containers").is_none());
+        assert!(out
+            .pointer("/spec/template/spec/$setElementOrder~1containers")
+            .is_none());
     }
 
     #[test]
@@ -269,7 +276,10 @@ mod tests {
                 "env": [{"name": "A", "$patch": "delete"}, {"name": "C", "value": "3"}]}),
         );
         assert!(out["spec"].get("unschedulable").is_none());
-        assert_eq!(out["env"], json!([{"name": "B", "value": "2"}, {"name": "C", "value": "3"}]));
+        assert_eq!(
+            out["env"],
+            json!([{"name": "B", "value": "2"}, {"name": "C", "value": "3"}])
+        );
         let out = smp(out, json!({"spec": {"$patch": "replace", "x": 1}}));
         assert_eq!(out["spec"], json!({"x": 1}));
     }
@@ -292,7 +302,10 @@ mod tests {
 
     #[test]
     fn finalizers_merge_as_a_set() {
-        let out = smp(json!({"metadata": {"finalizers": ["a"]}}), json!({"metadata": {"finalizers": ["a", "b"]}}));
+        let out = smp(
+            json!({"metadata": {"finalizers": ["a"]}}),
+            json!({"metadata": {"finalizers": ["a", "b"]}}),
+        );
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
     }
 }

@@ -201,7 +201,16 @@ pub static RESOURCES: &[ResourceDef] = &[
         &[]
     ),
     res!(
-        "", "v1", "secrets", "secret", "Secret", true, NONE, NONE, false, &[]
+        "",
+        "v1",
+        "secrets",
+        "secret",
+        "Secret",
+        true,
+        NONE,
+        NONE,
+        false,
+        &[]
     ),
     res!(
         "",

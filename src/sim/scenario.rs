@@ -61,21 +61,54 @@ impl Scenario {
             json!({"storageclass.kubernetes.io/is-default-class": "true"});
         s.with(standard)
             .with(mk_storage_class("standard-expandable", true))
-            .with(mk_configmap("production", "web-config", json!({"nginx.conf": "worker_processes 2;\n"})))
-            .with(mk_configmap("production", "api-config", json!({"LOG_LEVEL": "info", "DB_HOST": "db-0.db"})))
-            .with(mk_secret("production", "api-credentials", json!({"username": "api", "password": "s3cr3t"})))
+            .with(mk_configmap(
+                "production",
+                "web-config",
+                json!({"nginx.conf": "worker_processes 2;\n"}),
+            ))
+            .with(mk_configmap(
+                "production",
+                "api-config",
+                json!({"LOG_LEVEL": "info", "DB_HOST": "db-0.db"}),
+            ))
+            .with(mk_secret(
+                "production",
+                "api-credentials",
+                json!({"username": "api", "password": "s3cr3t"}),
+            ))
             .with(mk_service_account("production", "api"))
             .with(mk_deployment("production", "web", 3, "nginx:1.25"))
-            .with(mk_pdb("production", "web-pdb", "web", PdbLimit::MaxUnavailable(1)))
+            .with(mk_pdb(
+                "production",
+                "web-pdb",
+                "web",
+                PdbLimit::MaxUnavailable(1),
+            ))
             .with(mk_service("production", "web", 80))
             .with(mk_deployment("production", "api", 2, "example/api:2.4.1"))
             .with(mk_service("production", "api", 8080))
             .with(mk_hpa("production", "api", "api", 2, 6))
-            .with(mk_deployment("production", "worker", 2, "example/worker:1.8.0"))
+            .with(mk_deployment(
+                "production",
+                "worker",
+                2,
+                "example/worker:1.8.0",
+            ))
             .with(mk_service("production", "db", 5432))
-            .with(mk_statefulset("production", "db", 2, "postgres:16", "standard-expandable", "10Gi"))
+            .with(mk_statefulset(
+                "production",
+                "db",
+                2,
+                "postgres:16",
+                "standard-expandable",
+                "10Gi",
+            ))
             .with(mk_deployment("staging", "web", 2, "nginx:1.25"))
-            .with(mk_daemonset("kube-system", "node-exporter", "prom/node-exporter:v1.8.0"))
+            .with(mk_daemonset(
+                "kube-system",
+                "node-exporter",
+                "prom/node-exporter:v1.8.0",
+            ))
     }
 }
 
@@ -172,7 +205,14 @@ pub fn mk_pvc(ns: &str, name: &str, size: &str, storage_class: &str) -> Value {
 }
 
 /// A StatefulSet with one `data` volume claim template of `size` on `storage_class`.
-pub fn mk_statefulset(ns: &str, name: &str, replicas: i64, image: &str, storage_class: &str, size: &str) -> Value {
+pub fn mk_statefulset(
+    ns: &str,
+    name: &str,
+    replicas: i64,
+    image: &str,
+    storage_class: &str,
+    size: &str,
+) -> Value {
     let mut tmpl = pod_template(name, image);
     tmpl["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}]);
     json!({

@@ -58,7 +58,11 @@ impl LabelSelector {
         }
         if let Some(exprs) = v.get("matchExpressions").and_then(Value::as_array) {
             for e in exprs {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or("").to_string();
+                let key = e
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let vals: Vec<String> = e
                     .get("values")
                     .and_then(Value::as_array)
@@ -158,7 +162,9 @@ fn parse_set(rest: &str) -> Result<Vec<String>, String> {
     let inner = rest
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("unable to parse requirement: expected a set in parentheses, found {rest:?}"))?;
+        .ok_or_else(|| {
+            format!("unable to parse requirement: expected a set in parentheses, found {rest:?}")
+        })?;
     Ok(inner
         .split(',')
         .map(|v| v.trim().to_string())
@@ -236,7 +242,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, v, false)
             } else {
-                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                ));
             };
             terms.push((k.trim().to_string(), v.trim().to_string(), neg));
         }
@@ -335,15 +343,23 @@ mod tests {
     #[test]
     fn field_selectors_read_dotted_paths() {
         let pod = json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"nodeName": "node-1"}, "status": {"phase": "Running"}});
-        assert!(FieldSelector::parse("spec.nodeName=node-1").unwrap().matches(&pod));
-        assert!(!FieldSelector::parse("spec.nodeName=node-2").unwrap().matches(&pod));
+        assert!(FieldSelector::parse("spec.nodeName=node-1")
+            .unwrap()
+            .matches(&pod));
+        assert!(!FieldSelector::parse("spec.nodeName=node-2")
+            .unwrap()
+            .matches(&pod));
         assert!(FieldSelector::parse("status.phase!=Failed,metadata.name=p")
             .unwrap()
             .matches(&pod));
         let node = json!({"metadata": {"name": "n"}, "spec": {}});
-        assert!(FieldSelector::parse("spec.unschedulable=false").unwrap().matches(&node));
+        assert!(FieldSelector::parse("spec.unschedulable=false")
+            .unwrap()
+            .matches(&node));
         assert_eq!(
-            FieldSelector::parse("metadata.name=x").unwrap().equality("metadata.name"),
+            FieldSelector::parse("metadata.name=x")
+                .unwrap()
+                .equality("metadata.name"),
             Some("x")
         );
         assert!(FieldSelector::parse("nonsense").is_err());

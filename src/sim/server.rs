@@ -51,7 +51,12 @@ pub fn router(sim: Arc<Sim>) -> Router {
 
 fn json_response(code: u16, body: Vec<u8>) -> Response {
     let code = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
-    (code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        code,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 fn value_response(code: u16, v: &Value) -> Response {
@@ -68,7 +73,13 @@ struct Target {
 
 /// Parses `/api/v1/...` or `/apis/G/V/...` past the group-version into a [`Target`].
 fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
-    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let not_found = || {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
     let (ns, plural, name, sub) = if rest.len() >= 3
         && rest[0] == "namespaces"
         && lookup(group, version, rest[2]).is_some_and(|d| d.namespaced)
@@ -87,7 +98,11 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, Api
             rest.get(2).map(|s| s.to_string()),
         )
     };
-    let extra = if ns.is_some() { rest.len() > 5 } else { rest.len() > 3 };
+    let extra = if ns.is_some() {
+        rest.len() > 5
+    } else {
+        rest.len() > 3
+    };
     let def = lookup(group, version, plural).ok_or_else(not_found)?;
     if extra {
         return Err(not_found());
@@ -119,7 +134,9 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
         .or_else(|_| serde_yaml::from_slice(body))
         .map_err(|e| ApiError::bad_request(format!("the object provided is unrecognized: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("the object provided is not an object"));
+        return Err(ApiError::bad_request(
+            "the object provided is not an object",
+        ));
     }
     Ok(v)
 }
@@ -145,8 +162,12 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         ["apis", g] => {
             return match discovery::group(g) {
                 Some(v) => value_response(200, &v),
-                None => ApiError::new(404, "NotFound", "the server could not find the requested resource")
-                    .into_response(),
+                None => ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+                .into_response(),
             }
         }
         ["apis", g, v] if discovery::serves(g, v) => {
@@ -167,9 +188,7 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    let watching = query
-        .get("watch")
-        .is_some_and(|w| w == "true" || w == "1");
+    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     let verb = match (&parts.method, target.name.is_some(), target.sub.as_deref()) {
         (&Method::GET, false, _) if watching => "watch",
         (&Method::GET, false, _) => "list",
@@ -204,6 +223,21 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
             c => ApiError::new(c, "InternalError", "an error on the server (\"injected fault\") has prevented the request from succeeding"),
         };
         return err.into_response();
+    }
+    if let Some(ct) = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        if ct.contains("protobuf") || ct.contains("cbor") {
+            // Clients that prefer binary encodings fall back to JSON on 415.
+            return ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml; got {ct}"),
+            )
+            .into_response();
+        }
     }
     let table = wants_table(&parts.headers);
     if verb == "watch" {
@@ -245,7 +279,11 @@ fn serve(
     let dry = is_dry_run(q);
     let sub = t.sub.as_deref();
     if def.namespaced && t.ns.is_none() && !matches!(verb, "list" | "deletecollection") {
-        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     match (verb, sub) {
         ("list", _) => {
@@ -282,7 +320,10 @@ fn serve(
             if table {
                 return Ok(value_response(200, &table::table(def, &[obj], rv)));
             }
-            Ok(json_response(200, serde_json::to_vec(&*obj).unwrap_or_default()))
+            Ok(json_response(
+                200,
+                serde_json::to_vec(&*obj).unwrap_or_default(),
+            ))
         }
         ("get", Some("status")) => {
             let st = sim.lock();
@@ -347,7 +388,7 @@ fn serve(
         ("delete", None) => {
             let opts = DeleteOpts::parse(body, q)?;
             let mut st = sim.lock();
-            let out = api::delete(&mut st, def, ns, name, &opts, dry)?;
+            let out = api::delete(&mut st, def, ns, name, &opts, dry || opts.dry_run)?;
             Ok(value_response(200, &out))
         }
         ("deletecollection", None) => {
@@ -365,7 +406,7 @@ fn serve(
             let mut out = Vec::new();
             for v in victims {
                 let (ons, oname) = key_of(&v);
-                if let Ok(o) = api::delete(&mut st, def, &ons, &oname, &opts, dry) {
+                if let Ok(o) = api::delete(&mut st, def, &ons, &oname, &opts, dry || opts.dry_run) {
                     out.push(Arc::new(o));
                 }
             }
@@ -442,7 +483,8 @@ fn watch(sim: Arc<Sim>, t: Target, q: &HashMap<String, String>, table: bool) -> 
         .unwrap_or(DEFAULT_WATCH_TIMEOUT);
     let rv_param = q.get("resourceVersion").cloned().unwrap_or_default();
     let matches = move |o: &Value| -> bool {
-        ns.as_deref().is_none_or(|n| str_at(o, "/metadata/namespace") == n)
+        ns.as_deref()
+            .is_none_or(|n| str_at(o, "/metadata/namespace") == n)
             && label.matches_obj(o)
             && field.matches(o)
     };

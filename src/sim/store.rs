@@ -116,7 +116,10 @@ impl State {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         State {
             rv: 1,
-            objects: RESOURCES.iter().map(|r| (r.plural, BTreeMap::new())).collect(),
+            objects: RESOURCES
+                .iter()
+                .map(|r| (r.plural, BTreeMap::new()))
+                .collect(),
             history: VecDeque::new(),
             history_floor: 0,
             tx,
@@ -235,7 +238,12 @@ impl State {
     }
 
     /// Removes an object for good; emits DELETED carrying a fresh resourceVersion.
-    pub fn remove(&mut self, def: &'static ResourceDef, ns: &str, name: &str) -> Option<Arc<Value>> {
+    pub fn remove(
+        &mut self,
+        def: &'static ResourceDef,
+        ns: &str,
+        name: &str,
+    ) -> Option<Arc<Value>> {
         let old = self
             .objects
             .get_mut(def.plural)?
@@ -296,7 +304,11 @@ mod tests {
         let rv1 = st.rv();
         assert_eq!(str_at(&a, "/metadata/resourceVersion"), rv1.to_string());
         st.replace(cm, (*a).clone());
-        assert_eq!(st.rv(), rv1, "a no-op update must not bump the resourceVersion");
+        assert_eq!(
+            st.rv(),
+            rv1,
+            "a no-op update must not bump the resourceVersion"
+        );
         let mut changed = (*a).clone();
         changed["data"]["k"] = json!("w");
         st.replace(cm, changed);

@@ -45,7 +45,10 @@ pub fn pod_status(p: &Value) -> String {
     if p.pointer("/metadata/deletionTimestamp").is_some() {
         return "Terminating".into();
     }
-    if let Some(cs) = p.pointer("/status/containerStatuses").and_then(Value::as_array) {
+    if let Some(cs) = p
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+    {
         for c in cs {
             let r = str_at(c, "/state/waiting/reason");
             if !r.is_empty() {
@@ -75,7 +78,10 @@ fn columns_and_cells(def: &ResourceDef, o: &Value) -> (Vec<Value>, Vec<Value>) {
                 .pointer("/spec/containers")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
-            let ready = cs.iter().filter(|c| c.get("ready") == Some(&json!(true))).count();
+            let ready = cs
+                .iter()
+                .filter(|c| c.get("ready") == Some(&json!(true)))
+                .count();
             let restarts: i64 = cs.iter().map(|c| int_at(c, "/restartCount", 0)).sum();
             let ip = str_at(o, "/status/podIP");
             let node = str_at(o, "/spec/nodeName");
@@ -110,7 +116,11 @@ fn columns_and_cells(def: &ResourceDef, o: &Value) -> (Vec<Value>, Vec<Value>) {
             ],
             vec![
                 name,
-                json!(format!("{}/{}", i("/status/readyReplicas"), i("/spec/replicas"))),
+                json!(format!(
+                    "{}/{}",
+                    i("/status/readyReplicas"),
+                    i("/spec/replicas")
+                )),
                 json!(i("/status/updatedReplicas")),
                 json!(i("/status/availableReplicas")),
                 age,
@@ -133,10 +143,18 @@ fn columns_and_cells(def: &ResourceDef, o: &Value) -> (Vec<Value>, Vec<Value>) {
             ],
         ),
         "StatefulSet" => (
-            vec![col("Name", "string", 0), col("Ready", "string", 0), col("Age", "string", 0)],
+            vec![
+                col("Name", "string", 0),
+                col("Ready", "string", 0),
+                col("Age", "string", 0),
+            ],
             vec![
                 name,
-                json!(format!("{}/{}", i("/status/readyReplicas"), i("/spec/replicas"))),
+                json!(format!(
+                    "{}/{}",
+                    i("/status/readyReplicas"),
+                    i("/spec/replicas")
+                )),
                 age,
             ],
         ),
@@ -167,7 +185,11 @@ fn columns_and_cells(def: &ResourceDef, o: &Value) -> (Vec<Value>, Vec<Value>) {
                 .and_then(|cs| cs.iter().find(|c| str_at(c, "/type") == "Ready"))
                 .map(|c| str_at(c, "/status") == "True")
                 .unwrap_or(false);
-            let mut status = if ready { "Ready".to_string() } else { "NotReady".to_string() };
+            let mut status = if ready {
+                "Ready".to_string()
+            } else {
+                "NotReady".to_string()
+            };
             if o.pointer("/spec/unschedulable") == Some(&json!(true)) {
                 status.push_str(",SchedulingDisabled");
             }
@@ -258,7 +280,11 @@ fn columns_and_cells(def: &ResourceDef, o: &Value) -> (Vec<Value>, Vec<Value>) {
                     col("Message", "string", 0),
                 ],
                 vec![
-                    json!(age_of(if last.is_empty() { str_at(o, "/metadata/creationTimestamp") } else { last })),
+                    json!(age_of(if last.is_empty() {
+                        str_at(o, "/metadata/creationTimestamp")
+                    } else {
+                        last
+                    })),
                     json!(str_at(o, "/type")),
                     json!(str_at(o, "/reason")),
                     json!(obj),
@@ -266,7 +292,10 @@ fn columns_and_cells(def: &ResourceDef, o: &Value) -> (Vec<Value>, Vec<Value>) {
                 ],
             )
         }
-        _ => (vec![col("Name", "string", 0), col("Age", "string", 0)], vec![name, age]),
+        _ => (
+            vec![col("Name", "string", 0), col("Age", "string", 0)],
+            vec![name, age],
+        ),
     }
 }
 

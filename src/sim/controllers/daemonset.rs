@@ -58,13 +58,24 @@ fn daemon_tolerations(spec: &mut Value) {
     set_at(spec, "/tolerations", json!(ts));
 }
 
-fn reconcile(st: &mut State, ds: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<Value>>, nodes: &[Arc<Value>]) {
-    let (Some(pods_def), Some(def)) = (by_plural("pods"), by_plural("daemonsets")) else { return };
+fn reconcile(
+    st: &mut State,
+    ds: &Value,
+    owned: Vec<Arc<Value>>,
+    revs: Vec<Arc<Value>>,
+    nodes: &[Arc<Value>],
+) {
+    let (Some(pods_def), Some(def)) = (by_plural("pods"), by_plural("daemonsets")) else {
+        return;
+    };
     let name = str_at(ds, "/metadata/name").to_string();
     let ns = str_at(ds, "/metadata/namespace").to_string();
     let rev = ensure_revision(st, ds, &revs);
     let hash = rev.rsplit('-').next().unwrap_or("").to_string();
-    let mut spec = ds.pointer("/spec/template/spec").cloned().unwrap_or(json!({}));
+    let mut spec = ds
+        .pointer("/spec/template/spec")
+        .cloned()
+        .unwrap_or(json!({}));
     daemon_tolerations(&mut spec);
     let eligible: Vec<String> = nodes
         .iter()
@@ -73,21 +84,52 @@ fn reconcile(st: &mut State, ds: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<V
         .collect();
     let mut by_node: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
     for p in owned.iter().filter(|p| is_active_pod(p)) {
-        by_node.entry(str_at(p, "/spec/nodeName").to_string()).or_default().push(p.clone());
+        by_node
+            .entry(str_at(p, "/spec/nodeName").to_string())
+            .or_default()
+            .push(p.clone());
     }
     for node in &eligible {
         if by_node.contains_key(node) {
             continue;
         }
         let pod_name = format!("{name}-{}", random_suffix(5));
-        let mut pod = pod_from_template(ds, &pod_name, &[(REV_LABEL, &hash), ("pod-template-generation", &int_at(ds, "/metadata/generation", 1).to_string())]);
-        set_at(&mut pod, "/metadata/generateName", json!(format!("{name}-")));
+        let mut pod = pod_from_template(
+            ds,
+            &pod_name,
+            &[
+                (REV_LABEL, &hash),
+                (
+                    "pod-template-generation",
+                    &int_at(ds, "/metadata/generation", 1).to_string(),
+                ),
+            ],
+        );
+        set_at(
+            &mut pod,
+            "/metadata/generateName",
+            json!(format!("{name}-")),
+        );
         let mut pspec = spec.clone();
         set_at(&mut pspec, "/nodeName", json!(node));
         pod["spec"] = pspec;
         match api::create(st, pods_def, Some(&ns), pod, false) {
-            Ok(_) => emit_event(st, ds, "Normal", "SuccessfulCreate", &format!("Created pod: {pod_name}"), COMPONENT),
-            Err(e) => emit_event(st, ds, "Warning", "FailedCreate", &format!("Error creating: {}", e.message), COMPONENT),
+            Ok(_) => emit_event(
+                st,
+                ds,
+                "Normal",
+                "SuccessfulCreate",
+                &format!("Created pod: {pod_name}"),
+                COMPONENT,
+            ),
+            Err(e) => emit_event(
+                st,
+                ds,
+                "Warning",
+                "FailedCreate",
+                &format!("Error creating: {}", e.message),
+                COMPONENT,
+            ),
         }
     }
     // Pods on nodes that are gone or no longer eligible.
@@ -102,22 +144,42 @@ fn reconcile(st: &mut State, ds: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<V
     // Rolling update.
     let desired = eligible.len() as i64;
     if str_at(ds, "/spec/updateStrategy/type") != "OnDelete" {
-        let max_unavail = int_or_percent(ds.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable"), desired, true, 1).max(1);
+        let max_unavail = int_or_percent(
+            ds.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable"),
+            desired,
+            true,
+            1,
+        )
+        .max(1);
         let unavailable = eligible
             .iter()
-            .filter(|n| !by_node.get(*n).is_some_and(|ps| ps.iter().any(|p| kubelet::is_ready(p))))
+            .filter(|n| {
+                !by_node
+                    .get(*n)
+                    .is_some_and(|ps| ps.iter().any(|p| kubelet::is_ready(p)))
+            })
             .count() as i64;
         let mut budget = max_unavail - unavailable;
         for node in &eligible {
             if budget <= 0 {
                 break;
             }
-            let Some(ps) = by_node.get(node) else { continue };
+            let Some(ps) = by_node.get(node) else {
+                continue;
+            };
             for p in ps {
                 if str_at(p, &format!("/metadata/labels/{REV_LABEL}")) != hash {
                     let pname = str_at(p, "/metadata/name").to_string();
-                    if api::delete(st, pods_def, &ns, &pname, &DeleteOpts::default(), false).is_ok() {
-                        emit_event(st, ds, "Normal", "SuccessfulDelete", &format!("Deleted pod: {pname}"), COMPONENT);
+                    if api::delete(st, pods_def, &ns, &pname, &DeleteOpts::default(), false).is_ok()
+                    {
+                        emit_event(
+                            st,
+                            ds,
+                            "Normal",
+                            "SuccessfulDelete",
+                            &format!("Deleted pod: {pname}"),
+                            COMPONENT,
+                        );
                         budget -= 1;
                     }
                 }
@@ -127,7 +189,11 @@ fn reconcile(st: &mut State, ds: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<V
     let scheduled = eligible.iter().filter(|n| by_node.contains_key(*n)).count() as i64;
     let ready = eligible
         .iter()
-        .filter(|n| by_node.get(*n).is_some_and(|ps| ps.iter().any(|p| kubelet::is_ready(p))))
+        .filter(|n| {
+            by_node
+                .get(*n)
+                .is_some_and(|ps| ps.iter().any(|p| kubelet::is_ready(p)))
+        })
         .count() as i64;
     let updated = eligible
         .iter()
@@ -139,12 +205,20 @@ fn reconcile(st: &mut State, ds: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<V
         })
         .count() as i64;
     let mut new = ds.clone();
-    set_at(&mut new, "/status/observedGeneration", json!(int_at(ds, "/metadata/generation", 1)));
+    set_at(
+        &mut new,
+        "/status/observedGeneration",
+        json!(int_at(ds, "/metadata/generation", 1)),
+    );
     set_at(&mut new, "/status/desiredNumberScheduled", json!(desired));
     set_at(&mut new, "/status/currentNumberScheduled", json!(scheduled));
     set_at(&mut new, "/status/numberReady", json!(ready));
     set_at(&mut new, "/status/numberAvailable", json!(ready));
-    set_at(&mut new, "/status/numberUnavailable", json!((desired - ready).max(0)));
+    set_at(
+        &mut new,
+        "/status/numberUnavailable",
+        json!((desired - ready).max(0)),
+    );
     set_at(&mut new, "/status/updatedNumberScheduled", json!(updated));
     set_at(&mut new, "/status/numberMisscheduled", json!(0));
     if desired - ready <= 0 {

@@ -8,8 +8,8 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::{
-    by_controller, condition, emit_event, int_or_percent, is_terminating, owner_ref,
-    set_condition, sim_elapsed, template_hash,
+    by_controller, condition, emit_event, int_or_percent, is_terminating, owner_ref, set_condition,
+    sim_elapsed, template_hash,
 };
 use crate::sim::api;
 use crate::sim::resources::by_plural;
@@ -78,7 +78,9 @@ pub fn run(st: &mut State) {
         if is_terminating(&d) {
             continue;
         }
-        let rss = owned.remove(str_at(&d, "/metadata/uid")).unwrap_or_default();
+        let rss = owned
+            .remove(str_at(&d, "/metadata/uid"))
+            .unwrap_or_default();
         reconcile(st, &d, rss);
     }
 }
@@ -115,7 +117,9 @@ fn scale_rs(st: &mut State, d: &Value, rs: &Value, to: i64, max_total: i64) -> V
 }
 
 fn reconcile(st: &mut State, d: &Value, mut rss: Vec<Arc<Value>>) {
-    let Some(rs_def) = by_plural("replicasets") else { return };
+    let Some(rs_def) = by_plural("replicasets") else {
+        return;
+    };
     let uid = str_at(d, "/metadata/uid").to_string();
     let ns = str_at(d, "/metadata/namespace").to_string();
     let name = str_at(d, "/metadata/name").to_string();
@@ -124,7 +128,11 @@ fn reconcile(st: &mut State, d: &Value, mut rss: Vec<Arc<Value>>) {
     let recreate = str_at(d, "/spec/strategy/type") == "Recreate";
     let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let hash = template_hash(&template);
-    let (surge, unavail) = if recreate { (0, desired) } else { rolling_budget(d, desired) };
+    let (surge, unavail) = if recreate {
+        (0, desired)
+    } else {
+        rolling_budget(d, desired)
+    };
     rss.sort_by_key(|r| revision(r));
     let max_rev = rss.iter().map(|r| revision(r)).max().unwrap_or(0);
     let mut new_rs: Option<Value> = rss
@@ -152,9 +160,17 @@ fn reconcile(st: &mut State, d: &Value, mut rss: Vec<Arc<Value>>) {
             new_rs_target(desired, surge, 0, all)
         };
         let mut tmpl = template.clone();
-        set_at(&mut tmpl, &format!("/metadata/labels/{HASH_LABEL}"), json!(hash));
+        set_at(
+            &mut tmpl,
+            &format!("/metadata/labels/{HASH_LABEL}"),
+            json!(hash),
+        );
         let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
-        set_at(&mut selector, &format!("/matchLabels/{HASH_LABEL}"), json!(hash));
+        set_at(
+            &mut selector,
+            &format!("/matchLabels/{HASH_LABEL}"),
+            json!(hash),
+        );
         let mut labels = template
             .pointer("/metadata/labels")
             .cloned()
@@ -283,12 +299,23 @@ fn reconcile(st: &mut State, d: &Value, mut rss: Vec<Arc<Value>>) {
     }
 
     cleanup_history(st, d, &olds);
-    update_status(st, d, new_rs.as_ref(), &olds, unavail, progressed, created_new, &uid);
+    update_status(
+        st,
+        d,
+        new_rs.as_ref(),
+        &olds,
+        unavail,
+        progressed,
+        created_new,
+        &uid,
+    );
 }
 
 /// Deletes the oldest fully scaled-down ReplicaSets beyond `revisionHistoryLimit`.
 fn cleanup_history(st: &mut State, d: &Value, olds: &[Value]) {
-    let Some(def) = by_plural("replicasets") else { return };
+    let Some(def) = by_plural("replicasets") else {
+        return;
+    };
     let limit = int_at(d, "/spec/revisionHistoryLimit", 10).max(0) as usize;
     let idle: Vec<&Value> = olds
         .iter()
@@ -317,7 +344,9 @@ fn update_status(
     created_new: bool,
     uid: &str,
 ) {
-    let Some(def) = by_plural("deployments") else { return };
+    let Some(def) = by_plural("deployments") else {
+        return;
+    };
     let desired = replicas(d);
     let sum = |p: &str| -> i64 {
         new_rs.map_or(0, |n| int_at(n, p, 0)) + olds.iter().map(|o| int_at(o, p, 0)).sum::<i64>()
@@ -328,17 +357,30 @@ fn update_status(
     let updated = new_rs.map_or(0, |n| int_at(n, "/status/replicas", 0));
     let mut new = d.clone();
     let old_status = d.get("status").cloned().unwrap_or(json!({}));
-    set_at(&mut new, "/status/observedGeneration", json!(int_at(d, "/metadata/generation", 1)));
+    set_at(
+        &mut new,
+        "/status/observedGeneration",
+        json!(int_at(d, "/metadata/generation", 1)),
+    );
     set_at(&mut new, "/status/replicas", json!(total));
     set_at(&mut new, "/status/updatedReplicas", json!(updated));
     set_at(&mut new, "/status/readyReplicas", json!(ready));
     set_at(&mut new, "/status/availableReplicas", json!(available));
     if desired - available > 0 {
-        set_at(&mut new, "/status/unavailableReplicas", json!(desired - available));
+        set_at(
+            &mut new,
+            "/status/unavailableReplicas",
+            json!(desired - available),
+        );
     } else if let Some(s) = new.get_mut("status").and_then(Value::as_object_mut) {
         s.remove("unavailableReplicas");
     }
-    for f in ["readyReplicas", "availableReplicas", "updatedReplicas", "replicas"] {
+    for f in [
+        "readyReplicas",
+        "availableReplicas",
+        "updatedReplicas",
+        "replicas",
+    ] {
         if new.pointer(&format!("/status/{f}")) == Some(&json!(0)) {
             if let Some(s) = new.get_mut("status").and_then(Value::as_object_mut) {
                 s.remove(f);
@@ -352,40 +394,99 @@ fn update_status(
 
     // Available
     if available >= desired - unavail {
-        set_condition(&mut new, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", cond_changes(d, "Available", "True"));
+        set_condition(
+            &mut new,
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            cond_changes(d, "Available", "True"),
+        );
     } else {
-        set_condition(&mut new, "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.", cond_changes(d, "Available", "False"));
+        set_condition(
+            &mut new,
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+            cond_changes(d, "Available", "False"),
+        );
     }
 
     // Progressing
-    let counts_changed = ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"]
-        .iter()
-        .any(|f| old_status.get(*f) != new.pointer(&format!("/status/{f}")));
+    let counts_changed = [
+        "replicas",
+        "updatedReplicas",
+        "readyReplicas",
+        "availableReplicas",
+    ]
+    .iter()
+    .any(|f| old_status.get(*f) != new.pointer(&format!("/status/{f}")));
     let now = Instant::now();
     let last_progress = *st.rt.progress.entry(uid.to_string()).or_insert(now);
-    let rs_name = new_rs.map_or("", |n| str_at(n, "/metadata/name")).to_string();
+    let rs_name = new_rs
+        .map_or("", |n| str_at(n, "/metadata/name"))
+        .to_string();
     let prev = condition(d, "Progressing").cloned();
-    let prev_reason = prev.as_ref().map_or("", |c| str_at(c, "/reason")).to_string();
+    let prev_reason = prev
+        .as_ref()
+        .map_or("", |c| str_at(c, "/reason"))
+        .to_string();
     let complete = new_rs.is_some()
         && updated == desired
         && available == desired
         && total == desired
         && new_rs.is_some_and(|n| replicas(n) == desired);
     if d.pointer("/spec/paused") == Some(&json!(true)) {
-        set_condition(&mut new, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused", prev_reason != "DeploymentPaused");
+        set_condition(
+            &mut new,
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused",
+            prev_reason != "DeploymentPaused",
+        );
     } else if complete {
         st.rt.progress.insert(uid.to_string(), now);
-        set_condition(&mut new, "Progressing", "True", "NewReplicaSetAvailable", &format!("ReplicaSet \"{rs_name}\" has successfully progressed."), prev_reason != "NewReplicaSetAvailable");
+        set_condition(
+            &mut new,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            &format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+            prev_reason != "NewReplicaSetAvailable",
+        );
     } else if created_new {
         st.rt.progress.insert(uid.to_string(), now);
-        set_condition(&mut new, "Progressing", "True", "NewReplicaSetCreated", &format!("Created new replica set \"{rs_name}\""), true);
+        set_condition(
+            &mut new,
+            "Progressing",
+            "True",
+            "NewReplicaSetCreated",
+            &format!("Created new replica set \"{rs_name}\""),
+            true,
+        );
     } else if progressed || counts_changed || prev_reason == "DeploymentPaused" || prev.is_none() {
         st.rt.progress.insert(uid.to_string(), now);
-        set_condition(&mut new, "Progressing", "True", "ReplicaSetUpdated", &format!("ReplicaSet \"{rs_name}\" is progressing."), true);
+        set_condition(
+            &mut new,
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            &format!("ReplicaSet \"{rs_name}\" is progressing."),
+            true,
+        );
     } else if prev_reason != "ProgressDeadlineExceeded" {
         let deadline = int_at(d, "/spec/progressDeadlineSeconds", 600) as f64;
         if sim_elapsed(last_progress, st.speed) > deadline {
-            set_condition(&mut new, "Progressing", "False", "ProgressDeadlineExceeded", &format!("ReplicaSet \"{rs_name}\" has timed out progressing."), true);
+            set_condition(
+                &mut new,
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                &format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+                true,
+            );
         }
     }
     st.replace(def, new);

@@ -5,7 +5,10 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use super::{condition, controller_kind, controller_uid, int_or_percent, is_active_pod, kubelet, set_condition};
+use super::{
+    condition, controller_kind, controller_uid, int_or_percent, is_active_pod, kubelet,
+    set_condition,
+};
 use crate::sim::resources::by_plural;
 use crate::sim::selectors::LabelSelector;
 use crate::sim::store::{int_at, set_at, str_at, State};
@@ -94,27 +97,44 @@ pub fn budget(st: &State, pdb: &Value) -> Budget {
 }
 
 pub fn run(st: &mut State) {
-    let Some(def) = by_plural("poddisruptionbudgets") else { return };
+    let Some(def) = by_plural("poddisruptionbudgets") else {
+        return;
+    };
     for pdb in st.list("poddisruptionbudgets", None) {
         let b = budget(st, &pdb);
         let mut new = (*pdb).clone();
-        set_at(&mut new, "/status/observedGeneration", json!(int_at(&pdb, "/metadata/generation", 1)));
+        set_at(
+            &mut new,
+            "/status/observedGeneration",
+            json!(int_at(&pdb, "/metadata/generation", 1)),
+        );
         set_at(&mut new, "/status/expectedPods", json!(b.expected));
         set_at(&mut new, "/status/currentHealthy", json!(b.current_healthy));
         set_at(&mut new, "/status/desiredHealthy", json!(b.desired_healthy));
-        set_at(&mut new, "/status/disruptionsAllowed", json!(b.disruptions_allowed));
+        set_at(
+            &mut new,
+            "/status/disruptionsAllowed",
+            json!(b.disruptions_allowed),
+        );
         let (status, reason) = if b.disruptions_allowed > 0 {
             ("True", "SufficientPods")
         } else {
             ("False", "InsufficientPods")
         };
-        let unchanged = condition(&pdb, "DisruptionAllowed").is_some_and(|c| str_at(c, "/status") == status);
+        let unchanged =
+            condition(&pdb, "DisruptionAllowed").is_some_and(|c| str_at(c, "/status") == status);
         if !unchanged {
             set_condition(&mut new, "DisruptionAllowed", status, reason, "", false);
-            if let Some(cs) = new.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
+            if let Some(cs) = new
+                .pointer_mut("/status/conditions")
+                .and_then(Value::as_array_mut)
+            {
                 for c in cs.iter_mut() {
                     if let Some(m) = c.as_object_mut() {
-                        m.insert("observedGeneration".into(), json!(int_at(&pdb, "/metadata/generation", 1)));
+                        m.insert(
+                            "observedGeneration".into(),
+                            json!(int_at(&pdb, "/metadata/generation", 1)),
+                        );
                     }
                 }
             }

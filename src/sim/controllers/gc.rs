@@ -26,14 +26,20 @@ pub fn run(st: &mut State) {
         }
         for o in st.list(def.plural, None) {
             uids.insert(str_at(&o, "/metadata/uid").to_string());
-            if let Some(refs) = o.pointer("/metadata/ownerReferences").and_then(Value::as_array) {
+            if let Some(refs) = o
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+            {
                 for r in refs {
-                    dependents.entry(str_at(r, "/uid").to_string()).or_default().push((
-                        def,
-                        str_at(&o, "/metadata/namespace").to_string(),
-                        str_at(&o, "/metadata/name").to_string(),
-                        is_terminating(&o),
-                    ));
+                    dependents
+                        .entry(str_at(r, "/uid").to_string())
+                        .or_default()
+                        .push((
+                            def,
+                            str_at(&o, "/metadata/namespace").to_string(),
+                            str_at(&o, "/metadata/name").to_string(),
+                            is_terminating(&o),
+                        ));
                 }
             }
             let fg = o
@@ -54,7 +60,9 @@ pub fn run(st: &mut State) {
             if *terminating {
                 continue;
             }
-            let Some(obj) = st.get(def.plural, ns, name).cloned() else { continue };
+            let Some(obj) = st.get(def.plural, ns, name).cloned() else {
+                continue;
+            };
             let all_gone = obj
                 .pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
@@ -70,7 +78,10 @@ pub fn run(st: &mut State) {
         let deps = dependents.get(uid).cloned().unwrap_or_default();
         if deps.is_empty() {
             let mut new = o.clone();
-            if let Some(f) = new.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+            if let Some(f) = new
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
                 f.retain(|x| x != FOREGROUND);
             }
             let _ = api::commit_update(st, def, &o, new, false);
@@ -92,7 +103,8 @@ pub fn run(st: &mut State) {
 /// Terminating namespaces lose their content, then disappear; active ones get a `default`
 /// ServiceAccount.
 fn namespaces(st: &mut State) {
-    let (Some(ns_def), Some(sa_def)) = (by_plural("namespaces"), by_plural("serviceaccounts")) else {
+    let (Some(ns_def), Some(sa_def)) = (by_plural("namespaces"), by_plural("serviceaccounts"))
+    else {
         return;
     };
     for ns in st.list("namespaces", None) {
@@ -109,7 +121,14 @@ fn namespaces(st: &mut State) {
             for o in st.list(def.plural, Some(&name)) {
                 left += 1;
                 if !is_terminating(&o) {
-                    let _ = api::delete(st, def, &name, str_at(&o, "/metadata/name"), &DeleteOpts::default(), false);
+                    let _ = api::delete(
+                        st,
+                        def,
+                        &name,
+                        str_at(&o, "/metadata/name"),
+                        &DeleteOpts::default(),
+                        false,
+                    );
                 }
             }
         }

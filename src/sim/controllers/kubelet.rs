@@ -37,7 +37,12 @@ enum Behaviour {
 }
 
 fn behaviour(image: &str) -> Behaviour {
-    let tag = image.rsplit('/').next().unwrap_or("").split_once(':').map(|x| x.1);
+    let tag = image
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .split_once(':')
+        .map(|x| x.1);
     match tag {
         Some("crashloop") => Behaviour::Crash,
         Some("badimage") | Some("imagepullbackoff") => Behaviour::BadImage,
@@ -67,7 +72,9 @@ fn backoff(restarts: i64) -> f64 {
 }
 
 pub fn run(st: &mut State) {
-    let Some(pods_def) = by_plural("pods") else { return };
+    let Some(pods_def) = by_plural("pods") else {
+        return;
+    };
     let now = Instant::now();
     let speed = st.speed;
     for pod in st.list("pods", None) {
@@ -125,7 +132,12 @@ pub fn run(st: &mut State) {
                 let restarts = pod
                     .pointer("/status/containerStatuses")
                     .and_then(Value::as_array)
-                    .map_or(0, |cs| cs.iter().map(|c| int_at(c, "/restartCount", 0)).max().unwrap_or(0));
+                    .map_or(0, |cs| {
+                        cs.iter()
+                            .map(|c| int_at(c, "/restartCount", 0))
+                            .max()
+                            .unwrap_or(0)
+                    });
                 st.rt.next_restart.insert(
                     uid,
                     now + Duration::from_secs_f64(backoff(restarts + 1) / speed),
@@ -136,7 +148,9 @@ pub fn run(st: &mut State) {
 }
 
 fn start(st: &mut State, pod: &Value, node: &str) {
-    let Some(pods_def) = by_plural("pods") else { return };
+    let Some(pods_def) = by_plural("pods") else {
+        return;
+    };
     let now = now_str();
     let mut new = pod.clone();
     let mut statuses = Vec::new();
@@ -147,11 +161,18 @@ fn start(st: &mut State, pod: &Value, node: &str) {
     for c in containers(pod) {
         let cname = str_at(&c, "/name").to_string();
         let image = str_at(&c, "/image").to_string();
-        let cid = format!("containerd://{}", &hex_id(&format!("{}{}", str_at(pod, "/metadata/uid"), cname))[..64]);
+        let cid = format!(
+            "containerd://{}",
+            &hex_id(&format!("{}{}", str_at(pod, "/metadata/uid"), cname))[..64]
+        );
         let image_id = format!("docker.io/library/{image}@sha256:{}", &hex_id(&image)[..64]);
         let status = match behaviour(&image) {
             Behaviour::Run => {
-                events.push(("Normal", "Pulled", format!("Container image \"{image}\" already present on machine")));
+                events.push((
+                    "Normal",
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                ));
                 events.push(("Normal", "Created", format!("Created container: {cname}")));
                 events.push(("Normal", "Started", format!("Started container {cname}")));
                 json!({"name": cname, "image": image, "imageID": image_id, "containerID": cid,
@@ -160,10 +181,22 @@ fn start(st: &mut State, pod: &Value, node: &str) {
             }
             Behaviour::Crash => {
                 all_ready = false;
-                events.push(("Normal", "Pulled", format!("Container image \"{image}\" already present on machine")));
+                events.push((
+                    "Normal",
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                ));
                 events.push(("Normal", "Created", format!("Created container: {cname}")));
                 events.push(("Normal", "Started", format!("Started container {cname}")));
-                events.push(("Warning", "BackOff", format!("Back-off restarting failed container {cname} in pod {name}_{}({})", str_at(pod, "/metadata/namespace"), str_at(pod, "/metadata/uid"))));
+                events.push((
+                    "Warning",
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {cname} in pod {name}_{}({})",
+                        str_at(pod, "/metadata/namespace"),
+                        str_at(pod, "/metadata/uid")
+                    ),
+                ));
                 json!({"name": cname, "image": image, "imageID": image_id, "containerID": cid,
                        "ready": false, "started": false, "restartCount": 0,
                        "state": {"waiting": {"reason": "CrashLoopBackOff",
@@ -176,19 +209,39 @@ fn start(st: &mut State, pod: &Value, node: &str) {
                 events.push(("Normal", "Pulling", format!("Pulling image \"{image}\"")));
                 events.push(("Warning", "Failed", format!("Failed to pull image \"{image}\": rpc error: code = NotFound desc = failed to pull and unpack image \"docker.io/library/{image}\": not found")));
                 events.push(("Warning", "Failed", "Error: ErrImagePull".to_string()));
-                events.push(("Normal", "BackOff", format!("Back-off pulling image \"{image}\"")));
+                events.push((
+                    "Normal",
+                    "BackOff",
+                    format!("Back-off pulling image \"{image}\""),
+                ));
                 json!({"name": cname, "image": image, "imageID": "", "ready": false, "started": false, "restartCount": 0,
                        "state": {"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{image}\"")}}})
             }
         };
         statuses.push(status);
     }
-    let octet = |s: &str| (hex_id(s).as_bytes()[0] as u32 * 7 + hex_id(s).as_bytes()[1] as u32) % 250 + 2;
-    let node_num: u32 = node.trim_start_matches(|c: char| !c.is_ascii_digit()).parse().unwrap_or(0);
-    set_at(&mut new, "/status/phase", json!(if pull_failed { "Pending" } else { "Running" }));
+    let octet =
+        |s: &str| (hex_id(s).as_bytes()[0] as u32 * 7 + hex_id(s).as_bytes()[1] as u32) % 250 + 2;
+    let node_num: u32 = node
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or(0);
+    set_at(
+        &mut new,
+        "/status/phase",
+        json!(if pull_failed { "Pending" } else { "Running" }),
+    );
     set_at(&mut new, "/status/startTime", json!(now));
-    set_at(&mut new, "/status/hostIP", json!(format!("192.168.49.{}", node_num + 1)));
-    set_at(&mut new, "/status/hostIPs", json!([{"ip": format!("192.168.49.{}", node_num + 1)}]));
+    set_at(
+        &mut new,
+        "/status/hostIP",
+        json!(format!("192.168.49.{}", node_num + 1)),
+    );
+    set_at(
+        &mut new,
+        "/status/hostIPs",
+        json!([{"ip": format!("192.168.49.{}", node_num + 1)}]),
+    );
     let ip = format!("10.244.{}.{}", node_num, octet(&name));
     set_at(&mut new, "/status/podIP", json!(ip));
     set_at(&mut new, "/status/podIPs", json!([{"ip": ip}]));
@@ -197,7 +250,10 @@ fn start(st: &mut State, pod: &Value, node: &str) {
     let (reason, msg) = if all_ready {
         ("", String::new())
     } else {
-        ("ContainersNotReady", "containers with unready status: [...]".to_string())
+        (
+            "ContainersNotReady",
+            "containers with unready status: [...]".to_string(),
+        )
     };
     set_condition(&mut new, "PodReadyToStartContainers", "True", "", "", false);
     set_condition(&mut new, "Initialized", "True", "", "", false);
@@ -212,7 +268,10 @@ fn start(st: &mut State, pod: &Value, node: &str) {
 }
 
 fn strip_empty_condition_fields(p: &mut Value) {
-    if let Some(cs) = p.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
+    if let Some(cs) = p
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+    {
         for c in cs {
             if let Some(m) = c.as_object_mut() {
                 m.retain(|_, v| v.as_str() != Some(""));
@@ -223,11 +282,16 @@ fn strip_empty_condition_fields(p: &mut Value) {
 
 /// One more crash of every crash-looping container; returns whether any crashed.
 fn crash_restart(st: &mut State, pod: &Value) -> bool {
-    let Some(pods_def) = by_plural("pods") else { return false };
+    let Some(pods_def) = by_plural("pods") else {
+        return false;
+    };
     let mut new = pod.clone();
     let now = now_str();
     let mut crashed = Vec::new();
-    if let Some(cs) = new.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut) {
+    if let Some(cs) = new
+        .pointer_mut("/status/containerStatuses")
+        .and_then(Value::as_array_mut)
+    {
         for c in cs.iter_mut() {
             if behaviour(str_at(c, "/image")) != Behaviour::Crash {
                 continue;
@@ -237,7 +301,11 @@ fn crash_restart(st: &mut State, pod: &Value) -> bool {
             c["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now,
                 "containerID": str_at(c, "/containerID")}});
             let secs = backoff(n) as i64;
-            let back = if secs >= 60 { format!("{}m{}s", secs / 60, secs % 60) } else { format!("{secs}s") };
+            let back = if secs >= 60 {
+                format!("{}m{}s", secs / 60, secs % 60)
+            } else {
+                format!("{secs}s")
+            };
             c["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
                 "message": format!("back-off {back} restarting failed container={} pod={}_{}({})", str_at(c, "/name"),
                     str_at(pod, "/metadata/name"), str_at(pod, "/metadata/namespace"), str_at(pod, "/metadata/uid"))}});
@@ -261,11 +329,16 @@ fn crash_restart(st: &mut State, pod: &Value) -> bool {
 }
 
 fn complete(st: &mut State, pod: &Value) {
-    let Some(pods_def) = by_plural("pods") else { return };
+    let Some(pods_def) = by_plural("pods") else {
+        return;
+    };
     let now = now_str();
     let mut new = pod.clone();
     set_at(&mut new, "/status/phase", json!("Succeeded"));
-    if let Some(cs) = new.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut) {
+    if let Some(cs) = new
+        .pointer_mut("/status/containerStatuses")
+        .and_then(Value::as_array_mut)
+    {
         for c in cs.iter_mut() {
             c["ready"] = json!(false);
             c["started"] = json!(false);
@@ -273,7 +346,14 @@ fn complete(st: &mut State, pod: &Value) {
         }
     }
     set_condition(&mut new, "Ready", "False", "PodCompleted", "", false);
-    set_condition(&mut new, "ContainersReady", "False", "PodCompleted", "", false);
+    set_condition(
+        &mut new,
+        "ContainersReady",
+        "False",
+        "PodCompleted",
+        "",
+        false,
+    );
     strip_empty_condition_fields(&mut new);
     st.replace(pods_def, new);
 }
@@ -283,7 +363,12 @@ fn complete(st: &mut State, pod: &Value) {
 ///
 /// # Errors
 /// A message when `previous` is asked for a container that never terminated.
-pub fn log_lines(pod: &Value, container: &str, previous: bool, speed: f64) -> Result<Vec<String>, String> {
+pub fn log_lines(
+    pod: &Value,
+    container: &str,
+    previous: bool,
+    speed: f64,
+) -> Result<Vec<String>, String> {
     let image = containers(pod)
         .iter()
         .find(|c| str_at(c, "/name") == container)
@@ -293,10 +378,18 @@ pub fn log_lines(pod: &Value, container: &str, previous: bool, speed: f64) -> Re
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_else(|_| chrono::Utc::now());
     let pod_name = str_at(pod, "/metadata/name");
-    let ts = |secs: i64| (start + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ts = |secs: i64| {
+        (start + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
     let mut lines = vec![
-        format!("{} INFO  [{container}] starting {image} in pod {pod_name}", ts(0)),
-        format!("{} INFO  [{container}] loaded configuration from /etc/{container}/config.yaml", ts(0)),
+        format!(
+            "{} INFO  [{container}] starting {image} in pod {pod_name}",
+            ts(0)
+        ),
+        format!(
+            "{} INFO  [{container}] loaded configuration from /etc/{container}/config.yaml",
+            ts(0)
+        ),
     ];
     match behaviour(&image) {
         Behaviour::Crash => {
@@ -304,17 +397,27 @@ pub fn log_lines(pod: &Value, container: &str, previous: bool, speed: f64) -> Re
                 .pointer("/status/containerStatuses")
                 .and_then(Value::as_array)
                 .and_then(|cs| cs.iter().find(|c| str_at(c, "/name") == container))
-                .is_some_and(|c| int_at(c, "/restartCount", 0) > 0 || c.pointer("/lastState/terminated").is_some());
+                .is_some_and(|c| {
+                    int_at(c, "/restartCount", 0) > 0
+                        || c.pointer("/lastState/terminated").is_some()
+                });
             if previous && !restarted {
-                return Err(format!("previous terminated container \"{container}\" in pod \"{pod_name}\" not found"));
+                return Err(format!(
+                    "previous terminated container \"{container}\" in pod \"{pod_name}\" not found"
+                ));
             }
-            lines.push(format!("{} INFO  [{container}] connecting to dependencies", ts(1)));
+            lines.push(format!(
+                "{} INFO  [{container}] connecting to dependencies",
+                ts(1)
+            ));
             lines.push(format!("{} ERROR [{container}] panic: failed to initialise: configuration invalid (simulated crash)", ts(1)));
             lines.push(format!("{} FATAL [{container}] exiting with code 1", ts(1)));
         }
         _ => {
             if previous {
-                return Err(format!("previous terminated container \"{container}\" in pod \"{pod_name}\" not found"));
+                return Err(format!(
+                    "previous terminated container \"{container}\" in pod \"{pod_name}\" not found"
+                ));
             }
             lines.push(format!("{} INFO  [{container}] listening on :8080", ts(1)));
             lines.push(format!("{} INFO  [{container}] ready", ts(2)));

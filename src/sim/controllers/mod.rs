@@ -190,7 +190,9 @@ pub fn emit_event(
     message: &str,
     component: &str,
 ) {
-    let Some(def) = by_plural("events") else { return };
+    let Some(def) = by_plural("events") else {
+        return;
+    };
     let ns = match str_at(involved, "/metadata/namespace") {
         "" => "default".to_string(),
         n => n.to_string(),
@@ -299,7 +301,9 @@ pub fn condition<'a>(obj: &'a Value, ctype: &str) -> Option<&'a Value> {
 /// HPAs: reports the target's replicas and the desired count clamped to min/max; the
 /// simulation has no metrics, so it never scales.
 fn hpa(st: &mut State) {
-    let Some(def) = by_plural("horizontalpodautoscalers") else { return };
+    let Some(def) = by_plural("horizontalpodautoscalers") else {
+        return;
+    };
     for h in st.list("horizontalpodautoscalers", None) {
         let ns = str_at(&h, "/metadata/namespace");
         let kind = str_at(&h, "/spec/scaleTargetRef/kind");
@@ -310,7 +314,9 @@ fn hpa(st: &mut State) {
             "ReplicaSet" => "replicasets",
             _ => continue,
         };
-        let Some(target) = st.get(plural, ns, name).cloned() else { continue };
+        let Some(target) = st.get(plural, ns, name).cloned() else {
+            continue;
+        };
         let current = int_at(&target, "/status/replicas", 0);
         let min = int_at(&h, "/spec/minReplicas", 1);
         let max = int_at(&h, "/spec/maxReplicas", 1).max(min);
@@ -319,9 +325,20 @@ fn hpa(st: &mut State) {
         set_at(&mut new, "/status/currentReplicas", json!(current));
         set_at(&mut new, "/status/desiredReplicas", json!(desired));
         set_at(&mut new, "/status/currentMetrics", json!([]));
-        set_at(&mut new, "/status/observedGeneration", json!(int_at(&h, "/metadata/generation", 1)));
+        set_at(
+            &mut new,
+            "/status/observedGeneration",
+            json!(int_at(&h, "/metadata/generation", 1)),
+        );
         if condition(&new, "AbleToScale").is_none() {
-            set_condition(&mut new, "AbleToScale", "True", "ReadyForNewScale", "recommended size matches current size", false);
+            set_condition(
+                &mut new,
+                "AbleToScale",
+                "True",
+                "ReadyForNewScale",
+                "recommended size matches current size",
+                false,
+            );
             set_condition(&mut new, "ScalingActive", "False", "FailedGetResourceMetric", "the HPA was unable to compute the replica count: no metrics in the simulated cluster", false);
         }
         st.replace(def, new);
@@ -345,7 +362,10 @@ mod tests {
     fn template_hashes_are_stable_and_distinct() {
         let a = template_hash(&json!({"spec": {"containers": [{"image": "a"}]}}));
         let b = template_hash(&json!({"spec": {"containers": [{"image": "b"}]}}));
-        assert_eq!(a, template_hash(&json!({"spec": {"containers": [{"image": "a"}]}})));
+        assert_eq!(
+            a,
+            template_hash(&json!({"spec": {"containers": [{"image": "a"}]}}))
+        );
         assert_ne!(a, b);
         assert!(a.len() >= 6);
     }

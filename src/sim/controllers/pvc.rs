@@ -17,7 +17,9 @@ const BIND_SECS: f64 = 1.0;
 const RESIZE_SECS: f64 = 5.0;
 
 pub fn run(st: &mut State) {
-    let Some(def) = by_plural("persistentvolumeclaims") else { return };
+    let Some(def) = by_plural("persistentvolumeclaims") else {
+        return;
+    };
     let now = Instant::now();
     for pvc in st.list("persistentvolumeclaims", None) {
         if is_terminating(&pvc) {
@@ -35,12 +37,25 @@ pub fn run(st: &mut State) {
             let mut new = (*pvc).clone();
             set_at(&mut new, "/spec/volumeName", json!(volume));
             set_at(&mut new, "/status/phase", json!("Bound"));
-            set_at(&mut new, "/status/accessModes", pvc.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])));
+            set_at(
+                &mut new,
+                "/status/accessModes",
+                pvc.pointer("/spec/accessModes")
+                    .cloned()
+                    .unwrap_or(json!(["ReadWriteOnce"])),
+            );
             set_at(&mut new, "/status/capacity/storage", json!(want));
             let out = st.replace(def, new);
             st.rt.pvc_timer.remove(&uid);
             let msg = format!("Successfully provisioned volume {volume} using storage class {sc}");
-            emit_event(st, &out, "Normal", "ProvisioningSucceeded", &msg, "persistentvolume-controller");
+            emit_event(
+                st,
+                &out,
+                "Normal",
+                "ProvisioningSucceeded",
+                &msg,
+                "persistentvolume-controller",
+            );
             continue;
         }
         let have = str_at(&pvc, "/status/capacity/storage").to_string();
@@ -63,7 +78,14 @@ pub fn run(st: &mut State) {
             set_condition(&mut new, "Resizing", "True", "", "", false);
             set_at(&mut new, "/status/allocatedResources/storage", json!(want));
             let out = st.replace(def, new);
-            emit_event(st, &out, "Normal", "Resizing", &format!("External resizer is resizing volume {volume}"), "external-resizer");
+            emit_event(
+                st,
+                &out,
+                "Normal",
+                "Resizing",
+                &format!("External resizer is resizing volume {volume}"),
+                "external-resizer",
+            );
             continue;
         }
         if sim_elapsed(started, st.speed) < RESIZE_SECS {
@@ -77,6 +99,13 @@ pub fn run(st: &mut State) {
         let out = st.replace(def, new);
         st.rt.pvc_timer.remove(&uid);
         let msg = format!("MountVolume.NodeExpandVolume succeeded for volume \"{volume}\"");
-        emit_event(st, &out, "Normal", "FileSystemResizeSuccessful", &msg, "kubelet");
+        emit_event(
+            st,
+            &out,
+            "Normal",
+            "FileSystemResizeSuccessful",
+            &msg,
+            "kubelet",
+        );
     }
 }

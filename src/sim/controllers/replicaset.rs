@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{by_controller, emit_event, is_active_pod, is_terminating, kubelet, owner_ref, sim_elapsed};
+use super::{
+    by_controller, emit_event, is_active_pod, is_terminating, kubelet, owner_ref, sim_elapsed,
+};
 use crate::sim::api::{self, random_suffix, DeleteOpts};
 use crate::sim::resources::by_plural;
 use crate::sim::store::{int_at, set_at, str_at, State};
@@ -24,14 +26,19 @@ pub fn run(st: &mut State) {
         if is_terminating(&rs) {
             continue;
         }
-        let owned = pods.remove(str_at(&rs, "/metadata/uid")).unwrap_or_default();
+        let owned = pods
+            .remove(str_at(&rs, "/metadata/uid"))
+            .unwrap_or_default();
         reconcile(st, &rs, owned);
     }
 }
 
 /// Creates a pod from a controller's template.
 pub fn pod_from_template(owner: &Value, name: &str, extra_labels: &[(&str, &str)]) -> Value {
-    let tmpl = owner.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let tmpl = owner
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(json!({}));
     let mut pod = json!({
         "metadata": {
             "name": name,
@@ -45,7 +52,11 @@ pub fn pod_from_template(owner: &Value, name: &str, extra_labels: &[(&str, &str)
         set_at(&mut pod, "/metadata/annotations", a.clone());
     }
     for (k, v) in extra_labels {
-        set_at(&mut pod, &format!("/metadata/labels/{}", k.replace('/', "~1")), json!(v));
+        set_at(
+            &mut pod,
+            &format!("/metadata/labels/{}", k.replace('/', "~1")),
+            json!(v),
+        );
     }
     pod
 }
@@ -63,7 +74,9 @@ pub fn is_available(p: &Value, min_ready: i64, speed: f64) -> bool {
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
     match since {
         Some(t) => {
-            let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
+            let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds()
+                as f64
+                / 1000.0;
             secs * speed >= min_ready as f64
         }
         None => false,
@@ -93,14 +106,32 @@ fn reconcile(st: &mut State, rs: &Value, owned: Vec<Arc<Value>>) {
         for _ in 0..n {
             let pod_name = format!("{name}-{}", random_suffix(5));
             let mut pod = pod_from_template(rs, &pod_name, &[]);
-            set_at(&mut pod, "/metadata/generateName", json!(format!("{name}-")));
+            set_at(
+                &mut pod,
+                "/metadata/generateName",
+                json!(format!("{name}-")),
+            );
             match api::create(st, pods_def, Some(&ns), pod, false) {
                 Ok(p) => {
-                    emit_event(st, rs, "Normal", "SuccessfulCreate", &format!("Created pod: {pod_name}"), COMPONENT);
+                    emit_event(
+                        st,
+                        rs,
+                        "Normal",
+                        "SuccessfulCreate",
+                        &format!("Created pod: {pod_name}"),
+                        COMPONENT,
+                    );
                     active.push(Arc::new(p));
                 }
                 Err(e) => {
-                    emit_event(st, rs, "Warning", "FailedCreate", &format!("Error creating: {}", e.message), COMPONENT);
+                    emit_event(
+                        st,
+                        rs,
+                        "Warning",
+                        "FailedCreate",
+                        &format!("Error creating: {}", e.message),
+                        COMPONENT,
+                    );
                     break;
                 }
             }
@@ -112,7 +143,14 @@ fn reconcile(st: &mut State, rs: &Value, owned: Vec<Arc<Value>>) {
         for v in victims {
             let pname = str_at(&v, "/metadata/name").to_string();
             if api::delete(st, pods_def, &ns, &pname, &DeleteOpts::default(), false).is_ok() {
-                emit_event(st, rs, "Normal", "SuccessfulDelete", &format!("Deleted pod: {pname}"), COMPONENT);
+                emit_event(
+                    st,
+                    rs,
+                    "Normal",
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {pname}"),
+                    COMPONENT,
+                );
             }
         }
     }
@@ -124,10 +162,18 @@ fn reconcile(st: &mut State, rs: &Value, owned: Vec<Arc<Value>>) {
         .count();
     let mut new = rs.clone();
     set_at(&mut new, "/status/replicas", json!(active.len()));
-    set_at(&mut new, "/status/fullyLabeledReplicas", json!(active.len()));
+    set_at(
+        &mut new,
+        "/status/fullyLabeledReplicas",
+        json!(active.len()),
+    );
     set_at(&mut new, "/status/readyReplicas", json!(ready));
     set_at(&mut new, "/status/availableReplicas", json!(available));
-    set_at(&mut new, "/status/observedGeneration", json!(int_at(rs, "/metadata/generation", 1)));
+    set_at(
+        &mut new,
+        "/status/observedGeneration",
+        json!(int_at(rs, "/metadata/generation", 1)),
+    );
     let _ = sim_elapsed;
     st.replace(rs_def, new);
 }

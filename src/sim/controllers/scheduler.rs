@@ -71,7 +71,9 @@ pub fn unfit_reason(node: &Value, spec: &Value) -> Option<&'static str> {
 }
 
 pub fn run(st: &mut State) {
-    let Some(pods_def) = by_plural("pods") else { return };
+    let Some(pods_def) = by_plural("pods") else {
+        return;
+    };
     let pending: Vec<_> = st
         .list("pods", None)
         .into_iter()
@@ -111,8 +113,14 @@ pub fn run(st: &mut State) {
                 *load.entry(node.clone()).or_default() += 1;
                 new["spec"]["nodeName"] = json!(node);
                 set_condition(&mut new, "PodScheduled", "True", "", "", false);
-                if let Some(c) = new.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
-                    for c in c.iter_mut().filter(|c| str_at(c, "/type") == "PodScheduled") {
+                if let Some(c) = new
+                    .pointer_mut("/status/conditions")
+                    .and_then(Value::as_array_mut)
+                {
+                    for c in c
+                        .iter_mut()
+                        .filter(|c| str_at(c, "/type") == "PodScheduled")
+                    {
                         if let Some(m) = c.as_object_mut() {
                             m.remove("reason");
                             m.remove("message");
@@ -132,7 +140,8 @@ pub fn run(st: &mut State) {
                 if st.rt.unschedulable.contains(&uid) {
                     continue;
                 }
-                let mut parts: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
+                let mut parts: Vec<String> =
+                    reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
                 parts.sort();
                 let total = nodes.len();
                 let msg = if parts.is_empty() {
@@ -143,7 +152,14 @@ pub fn run(st: &mut State) {
                         parts.join(", ")
                     )
                 };
-                set_condition(&mut new, "PodScheduled", "False", "Unschedulable", &msg, false);
+                set_condition(
+                    &mut new,
+                    "PodScheduled",
+                    "False",
+                    "Unschedulable",
+                    &msg,
+                    false,
+                );
                 st.rt.unschedulable.insert(uid);
                 let out = st.replace(pods_def, new);
                 emit_event(st, &out, "Warning", "FailedScheduling", &msg, COMPONENT);

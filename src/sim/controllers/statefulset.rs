@@ -37,15 +37,28 @@ pub fn run(st: &mut State) {
 
 /// Makes sure a ControllerRevision for the current template exists; returns its name.
 pub fn ensure_revision(st: &mut State, owner: &Value, revs: &[Arc<Value>]) -> String {
-    let template = owner.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let template = owner
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(json!({}));
     let hash = template_hash(&template);
     let name = format!("{}-{hash}", str_at(owner, "/metadata/name"));
     if revs.iter().any(|r| str_at(r, "/metadata/name") == name) {
         return name;
     }
-    let Some(def) = by_plural("controllerrevisions") else { return name };
-    let next = revs.iter().map(|r| int_at(r, "/revision", 0)).max().unwrap_or(0) + 1;
-    let mut labels = template.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+    let Some(def) = by_plural("controllerrevisions") else {
+        return name;
+    };
+    let next = revs
+        .iter()
+        .map(|r| int_at(r, "/revision", 0))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut labels = template
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
     set_at(&mut labels, &format!("/{REV_LABEL}"), json!(hash));
     let cr = json!({
         "metadata": {
@@ -145,14 +158,33 @@ fn reconcile(st: &mut State, s: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<Va
                         }
                     }
                     volumes.retain(|v| str_at(v, "/name") != tname);
-                    volumes.push(json!({"name": tname, "persistentVolumeClaim": {"claimName": claim}}));
+                    volumes.push(
+                        json!({"name": tname, "persistentVolumeClaim": {"claimName": claim}}),
+                    );
                 }
                 if !volumes.is_empty() {
                     set_at(&mut pod, "/spec/volumes", json!(volumes));
                 }
                 match api::create(st, pods_def, Some(&ns), pod, false) {
-                    Ok(_) => emit_event(st, s, "Normal", "SuccessfulCreate", &format!("create Pod {pod_name} in StatefulSet {name} successful"), COMPONENT),
-                    Err(e) => emit_event(st, s, "Warning", "FailedCreate", &format!("create Pod {pod_name} in StatefulSet {name} failed error: {}", e.message), COMPONENT),
+                    Ok(_) => emit_event(
+                        st,
+                        s,
+                        "Normal",
+                        "SuccessfulCreate",
+                        &format!("create Pod {pod_name} in StatefulSet {name} successful"),
+                        COMPONENT,
+                    ),
+                    Err(e) => emit_event(
+                        st,
+                        s,
+                        "Warning",
+                        "FailedCreate",
+                        &format!(
+                            "create Pod {pod_name} in StatefulSet {name} failed error: {}",
+                            e.message
+                        ),
+                        COMPONENT,
+                    ),
                 }
                 if ordered {
                     break;
@@ -182,7 +214,14 @@ fn reconcile(st: &mut State, s: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<Va
                 }
                 let pname = str_at(p, "/metadata/name").to_string();
                 if api::delete(st, pods_def, &ns, &pname, &DeleteOpts::default(), false).is_ok() {
-                    emit_event(st, s, "Normal", "SuccessfulDelete", &format!("delete Pod {pname} in StatefulSet {name} successful"), COMPONENT);
+                    emit_event(
+                        st,
+                        s,
+                        "Normal",
+                        "SuccessfulDelete",
+                        &format!("delete Pod {pname} in StatefulSet {name} successful"),
+                        COMPONENT,
+                    );
                 }
             }
         }
@@ -196,7 +235,14 @@ fn reconcile(st: &mut State, s: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<Va
         if let Some(p) = outdated {
             let pname = str_at(p, "/metadata/name").to_string();
             if api::delete(st, pods_def, &ns, &pname, &DeleteOpts::default(), false).is_ok() {
-                emit_event(st, s, "Normal", "SuccessfulDelete", &format!("delete Pod {pname} in StatefulSet {name} successful"), COMPONENT);
+                emit_event(
+                    st,
+                    s,
+                    "Normal",
+                    "SuccessfulDelete",
+                    &format!("delete Pod {pname} in StatefulSet {name} successful"),
+                    COMPONENT,
+                );
             }
         }
     }
@@ -212,7 +258,11 @@ fn reconcile(st: &mut State, s: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<Va
     }
     let current = active.iter().filter(|p| rev_of(p) == current_rev).count() as i64;
     let mut new = s.clone();
-    set_at(&mut new, "/status/observedGeneration", json!(int_at(s, "/metadata/generation", 1)));
+    set_at(
+        &mut new,
+        "/status/observedGeneration",
+        json!(int_at(s, "/metadata/generation", 1)),
+    );
     set_at(&mut new, "/status/replicas", json!(active.len()));
     set_at(&mut new, "/status/readyReplicas", json!(ready));
     set_at(&mut new, "/status/availableReplicas", json!(ready));
