@@ -4,10 +4,15 @@
 //! An action never talks gRPC and never touches the engine's bookkeeping: it reads and changes
 //! the cluster through [`ActionContext`] and reports what it does through [`Reporter`].
 
+mod cordon_node;
+mod drain_node;
 mod params;
 mod restart_pod;
 mod rolling_restart_deployment;
 mod scale_deployment;
+mod taint_node;
+mod uncordon_node;
+mod untaint_node;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -252,6 +257,11 @@ impl Registry {
             Arc::new(restart_pod::RestartPod::new()),
             Arc::new(scale_deployment::ScaleDeployment::new()),
             Arc::new(rolling_restart_deployment::RollingRestartDeployment::new()),
+            Arc::new(cordon_node::CordonNode::new()),
+            Arc::new(uncordon_node::UncordonNode::new()),
+            Arc::new(taint_node::TaintNode::new()),
+            Arc::new(untaint_node::UntaintNode::new()),
+            Arc::new(drain_node::DrainNode::new()),
         ];
         Registry {
             actions: Arc::new(list.into_iter().map(|a| (a.spec().name, a)).collect()),

@@ -1,6 +1,7 @@
 //! Cluster access: kube clients by kubeconfig context (multi-cluster), and the shared helpers
 //! actions use to follow what they started (kubectl's rollout-status conditions).
 
+pub mod nodes;
 mod rollout;
 
 use std::{collections::BTreeMap, path::Path};
