@@ -4,15 +4,28 @@
 //! An action never talks gRPC and never touches the engine's bookkeeping: it reads and changes
 //! the cluster through [`ActionContext`] and reports what it does through [`Reporter`].
 
+mod collect_diagnostics;
 mod cordon_node;
+mod delete_pod;
 mod drain_node;
+mod expand_pvc;
+mod increase_resources;
+mod notify_only;
 mod params;
+mod quarantine_pod;
+mod restart_daemonset;
 mod restart_pod;
+mod restart_statefulset;
+mod restarting;
+mod rollback_deployment;
 mod rolling_restart_deployment;
 mod scale_deployment;
+mod scale_statefulset;
+mod scaling;
 mod taint_node;
 mod uncordon_node;
 mod untaint_node;
+mod update_hpa;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -20,7 +33,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-pub use params::{validate_parameters, ParamSpec, ParamType};
+pub use params::{parse_quantity, validate_parameters, ParamSpec, ParamType};
 
 use crate::cluster::{ClusterError, RolloutError};
 
@@ -255,8 +268,19 @@ impl Registry {
     pub fn builtin() -> Self {
         let list: Vec<Arc<dyn Remediation>> = vec![
             Arc::new(restart_pod::RestartPod::new()),
-            Arc::new(scale_deployment::ScaleDeployment::new()),
-            Arc::new(rolling_restart_deployment::RollingRestartDeployment::new()),
+            Arc::new(scale_deployment::action()),
+            Arc::new(scale_statefulset::action()),
+            Arc::new(rolling_restart_deployment::action()),
+            Arc::new(restart_statefulset::action()),
+            Arc::new(restart_daemonset::action()),
+            Arc::new(rollback_deployment::RollbackDeployment::new()),
+            Arc::new(increase_resources::IncreaseResources::new()),
+            Arc::new(expand_pvc::ExpandPvc::new()),
+            Arc::new(update_hpa::UpdateHpa::new()),
+            Arc::new(quarantine_pod::QuarantinePod::new()),
+            Arc::new(collect_diagnostics::CollectDiagnostics::new()),
+            Arc::new(notify_only::NotifyOnly::new()),
+            Arc::new(delete_pod::DeletePod::new()),
             Arc::new(cordon_node::CordonNode::new()),
             Arc::new(uncordon_node::UncordonNode::new()),
             Arc::new(taint_node::TaintNode::new()),

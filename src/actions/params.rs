@@ -37,6 +37,8 @@ pub struct ParamSpec {
     /// Inclusive bounds for integers.
     pub min: Option<i64>,
     pub max: Option<i64>,
+    /// The only values a string may take; empty = any.
+    pub allowed: &'static [&'static str],
 }
 
 impl ParamSpec {
@@ -49,6 +51,7 @@ impl ParamSpec {
             default: None,
             min: None,
             max: None,
+            allowed: &[],
         }
     }
     pub fn required(mut self) -> Self {
@@ -57,6 +60,10 @@ impl ParamSpec {
     }
     pub fn default(mut self, value: impl Into<Value>) -> Self {
         self.default = Some(value.into());
+        self
+    }
+    pub fn one_of(mut self, allowed: &'static [&'static str]) -> Self {
+        self.allowed = allowed;
         self
     }
     pub fn bounds(mut self, min: i64, max: i64) -> Self {
@@ -149,6 +156,12 @@ fn canonical(spec: &ParamSpec, value: &Value) -> Result<Value, ActionError> {
             _ => Err(wrong()),
         },
         ParamType::String => match value {
+            Value::String(s) if !spec.allowed.is_empty() && !spec.allowed.contains(&s.as_str()) => {
+                Err(ActionError::invalid(
+                    spec.name,
+                    format!("must be one of {}, got {s:?}", spec.allowed.join(", ")),
+                ))
+            }
             Value::String(s) if !s.trim().is_empty() => Ok(Value::String(s.clone())),
             Value::String(_) => Err(ActionError::invalid(spec.name, "must not be empty")),
             _ => Err(wrong()),
@@ -177,6 +190,38 @@ fn describe(value: &Value) -> String {
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "an object".into(),
     }
+}
+
+/// The value of a Kubernetes quantity in base units (`500m` → 0.5, `1Gi` → 1073741824), for
+/// comparisons; `None` when `text` is not a quantity.
+pub fn parse_quantity(text: &str) -> Option<f64> {
+    const MULTIPLIERS: &[(&str, f64)] = &[
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let text = text.trim();
+    if !is_quantity(text) {
+        return None;
+    }
+    for (suffix, multiplier) in MULTIPLIERS {
+        if let Some(number) = text.strip_suffix(suffix) {
+            return number.parse::<f64>().ok().map(|n| n * multiplier);
+        }
+    }
+    text.parse::<f64>().ok()
 }
 
 /// A Kubernetes quantity: a non-negative decimal number with an optional SI or binary suffix.
@@ -263,5 +308,8 @@ mod tests {
         for bad in ["", "Gi", "1.2.3", "-1", "12xyz"] {
             assert!(!is_quantity(bad), "{bad}");
         }
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        assert_eq!(parse_quantity("1Gi"), Some(1073741824.0));
+        assert!(parse_quantity("512Mi") < parse_quantity("1G"));
     }
 }

@@ -279,6 +279,7 @@ pub fn action_to(spec: &ActionSpec) -> proto::ActionDescriptor {
                 default_value: p.default.as_ref().map(json_to_value),
                 minimum: p.min,
                 maximum: p.max,
+                allowed_values: p.allowed.iter().map(|v| v.to_string()).collect(),
             })
             .collect(),
     }

@@ -3,13 +3,18 @@
 
 pub mod nodes;
 mod rollout;
+mod workload;
 
 use std::{collections::BTreeMap, path::Path};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use rollout::{
-    deployment_rollout_status, follow_deployment_rollout, RolloutError, RolloutStatus,
+    daemonset_rollout_status, deployment_rollout_status, follow_deployment_rollout, follow_rollout,
+    statefulset_rollout_status, RolloutError, RolloutStatus,
+};
+pub use workload::{
+    controller_ref, owning_workload, selector_matches, selector_string, WorkloadKind,
 };
 
 /// Why a cluster could not be configured or named.

@@ -2,11 +2,12 @@
 //! every change of the object seen through a watch.
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::{
     runtime::{watcher, WatchStreamExt},
     Api,
 };
+use serde::de::DeserializeOwned;
 
 /// Where a rollout stands, by kubectl's rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,34 +91,162 @@ pub fn deployment_rollout_status(d: &Deployment) -> RolloutStatus {
     out
 }
 
-/// Watches deployment `name` until its rollout completes, calling `on_change` whenever the
-/// status message or counts change. Runs until done or failed: put it under a timeout.
+/// kubectl's `StatefulSetStatusViewer`.
+pub fn statefulset_rollout_status(sts: &StatefulSet) -> RolloutStatus {
+    let name = sts.metadata.name.clone().unwrap_or_default();
+    let spec = sts.spec.clone().unwrap_or_default();
+    let status = sts.status.clone().unwrap_or_default();
+    let desired = count(spec.replicas.or(Some(1)));
+    let ready = count(status.ready_replicas);
+    let updated = count(status.updated_replicas);
+    let mut out = RolloutStatus {
+        message: String::new(),
+        done: false,
+        failed: false,
+        desired,
+        updated,
+        ready,
+        available: count(status.available_replicas),
+    };
+    let strategy = spec.update_strategy.clone().unwrap_or_default();
+    if strategy.type_.as_deref().unwrap_or("RollingUpdate") != "RollingUpdate" {
+        out.done = true;
+        out.message = format!(
+            "statefulset {name:?} uses the OnDelete strategy: pods are updated only when deleted"
+        );
+        return out;
+    }
+    let observed = status.observed_generation.unwrap_or(0);
+    if observed == 0 || sts.metadata.generation.unwrap_or(0) > observed {
+        out.message = "Waiting for statefulset spec update to be observed...".into();
+        return out;
+    }
+    if ready < desired {
+        out.message = format!("Waiting for {} pods to be ready...", desired - ready);
+        return out;
+    }
+    let partition = strategy
+        .rolling_update
+        .and_then(|r| r.partition)
+        .unwrap_or(0)
+        .max(0) as u64;
+    if partition > 0 {
+        let want = desired.saturating_sub(partition);
+        if updated < want {
+            out.message = format!(
+                "Waiting for partitioned roll out to finish: {updated} out of {want} new pods have been updated..."
+            );
+        } else {
+            out.done = true;
+            out.message =
+                format!("partitioned roll out complete: {updated} new pods have been updated...");
+        }
+        return out;
+    }
+    let update_revision = status.update_revision.unwrap_or_default();
+    if update_revision != status.current_revision.unwrap_or_default() {
+        out.message = format!(
+            "waiting for statefulset rolling update to complete {updated} pods at revision {update_revision}..."
+        );
+        return out;
+    }
+    out.done = true;
+    out.message = format!(
+        "statefulset rolling update complete {ready} pods at revision {update_revision}..."
+    );
+    out
+}
+
+/// kubectl's `DaemonSetStatusViewer`.
+pub fn daemonset_rollout_status(ds: &DaemonSet) -> RolloutStatus {
+    let name = ds.metadata.name.clone().unwrap_or_default();
+    let status = ds.status.clone().unwrap_or_default();
+    let desired = count(Some(status.desired_number_scheduled));
+    let updated = count(status.updated_number_scheduled);
+    let available = count(status.number_available);
+    let mut out = RolloutStatus {
+        message: String::new(),
+        done: false,
+        failed: false,
+        desired,
+        updated,
+        ready: count(Some(status.number_ready)),
+        available,
+    };
+    let strategy = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.type_.clone())
+        .unwrap_or_else(|| "RollingUpdate".into());
+    if strategy != "RollingUpdate" {
+        out.done = true;
+        out.message = format!(
+            "daemon set {name:?} uses the OnDelete strategy: pods are updated only when deleted"
+        );
+        return out;
+    }
+    if ds.metadata.generation.unwrap_or(0) > status.observed_generation.unwrap_or(0) {
+        out.message = "Waiting for daemon set spec update to be observed...".into();
+    } else if updated < desired {
+        out.message = format!(
+            "Waiting for daemon set {name:?} rollout to finish: {updated} out of {desired} new pods have been updated..."
+        );
+    } else if available < desired {
+        out.message = format!(
+            "Waiting for daemon set {name:?} rollout to finish: {available} of {desired} updated pods are available..."
+        );
+    } else {
+        out.done = true;
+        out.message = format!("daemon set {name:?} successfully rolled out");
+    }
+    out
+}
+
+/// Watches deployment `name` until its rollout completes (kubectl `rollout status`).
 ///
 /// # Errors
-/// [`RolloutError::Failed`] on ProgressDeadlineExceeded, [`RolloutError::Deleted`] when the
-/// deployment goes away, [`RolloutError::Watch`] when the watch ends.
+/// See [`follow_rollout`].
 pub async fn follow_deployment_rollout(
     api: &Api<Deployment>,
     name: &str,
-    mut on_change: impl FnMut(&RolloutStatus) + Send,
+    on_change: impl FnMut(&RolloutStatus) + Send,
 ) -> Result<RolloutStatus, RolloutError> {
+    follow_rollout(api, name, deployment_rollout_status, on_change).await
+}
+
+/// Watches object `name` until `status_of` says its rollout is done, calling `on_change`
+/// whenever the status message or counts change. Runs until done or failed: put it under a
+/// timeout.
+///
+/// # Errors
+/// [`RolloutError::Failed`] when the controller gave up (ProgressDeadlineExceeded),
+/// [`RolloutError::Deleted`] when the object goes away, [`RolloutError::Watch`] when the watch
+/// ends.
+pub async fn follow_rollout<K>(
+    api: &Api<K>,
+    name: &str,
+    status_of: impl Fn(&K) -> RolloutStatus + Send,
+    mut on_change: impl FnMut(&RolloutStatus) + Send,
+) -> Result<RolloutStatus, RolloutError>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher(api.clone(), config).default_backoff().boxed();
     let mut last: Option<RolloutStatus> = None;
     while let Some(event) = events.next().await {
-        let deployment = match event {
-            Ok(watcher::Event::Apply(d)) | Ok(watcher::Event::InitApply(d)) => d,
-            Ok(watcher::Event::Delete(_)) => {
-                return Err(RolloutError::Deleted(format!("deployment {name:?}")))
-            }
+        let object = match event {
+            Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => o,
+            Ok(watcher::Event::Delete(_)) => return Err(RolloutError::Deleted(name.to_string())),
             Ok(watcher::Event::Init) | Ok(watcher::Event::InitDone) => continue,
-            // default_backoff() retries transient watch errors; report them and go on.
+            // default_backoff() retries transient watch errors.
             Err(e) => {
                 tracing::debug!(error = %e, "rollout watch error, retrying");
                 continue;
             }
         };
-        let status = deployment_rollout_status(&deployment);
+        let status = status_of(&object);
         if last.as_ref() != Some(&status) {
             on_change(&status);
         }
@@ -129,9 +258,7 @@ pub async fn follow_deployment_rollout(
         }
         last = Some(status);
     }
-    Err(RolloutError::Watch(format!(
-        "watch on deployment {name:?} ended"
-    )))
+    Err(RolloutError::Watch(format!("watch on {name:?} ended")))
 }
 
 #[cfg(test)]

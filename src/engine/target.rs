@@ -103,12 +103,22 @@ pub fn resolve(
     })
 }
 
+/// kubectl's plural and short names for the kinds actions take.
 fn plural_matches(kind: &str, given: &str) -> bool {
     let given = given.to_ascii_lowercase();
-    let kind = kind.to_ascii_lowercase();
-    given == format!("{kind}s")
-        || (kind == "deployment" && given == "deploy")
-        || (kind == "pod" && given == "po")
+    let kind_lower = kind.to_ascii_lowercase();
+    let short = match kind {
+        "Deployment" => "deploy",
+        "Pod" => "po",
+        "StatefulSet" => "sts",
+        "DaemonSet" => "ds",
+        "Node" => "no",
+        "PersistentVolumeClaim" => "pvc",
+        "HorizontalPodAutoscaler" => "hpa",
+        "Namespace" => "ns",
+        _ => "",
+    };
+    given == format!("{kind_lower}s") || (!short.is_empty() && given == short)
 }
 
 /// RFC 1123 label: what namespaces must be.

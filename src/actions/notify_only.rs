@@ -1,0 +1,70 @@
+//! `notify_only`: records the request (and its alert) as an execution and emits its message as
+//! an event for subscribers; touches nothing in the cluster.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
+    Update,
+};
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    message: Option<String>,
+}
+
+pub struct NotifyOnly {
+    spec: ActionSpec,
+}
+
+impl NotifyOnly {
+    pub fn new() -> Self {
+        NotifyOnly {
+            spec: ActionSpec {
+                name: "notify_only",
+                description: "Record and emit a notification about the target; changes nothing.",
+                risk: Risk::Low,
+                target_kinds: &[
+                    "Deployment",
+                    "StatefulSet",
+                    "DaemonSet",
+                    "Pod",
+                    "Node",
+                    "PersistentVolumeClaim",
+                    "HorizontalPodAutoscaler",
+                    "Namespace",
+                ],
+                params: vec![ParamSpec::new("message", ParamType::String, "What to say.")],
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Remediation for NotifyOnly {
+    fn spec(&self) -> &ActionSpec {
+        &self.spec
+    }
+
+    async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
+        Ok(Plan {
+            summary: format!("{}: notify only, nothing changes", ctx.target.object_ref()),
+            ..Default::default()
+        })
+    }
+
+    async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
+        let p: Params = ctx.params()?;
+        let message = p
+            .message
+            .unwrap_or_else(|| format!("notification about {}", ctx.target.object_ref()));
+        ctx.reporter
+            .progress(Update::new(message.clone()).details(json!({ "notification": message })));
+        Ok(Outcome {
+            message: format!("notified: {message}"),
+            result: json!({ "notification": message }),
+        })
+    }
+}

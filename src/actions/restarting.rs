@@ -1,0 +1,165 @@
+//! Restarting a workload the way `kubectl rollout restart` does (the
+//! `kubectl.kubernetes.io/restartedAt` template annotation, sent as kubectl sends it), then
+//! following it with kubectl's rollout-status rules for its kind: shared by
+//! `rolling_restart_deployment`, `restart_statefulset` and `restart_daemonset`.
+
+use async_trait::async_trait;
+use kube::api::{Patch, PatchParams};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Update,
+};
+use crate::cluster::WorkloadKind;
+
+/// The annotation kubectl sets on the pod template to restart a workload.
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+/// The field manager kubectl uses for `rollout restart`.
+const FIELD_MANAGER: &str = "kubectl-rollout";
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    wait_for_rollout: bool,
+}
+
+/// The parameters every restart action takes.
+pub(super) fn params() -> Vec<ParamSpec> {
+    vec![ParamSpec::new(
+        "wait_for_rollout",
+        ParamType::Boolean,
+        "Follow the rollout until it completes (fails when the controller reports ProgressDeadlineExceeded).",
+    )
+    .default(true)]
+}
+
+/// Restarts one kind of workload.
+pub struct Restart {
+    pub(super) spec: ActionSpec,
+    pub(super) kind: WorkloadKind,
+}
+
+fn restart_patch(at: &str) -> Patch<Value> {
+    Patch::Strategic(json!({
+        "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT: at } } } }
+    }))
+}
+
+fn patch_params(dry_run: bool) -> PatchParams {
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    if dry_run {
+        pp.dry_run()
+    } else {
+        pp
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Restart {
+    async fn check(&self, ctx: &ActionContext) -> Result<kube::api::DynamicObject, ActionError> {
+        let before = self
+            .kind
+            .api(&ctx.client, &ctx.target.namespace)
+            .get(&ctx.target.name)
+            .await
+            .map_err(|e| {
+                ActionError::from_kube(
+                    e,
+                    &format!(
+                        "{} {}",
+                        self.kind.kind().to_lowercase(),
+                        ctx.target.object_ref()
+                    ),
+                )
+            })?;
+        if before.data.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) {
+            // kubectl's own refusal.
+            return Err(ActionError::Precondition(format!(
+                "can't restart paused deployment {} (run rollout resume first)",
+                ctx.target.object_ref()
+            )));
+        }
+        Ok(before)
+    }
+}
+
+#[async_trait]
+impl Remediation for Restart {
+    fn spec(&self) -> &ActionSpec {
+        &self.spec
+    }
+
+    async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
+        let before = self.check(ctx).await?;
+        let at = now();
+        let after = self
+            .kind
+            .api(&ctx.client, &ctx.target.namespace)
+            .patch(&ctx.target.name, &patch_params(true), &restart_patch(&at))
+            .await?;
+        let summary = format!(
+            "{}: rolling restart ({RESTARTED_AT} = {at})",
+            ctx.target.object_ref()
+        );
+        Ok(Plan {
+            summary: summary.clone(),
+            changes: vec![Change {
+                object: ctx.target.object_ref(),
+                summary,
+                before: super::comparable(&before),
+                after: super::comparable(&after),
+            }],
+            warnings: Vec::new(),
+        })
+    }
+
+    async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
+        let p: Params = ctx.params()?;
+        let before = self.check(ctx).await?;
+        let annotations = before
+            .data
+            .pointer("/spec/template/metadata/annotations")
+            .cloned();
+        ctx.reporter.rollback_data(json!({
+            "kind": self.kind.kind(),
+            "namespace": ctx.target.namespace,
+            "name": ctx.target.name,
+            "template_annotations": annotations,
+        }));
+        let at = now();
+        self.kind
+            .api(&ctx.client, &ctx.target.namespace)
+            .patch(&ctx.target.name, &patch_params(false), &restart_patch(&at))
+            .await?;
+        ctx.reporter.progress(Update::new(format!(
+            "restarted {} ({RESTARTED_AT} = {at})",
+            ctx.target.object_ref()
+        )));
+        if !p.wait_for_rollout {
+            return Ok(Outcome {
+                message: format!("{} restarted", ctx.target.object_ref()),
+                result: json!({ "restarted_at": at }),
+            });
+        }
+        let done = self
+            .kind
+            .follow(&ctx.client, &ctx.target.namespace, &ctx.target.name, |s| {
+                ctx.reporter.progress(super::rollout_update(
+                    s,
+                    s.updated.min(s.available.max(s.ready)),
+                ));
+            })
+            .await?;
+        Ok(Outcome {
+            message: done.message.clone(),
+            result: json!({ "restarted_at": at, "replicas": done.desired }),
+        })
+    }
+}
