@@ -1,1 +1,473 @@
-//! kube-rs tests against the simulated cluster.
+//! kube-rs against the simulated cluster: watches, optimistic concurrency, dry runs,
+//! selectors, eviction under a PodDisruptionBudget, garbage collection, fault injection.
+
+use std::time::Duration;
+
+use executor_service::sim::{
+    mk_deployment, mk_namespace, mk_node, mk_pdb, FaultRule, PdbLimit, Scenario, SimCluster,
+    SimConfig,
+};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{
+    Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
+use kube::runtime::watcher;
+use serde_json::json;
+
+const SPEED: f64 = 20.0;
+
+async fn start(scenario: Scenario) -> SimCluster {
+    let cluster = SimCluster::start(SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        scenario,
+        speed: SPEED,
+    })
+    .await
+    .unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).await.unwrap();
+    cluster
+}
+
+/// A client without kube-rs's default retries of 429/503, so tests see each answer.
+async fn client_without_retries(cluster: &SimCluster) -> kube::Client {
+    let mut config = kube::Config::new(cluster.url().parse().unwrap());
+    config.default_namespace = "default".into();
+    config.default_retry = false;
+    kube::Client::try_from(config).unwrap()
+}
+
+fn api_error(e: kube::Error) -> (u16, String, String) {
+    match e {
+        kube::Error::Api(s) => (s.code, s.reason, s.message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn configmap(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v1"}})).unwrap()
+}
+
+#[tokio::test]
+async fn a_watch_sees_added_modified_deleted_in_order() {
+    let cluster = start(Scenario::empty()).await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(cluster.client().await.unwrap());
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    cms.create(&PostParams::default(), &configmap("a"))
+        .await
+        .unwrap();
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "v2"}})),
+    )
+    .await
+    .unwrap();
+    cms.delete("a", &DeleteParams::default()).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .expect("event in time")
+            .unwrap()
+            .expect("stream open");
+        match ev {
+            WatchEvent::Added(c) => seen.push(("ADDED", c.data.unwrap()["k"].clone())),
+            WatchEvent::Modified(c) => seen.push(("MODIFIED", c.data.unwrap()["k"].clone())),
+            WatchEvent::Deleted(c) => seen.push(("DELETED", c.data.unwrap()["k"].clone())),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => panic!("watch error {e:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("ADDED", "v1".to_string()),
+            ("MODIFIED", "v2".to_string()),
+            ("DELETED", "v2".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_runtime_watcher_with_a_field_selector_follows_one_deployment() {
+    let cluster = start(Scenario::demo()).await;
+    let client = cluster.client().await.unwrap();
+    let deploys: Api<Deployment> = Api::namespaced(client, "production");
+    let cfg = watcher::Config::default()
+        .fields("metadata.name=web")
+        .timeout(30);
+    let mut stream = watcher(deploys.clone(), cfg).boxed();
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = stream.try_next().await.unwrap() {
+            let objs = match ev {
+                watcher::Event::Apply(d) | watcher::Event::InitApply(d) => vec![d],
+                _ => vec![],
+            };
+            for d in objs {
+                assert_eq!(
+                    d.metadata.name.as_deref(),
+                    Some("web"),
+                    "only web passes the selector"
+                );
+                if d.status.as_ref().and_then(|s| s.available_replicas) == Some(4) {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await
+    .expect("watcher saw web reach 4 available replicas");
+    assert!(found);
+}
+
+#[tokio::test]
+async fn an_update_with_a_stale_resource_version_conflicts() {
+    let cluster = start(Scenario::demo()).await;
+    let deploys: Api<Deployment> = Api::namespaced(cluster.client().await.unwrap(), "production");
+    let stale = deploys.get("web").await.unwrap();
+    let mut fresh = stale.clone();
+    fresh
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("tier".into(), "front".into());
+    deploys
+        .replace("web", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    let mut late = stale.clone();
+    late.spec.as_mut().unwrap().replicas = Some(9);
+    let (code, reason, message) = api_error(
+        deploys
+            .replace("web", &PostParams::default(), &late)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (409, "Conflict"));
+    assert!(
+        message.contains("the object has been modified"),
+        "{message}"
+    );
+    assert_eq!(
+        deploys.get("web").await.unwrap().spec.unwrap().replicas,
+        Some(3)
+    );
+}
+
+#[tokio::test]
+async fn dry_run_validates_but_persists_nothing() {
+    let cluster = start(Scenario::demo()).await;
+    let client = cluster.client().await.unwrap();
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "production");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let new: Deployment =
+        serde_json::from_value(mk_deployment("production", "extra", 2, "nginx:1.25")).unwrap();
+    let would_be = deploys.create(&dry, &new).await.unwrap();
+    assert_eq!(
+        would_be.spec.unwrap().revision_history_limit,
+        Some(10),
+        "defaulted"
+    );
+    assert!(deploys.get_opt("extra").await.unwrap().is_none());
+
+    let before = deploys.get("web").await.unwrap().metadata.resource_version;
+    let patched = deploys
+        .patch(
+            "web",
+            &PatchParams::default().dry_run(),
+            &Patch::Merge(json!({"spec": {"replicas": 8}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.spec.unwrap().replicas, Some(8));
+    let after = deploys.get("web").await.unwrap();
+    assert_eq!(after.metadata.resource_version, before);
+    assert_eq!(after.spec.unwrap().replicas, Some(3));
+
+    let dp = DeleteParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    deploys.delete("web", &dp).await.unwrap();
+    assert!(deploys.get_opt("web").await.unwrap().is_some());
+
+    let mut bad = new.clone();
+    bad.spec.as_mut().unwrap().replicas = Some(-1);
+    let (code, reason, _) = api_error(deploys.create(&dry, &bad).await.unwrap_err());
+    assert_eq!(
+        (code, reason.as_str()),
+        (422, "Invalid"),
+        "dry runs still validate"
+    );
+}
+
+#[tokio::test]
+async fn a_field_selector_on_spec_node_name_lists_one_nodes_pods() {
+    let cluster = start(Scenario::demo()).await;
+    let pods: Api<Pod> = Api::all(cluster.client().await.unwrap());
+    let all = pods.list(&ListParams::default()).await.unwrap().items;
+    let on_node = pods
+        .list(&ListParams::default().fields("spec.nodeName=node-2"))
+        .await
+        .unwrap()
+        .items;
+    assert!(!on_node.is_empty());
+    assert!(on_node.len() < all.len());
+    assert!(on_node
+        .iter()
+        .all(|p| p.spec.as_ref().unwrap().node_name.as_deref() == Some("node-2")));
+    let running = pods
+        .list(
+            &ListParams::default()
+                .fields("status.phase=Running")
+                .labels("app in (web,api)"),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        running.len(),
+        3 + 2 + 2,
+        "production web+api and staging web"
+    );
+}
+
+#[tokio::test]
+async fn eviction_is_refused_with_429_when_the_pdb_allows_no_disruption() {
+    let scenario = Scenario::default()
+        .with(mk_namespace("default"))
+        .with(mk_node("node-1"))
+        .with(mk_deployment("default", "web", 3, "nginx:1.25"))
+        .with(mk_pdb(
+            "default",
+            "web-pdb",
+            "web",
+            PdbLimit::MaxUnavailable(1),
+        ));
+    let cluster = start(scenario).await;
+    let pods: Api<Pod> = Api::default_namespaced(client_without_retries(&cluster).await);
+    let names: Vec<String> = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(names.len(), 3);
+    pods.evict(&names[0], &EvictParams::default())
+        .await
+        .expect("first eviction fits the budget");
+    let (code, reason, message) = api_error(
+        pods.evict(&names[1], &EvictParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (429, "TooManyRequests"));
+    assert_eq!(
+        message,
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert!(pods
+        .get(&names[1])
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_none());
+    // Once the replacement is Ready the budget allows the next one.
+    cluster.wait_settled(Duration::from_secs(10)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pods.evict(&names[1], &EvictParams::default())
+        .await
+        .expect("budget recovered");
+}
+
+#[tokio::test]
+async fn deleting_a_deployment_collects_its_replicasets_and_pods_unless_orphaned() {
+    let cluster = start(Scenario::demo()).await;
+    let client = cluster.client().await.unwrap();
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "production");
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "production");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "production");
+    deploys
+        .delete("api", &DeleteParams::default())
+        .await
+        .unwrap();
+    deploys
+        .delete("worker", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let api_pods = pods
+            .list(&ListParams::default().labels("app=api"))
+            .await
+            .unwrap()
+            .items;
+        let api_rs = rss
+            .list(&ListParams::default().labels("app=api"))
+            .await
+            .unwrap()
+            .items;
+        if api_pods.is_empty() && api_rs.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "api dependents not collected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let worker_rs = rss
+        .list(&ListParams::default().labels("app=worker"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(worker_rs.len(), 1, "orphaned ReplicaSet survives");
+    assert!(worker_rs[0]
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_none_or(|o| o.is_empty()));
+    let worker_pods = pods
+        .list(&ListParams::default().labels("app=worker"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(worker_pods.len(), 2);
+}
+
+#[tokio::test]
+async fn the_scale_subresource_speaks_autoscaling_v1() {
+    let cluster = start(Scenario::demo()).await;
+    let deploys: Api<Deployment> = Api::namespaced(cluster.client().await.unwrap(), "production");
+    let scale = deploys.get_scale("web").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(3));
+    assert_eq!(scale.status.unwrap().selector.as_deref(), Some("app=web"));
+    let scaled = deploys
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scaled.spec.unwrap().replicas, Some(1));
+    let (code, reason, _) = api_error(
+        deploys
+            .patch_scale(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": -2}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    let (code, reason, _) = api_error(deploys.get_scale("nope").await.unwrap_err());
+    assert_eq!((code, reason.as_str()), (404, "NotFound"));
+}
+
+#[tokio::test]
+async fn injected_faults_answer_503_then_clear() {
+    let cluster = start(Scenario::demo()).await;
+    let pods: Api<Pod> = Api::namespaced(client_without_retries(&cluster).await, "production");
+    cluster.faults().add(FaultRule {
+        verb: Some("get".into()),
+        resource: Some("pods".into()),
+        error_status: Some(503),
+        probability: 1.0,
+        count: Some(2),
+        ..Default::default()
+    });
+    for _ in 0..2 {
+        let (code, reason, _) = api_error(pods.get("db-0").await.unwrap_err());
+        assert_eq!((code, reason.as_str()), (503, "ServiceUnavailable"));
+    }
+    pods.get("db-0").await.expect("count exhausted");
+    cluster.faults().add(FaultRule {
+        verb: Some("patch".into()),
+        error_status: Some(409),
+        probability: 1.0,
+        ..Default::default()
+    });
+    let (code, reason, _) = api_error(
+        pods.patch(
+            "db-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (409, "Conflict"));
+    cluster.faults().clear();
+    cluster.faults().add(FaultRule {
+        latency: Some(Duration::from_millis(300)),
+        probability: 1.0,
+        ..Default::default()
+    });
+    let t = std::time::Instant::now();
+    pods.get("db-0").await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn errors_are_status_objects_with_real_reasons() {
+    let cluster = start(Scenario::demo()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client().await.unwrap(), "production");
+    let (code, reason, message) = api_error(cms.get("missing").await.unwrap_err());
+    assert_eq!((code, reason.as_str()), (404, "NotFound"));
+    assert_eq!(message, "configmaps \"missing\" not found");
+    cms.create(&PostParams::default(), &configmap("dup"))
+        .await
+        .unwrap();
+    let (code, reason, _) = api_error(
+        cms.create(&PostParams::default(), &configmap("dup"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
+    let (code, reason, _) = api_error(
+        cms.create(&PostParams::default(), &configmap("Bad_Name"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    let other: Api<ConfigMap> = Api::namespaced(cluster.client().await.unwrap(), "nowhere");
+    let (code, _, message) = api_error(
+        other
+            .create(&PostParams::default(), &configmap("x"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 404);
+    assert_eq!(message, "namespaces \"nowhere\" not found");
+}

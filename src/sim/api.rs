@@ -667,3 +667,48 @@ pub fn pod_log(
     }
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::controllers::tick_once;
+    use crate::sim::scenario::{mk_deployment, mk_namespace, mk_node, mk_pdb, PdbLimit};
+
+    fn seeded(objs: Vec<Value>) -> State {
+        let mut st = State::new(1000.0);
+        for o in objs {
+            let def = crate::sim::resources::by_kind(str_at(&o, "/kind")).unwrap();
+            let ns = str_at(&o, "/metadata/namespace").to_string();
+            let ns = if def.namespaced {
+                Some(ns.as_str())
+            } else {
+                None
+            };
+            create(&mut st, def, ns, o.clone(), false).unwrap();
+        }
+        for _ in 0..200 {
+            tick_once(&mut st);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        st
+    }
+
+    #[test]
+    fn a_second_eviction_waits_for_the_first_replacement() {
+        let mut st = seeded(vec![
+            mk_namespace("default"),
+            mk_node("node-1"),
+            mk_deployment("default", "web", 3, "nginx:1.25"),
+            mk_pdb("default", "web-pdb", "web", PdbLimit::MaxUnavailable(1)),
+        ]);
+        let names: Vec<String> = st
+            .list("pods", Some("default"))
+            .iter()
+            .map(|p| str_at(p, "/metadata/name").to_string())
+            .collect();
+        assert_eq!(names.len(), 3);
+        evict(&mut st, "default", &names[0], &json!({}), false).unwrap();
+        let err = evict(&mut st, "default", &names[1], &json!({}), false).unwrap_err();
+        assert_eq!(err.code, 429);
+    }
+}

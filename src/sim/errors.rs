@@ -18,6 +18,9 @@ pub struct ApiError {
     pub message: String,
     /// Status `details` (name, group, kind, causes), if any.
     pub details: Option<Value>,
+    /// Seconds for a `Retry-After` header (the real server sends one for API priority and
+    /// fairness rejections, not for PDB-blocked evictions).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -27,6 +30,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -107,6 +111,7 @@ impl ApiError {
             details: Some(json!({
                 "name": name, "group": res.group, "kind": res.kind, "causes": causes_json
             })),
+            retry_after: None,
         }
     }
 
@@ -141,11 +146,10 @@ impl IntoResponse for ApiError {
             self.status().to_string(),
         )
             .into_response();
-        if self.code == 429 || self.code == 503 {
-            resp.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
         }
         resp
     }

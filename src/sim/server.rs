@@ -222,6 +222,10 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
             503 => ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request (injected fault)"),
             c => ApiError::new(c, "InternalError", "an error on the server (\"injected fault\") has prevented the request from succeeding"),
         };
+        let err = ApiError {
+            retry_after: matches!(code, 429 | 503).then_some(1),
+            ..err
+        };
         return err.into_response();
     }
     if let Some(ct) = parts
