@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Harness;
+use common::{watch_all, Harness};
 use executor_service::{
     api::proto::{
         self, executor_service_client::ExecutorServiceClient, CancelExecutionRequest,
@@ -23,29 +23,7 @@ use prost_types::{value::Kind, Struct};
 use tonic::{transport::Channel, Code};
 
 fn params(json: serde_json::Value) -> Option<Struct> {
-    let prost_types::Value {
-        kind: Some(Kind::StructValue(s)),
-    } = to_value(&json)
-    else {
-        panic!("parameters must be an object")
-    };
-    Some(s)
-}
-
-fn to_value(v: &serde_json::Value) -> prost_types::Value {
-    let kind = match v {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
-        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.iter().map(to_value).collect(),
-        }),
-        serde_json::Value::Object(o) => Kind::StructValue(Struct {
-            fields: o.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
+    Some(common::to_struct(&json))
 }
 
 fn target(namespace: &str, name: &str) -> Option<Target> {
@@ -76,26 +54,6 @@ async fn execute(
         .into_inner()
         .execution
         .expect("execution")
-}
-
-async fn watch_all(
-    client: &mut ExecutorServiceClient<Channel>,
-    id: &str,
-    from: u64,
-) -> Vec<ExecutionEvent> {
-    let mut stream = client
-        .watch_execution(WatchExecutionRequest {
-            execution_id: id.into(),
-            from_sequence: from,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(item) = stream.next().await {
-        events.push(item.expect("stream item").event.expect("event"));
-    }
-    events
 }
 
 fn state_of(e: &ExecutionEvent) -> ExecutionState {

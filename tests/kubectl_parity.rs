@@ -6,7 +6,7 @@ mod common;
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use common::{run_ok, tool, Harness, TEST_SPEED};
+use common::{run_ok, to_struct, tool, Harness, TEST_SPEED};
 use executor_service::{
     api::proto::{ExecuteRequest, ExecutionState, Target},
     engine::EngineConfig,
@@ -20,7 +20,6 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
     Api,
 };
-use prost_types::{value::Kind, Struct};
 use serde_json::{json, Value};
 
 /// The executor's cluster and kubectl's twin, both from the demo scenario and settled.
@@ -113,25 +112,6 @@ impl Twins {
         let mine = Api::<Node>::all(self.executor.kube.clone()).get(name).await.unwrap();
         let theirs = Api::<Node>::all(self.kubectl.client().await.unwrap()).get(name).await.unwrap();
         (comparable_spec(&mine), comparable_spec(&theirs))
-    }
-}
-
-fn to_struct(v: &Value) -> Struct {
-    fn value(v: &Value) -> prost_types::Value {
-        let kind = match v {
-            Value::Null => Kind::NullValue(0),
-            Value::Bool(b) => Kind::BoolValue(*b),
-            Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
-            Value::String(s) => Kind::StringValue(s.clone()),
-            Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-                values: a.iter().map(value).collect(),
-            }),
-            Value::Object(o) => Kind::StructValue(to_struct(&Value::Object(o.clone()))),
-        };
-        prost_types::Value { kind: Some(kind) }
-    }
-    Struct {
-        fields: v.as_object().unwrap().iter().map(|(k, v)| (k.clone(), value(v))).collect(),
     }
 }
 

@@ -100,20 +100,22 @@ pub fn validate_parameters(
             format!("unknown parameter ({known})"),
         ));
     }
+    // What was given is checked before what is missing: a wrong value is the likelier mistake.
     let mut out = Map::new();
     for spec in specs {
-        match input.get(spec.name).filter(|v| !v.is_null()) {
-            Some(value) => {
-                out.insert(spec.name.to_string(), canonical(spec, value)?);
-            }
-            None if spec.required => {
-                return Err(ActionError::invalid(spec.name, "is required"));
-            }
-            None => {
-                if let Some(default) = &spec.default {
-                    out.insert(spec.name.to_string(), default.clone());
-                }
-            }
+        if let Some(value) = input.get(spec.name).filter(|v| !v.is_null()) {
+            out.insert(spec.name.to_string(), canonical(spec, value)?);
+        }
+    }
+    for spec in specs {
+        if out.contains_key(spec.name) {
+            continue;
+        }
+        if spec.required {
+            return Err(ActionError::invalid(spec.name, "is required"));
+        }
+        if let Some(default) = &spec.default {
+            out.insert(spec.name.to_string(), default.clone());
         }
     }
     Ok(out)

@@ -29,7 +29,11 @@ pub fn tool(name: &str) -> PathBuf {
             assert!(status.success(), "scripts/install-tools failed");
         });
     }
-    assert!(Path::new(&path).exists(), "{name} not installed at {}", path.display());
+    assert!(
+        Path::new(&path).exists(),
+        "{name} not installed at {}",
+        path.display()
+    );
     path
 }
 
@@ -66,8 +70,14 @@ impl Harness {
         .await
         .expect("start simulated cluster");
         let kube = sim.client().await.expect("kube client");
-        let engine = Engine::new(config, Registry::builtin(), Clusters::single("sim", kube.clone()));
-        let listener = api::bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
+        let engine = Engine::new(
+            config,
+            Registry::builtin(),
+            Clusters::single("sim", kube.clone()),
+        );
+        let listener = api::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("bind");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(api::serve(listener, engine.clone(), async {
@@ -121,7 +131,14 @@ impl ServeProcess {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("sim.kubeconfig");
         let mut child = Command::new(env!("CARGO_BIN_EXE_executor-service"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--sim-speed", "20", "--sim-kubeconfig-out"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--sim-speed",
+                "20",
+                "--sim-kubeconfig-out",
+            ])
             .arg(&kubeconfig)
             .args(extra)
             .env_remove("KUBECONFIG")
@@ -132,7 +149,9 @@ impl ServeProcess {
             .expect("spawn executor-service serve");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listen line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listen line");
         let addr = line
             .trim()
             .strip_prefix("executor-service listening on ")
@@ -165,4 +184,80 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A JSON object as a protobuf Struct (what grpcurl and generated clients send).
+pub fn to_struct(v: &serde_json::Value) -> prost_types::Struct {
+    fn value(v: &serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match v {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+            serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+            serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+                values: a.iter().map(value).collect(),
+            }),
+            serde_json::Value::Object(_) => Kind::StructValue(to_struct(v)),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    prost_types::Struct {
+        fields: v
+            .as_object()
+            .expect("a JSON object")
+            .iter()
+            .map(|(k, v)| (k.clone(), value(v)))
+            .collect(),
+    }
+}
+
+/// `kind` `namespace`/`name` as a request target.
+pub fn mk_target(
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Option<executor_service::api::proto::Target> {
+    Some(executor_service::api::proto::Target {
+        namespace: namespace.into(),
+        kind: kind.into(),
+        name: name.into(),
+        ..Default::default()
+    })
+}
+
+/// An Execute request for `action` on `target` with JSON parameters.
+pub fn mk_request(
+    action: &str,
+    target: Option<executor_service::api::proto::Target>,
+    params: serde_json::Value,
+) -> executor_service::api::proto::ExecuteRequest {
+    executor_service::api::proto::ExecuteRequest {
+        action: action.into(),
+        target,
+        parameters: Some(to_struct(&params)),
+        ..Default::default()
+    }
+}
+
+/// Every event of an execution, replayed then live, until the stream ends.
+pub async fn watch_all(
+    client: &mut ExecutorServiceClient<Channel>,
+    id: &str,
+    from: u64,
+) -> Vec<executor_service::api::proto::ExecutionEvent> {
+    use futures::StreamExt;
+    let mut stream = client
+        .watch_execution(executor_service::api::proto::WatchExecutionRequest {
+            execution_id: id.into(),
+            from_sequence: from,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(item) = stream.next().await {
+        events.push(item.expect("stream item").event.expect("event"));
+    }
+    events
 }

@@ -1,0 +1,351 @@
+//! The catalog's actions against the simulated cluster: each does what kubectl would, reports
+//! progress, records undo data, and refuses bad parameters naming them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{mk_request, mk_target, watch_all, Harness};
+use executor_service::{
+    api::proto::{
+        executor_service_client::ExecutorServiceClient, Execution, ExecutionState, ListActionsRequest, ParameterType,
+    },
+    engine::EngineConfig,
+    sim::{mk_daemonset, mk_deployment, mk_pod, mk_pvc, mk_storage_class, Scenario},
+};
+use k8s_openapi::api::{
+    apps::v1::{DaemonSet, StatefulSet},
+    autoscaling::v2::HorizontalPodAutoscaler,
+    core::v1::{PersistentVolumeClaim, Pod},
+    networking::v1::NetworkPolicy,
+};
+use kube::{api::ListParams, Api, ResourceExt};
+use prost_types::value::Kind;
+use serde_json::json;
+use tonic::{transport::Channel, Code};
+
+async fn run(
+    client: &mut ExecutorServiceClient<Channel>,
+    action: &str,
+    target: Option<executor_service::api::proto::Target>,
+    params: serde_json::Value,
+) -> Execution {
+    let mut request = mk_request(action, target, params);
+    request.wait = true;
+    client.execute(request).await.expect("execute").into_inner().execution.unwrap()
+}
+
+fn field<'a>(s: &'a Option<prost_types::Struct>, name: &str) -> &'a Kind {
+    s.as_ref().unwrap().fields[name].kind.as_ref().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them() {
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    let actions = client.list_actions(ListActionsRequest {}).await.unwrap().into_inner().actions;
+    let names: Vec<&str> = actions.iter().map(|a| a.name.as_str()).collect();
+    for expected in [
+        "restart_pod",
+        "scale_deployment",
+        "rolling_restart_deployment",
+        "rollback_deployment",
+        "increase_resources",
+        "expand_pvc",
+        "cordon_node",
+        "uncordon_node",
+        "taint_node",
+        "untaint_node",
+        "drain_node",
+        "quarantine_pod",
+        "collect_diagnostics",
+        "notify_only",
+        "delete_pod",
+        "scale_statefulset",
+        "restart_statefulset",
+        "restart_daemonset",
+        "update_hpa",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing from ListActions: {names:?}");
+    }
+    let mut checked = 0;
+    for action in &actions {
+        assert!(!action.description.is_empty(), "{} has no description", action.name);
+        let target = mk_target("production", &action.target_kinds[0], "x");
+        for p in &action.parameters {
+            let mut bad = vec![];
+            match ParameterType::try_from(p.r#type).unwrap() {
+                ParameterType::Integer => {
+                    bad.push(json!("abc"));
+                    bad.push(json!(1.5));
+                    if let Some(max) = p.maximum {
+                        bad.push(json!(max + 1));
+                    }
+                    if let Some(min) = p.minimum {
+                        bad.push(json!(min - 1));
+                    }
+                }
+                ParameterType::Boolean => bad.push(json!("maybe")),
+                ParameterType::Quantity => bad.push(json!("lots")),
+                ParameterType::String => {
+                    bad.push(json!(42));
+                    if !p.allowed_values.is_empty() {
+                        bad.push(json!("bogus"));
+                    }
+                }
+                ParameterType::Unspecified => panic!("{}.{} has no type", action.name, p.name),
+            }
+            for value in bad {
+                let request = mk_request(&action.name, target.clone(), json!({ p.name.clone(): value }));
+                let err = client.execute(request).await.unwrap_err();
+                assert_eq!(err.code(), Code::InvalidArgument, "{}.{} = {value}: {err:?}", action.name, p.name);
+                assert!(
+                    err.message().starts_with(&format!("parameters.{}:", p.name)),
+                    "{}.{} = {value}: {}",
+                    action.name,
+                    p.name,
+                    err.message()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 40, "only {checked} bad values were tried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expand_pvc_grows_the_claim_and_waits_for_the_capacity() {
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(h.kube.clone(), "production");
+    let claim = loop {
+        let list = claims.list(&ListParams::default()).await.unwrap().items;
+        if let Some(c) = list.into_iter().find(|c| c.name_any().starts_with("data-db-")) {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let name = claim.name_any();
+    let target = mk_target("production", "PersistentVolumeClaim", &name);
+    let err = client
+        .execute(mk_request("expand_pvc", target.clone(), json!({"size": "5Gi"})))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("parameters.size: must be larger"), "{}", err.message());
+    let done = run(&mut client, "expand_pvc", target, json!({"size": "20Gi"})).await;
+    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    let after = claims.get(&name).await.unwrap();
+    let capacity = after.status.unwrap().capacity.unwrap()["storage"].0.clone();
+    assert_eq!(capacity, "20Gi");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expand_pvc_refuses_a_storage_class_without_expansion() {
+    let h = Harness::start(
+        EngineConfig::default(),
+        Scenario::empty()
+            .with(mk_storage_class("fixed", false))
+            .with(mk_pvc("default", "logs", "1Gi", "fixed")),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    let err = client
+        .execute(mk_request(
+            "expand_pvc",
+            mk_target("default", "PersistentVolumeClaim", "logs"),
+            json!({"size": "2Gi"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("does not allow volume expansion"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn update_hpa_changes_the_bounds_and_refuses_min_above_max() {
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    let target = mk_target("production", "HorizontalPodAutoscaler", "api");
+    let err = client
+        .execute(mk_request("update_hpa", target.clone(), json!({"min_replicas": 8})))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("parameters.min_replicas"), "{}", err.message());
+    let done = run(&mut client, "update_hpa", target, json!({"min_replicas": 3, "max_replicas": 10})).await;
+    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    let hpa = Api::<HorizontalPodAutoscaler>::namespaced(h.kube.clone(), "production")
+        .get("api")
+        .await
+        .unwrap();
+    let spec = hpa.spec.unwrap();
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(3), 10));
+    assert_eq!(field(&done.rollback_data, "max_replicas"), &Kind::NumberValue(6.0));
+}
+
+async fn first_pod(h: &Harness, ns: &str, app: &str) -> Pod {
+    let pods = Api::<Pod>::namespaced(h.kube.clone(), ns);
+    loop {
+        let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.unwrap();
+        if let Some(p) = list.items.into_iter().find(|p| p.metadata.deletion_timestamp.is_none()) {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quarantine_pod_labels_the_pod_and_isolates_it_once() {
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    let pod = first_pod(&h, "production", "api").await;
+    let target = mk_target("production", "Pod", &pod.name_any());
+    let done = run(&mut client, "quarantine_pod", target.clone(), json!({"reason": "suspicious egress"})).await;
+    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    let pods = Api::<Pod>::namespaced(h.kube.clone(), "production");
+    let labelled = pods.get(&pod.name_any()).await.unwrap();
+    assert_eq!(labelled.labels().get("executor-service.io/quarantine").map(String::as_str), Some("true"));
+    let policy = Api::<NetworkPolicy>::namespaced(h.kube.clone(), "production")
+        .get("executor-service-quarantine")
+        .await
+        .unwrap();
+    let spec = serde_json::to_value(policy.spec.unwrap()).unwrap();
+    assert_eq!(spec["podSelector"]["matchLabels"]["executor-service.io/quarantine"], json!("true"));
+    assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(spec["egress"][0]["ports"][0]["port"], json!(53));
+    let rv = labelled.resource_version();
+    let again = run(&mut client, "quarantine_pod", target, json!({})).await;
+    assert_eq!(again.state, ExecutionState::Succeeded as i32);
+    assert!(again.message.contains("already quarantined"), "{}", again.message);
+    assert_eq!(pods.get(&pod.name_any()).await.unwrap().resource_version(), rv);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn collect_diagnostics_reports_crashing_containers_logs_and_events_without_secrets() {
+    let h = Harness::start(
+        EngineConfig::default(),
+        Scenario::empty().with(mk_deployment("default", "broken", 2, "example/broken:crashloop")),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    // Let the containers crash at least once.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let done = run(
+        &mut client,
+        "collect_diagnostics",
+        mk_target("default", "Deployment", "broken"),
+        json!({"tail_lines": 5}),
+    )
+    .await;
+    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    assert!(done.message.contains("unhealthy"), "{}", done.message);
+    let Kind::StructValue(artifact) = field(&done.result, "diagnostics") else {
+        panic!("no diagnostics artifact")
+    };
+    let artifact = serde_json::to_string(&format!("{artifact:?}")).unwrap();
+    assert!(artifact.contains("restart_count"), "{artifact}");
+    assert!(artifact.contains("logs"), "{artifact}");
+    assert!(!artifact.contains("s3cr3t"));
+    let events = watch_all(&mut client, &done.id, 0).await;
+    assert!(events.iter().any(|e| e.message.starts_with("collected pod broken-")), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notify_only_records_the_message_and_touches_nothing() {
+    let h = Harness::demo().await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+    let before = Api::<Pod>::all(h.kube.clone()).list(&ListParams::default()).await.unwrap().metadata.resource_version;
+    let done = run(
+        &mut client,
+        "notify_only",
+        mk_target("production", "Deployment", "web"),
+        json!({"message": "latency above SLO"}),
+    )
+    .await;
+    assert_eq!(done.state, ExecutionState::Succeeded as i32);
+    let events = watch_all(&mut client, &done.id, 0).await;
+    assert!(events.iter().any(|e| e.message == "latency above SLO"));
+    let after = Api::<Pod>::all(h.kube.clone()).list(&ListParams::default()).await.unwrap().metadata.resource_version;
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_pod_waits_until_the_pod_is_gone() {
+    let h = Harness::start(
+        EngineConfig::default(),
+        Scenario::empty().with(mk_pod("default", "scratch", Some("node-1"), "busybox:1.36")),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    let target = mk_target("default", "Pod", "scratch");
+    let err = client.execute(mk_request("delete_pod", target.clone(), json!({}))).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "unmanaged pods need force: {err:?}");
+    let done = run(&mut client, "delete_pod", target, json!({"force": true, "grace_period_seconds": 0})).await;
+    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    assert!(Api::<Pod>::namespaced(h.kube.clone(), "default").get_opt("scratch").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_statefulset_follows_the_ordered_rollout() {
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    let done = run(&mut client, "scale_statefulset", mk_target("production", "StatefulSet", "db"), json!({"replicas": 3})).await;
+    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    let sts = Api::<StatefulSet>::namespaced(h.kube.clone(), "production").get("db").await.unwrap();
+    assert_eq!(sts.status.unwrap().ready_replicas, Some(3));
+    let pods = Api::<Pod>::namespaced(h.kube.clone(), "production");
+    assert!(pods.get("db-2").await.is_ok(), "the third ordinal exists");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_statefulset_and_daemonset_roll_every_pod() {
+    let h = Harness::start(
+        EngineConfig::default(),
+        Scenario::demo().with(mk_daemonset("default", "agent", "example/agent:1.0")),
+    )
+    .await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let pods = Api::<Pod>::namespaced(h.kube.clone(), "production");
+    let old_db0 = pods.get("db-0").await.unwrap().uid();
+    let mut client = h.grpc().await;
+    let done = run(&mut client, "restart_statefulset", mk_target("production", "StatefulSet", "db"), json!({})).await;
+    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    assert_ne!(pods.get("db-0").await.unwrap().uid(), old_db0, "db-0 was replaced");
+    let done = run(&mut client, "restart_daemonset", mk_target("default", "DaemonSet", "agent"), json!({})).await;
+    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    let ds = Api::<DaemonSet>::namespaced(h.kube.clone(), "default").get("agent").await.unwrap();
+    let status = ds.status.unwrap();
+    assert_eq!(status.updated_number_scheduled, Some(status.desired_number_scheduled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollback_without_history_fails_with_kubectls_message() {
+    let h = Harness::demo().await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+    let err = client
+        .execute(mk_request("rollback_deployment", mk_target("production", "Deployment", "web"), json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.message(), "no rollout history found for deployment \"web\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_to_a_crashing_image_fails_on_the_progress_deadline() {
+    let h = Harness::start(
+        EngineConfig::default(),
+        Scenario::empty().with({
+            let mut d = mk_deployment("default", "shaky", 2, "example/shaky:crashloop");
+            d["spec"]["progressDeadlineSeconds"] = json!(10);
+            d
+        }),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    let done = run(&mut client, "rolling_restart_deployment", mk_target("default", "Deployment", "shaky"), json!({})).await;
+    assert_eq!(done.state, ExecutionState::Failed as i32, "{}", done.message);
+    assert!(done.message.contains("exceeded its progress deadline"), "{}", done.message);
+}
