@@ -12,6 +12,7 @@
 //! - [`cluster`]: kube clients by kubeconfig context and kubectl's rollout-status conditions.
 //! - [`sim`]: the simulated Kubernetes API server (embedded default and test bed); only
 //!   [`run`] and the tests use it.
+//! - [`store`]: durable execution history (embedded file or PostgreSQL).
 //! - [`run`]: wiring for `serve` and the two-signal shutdown.
 //! - [`telemetry`]: logging setup.
 
@@ -22,4 +23,5 @@ pub mod config;
 pub mod engine;
 pub mod run;
 pub mod sim;
+pub mod store;
 pub mod telemetry;

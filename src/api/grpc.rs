@@ -111,6 +111,7 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
             state: convert::state_from(r.state)?,
             action: Some(r.action).filter(|a| !a.is_empty()),
             namespace: Some(r.namespace).filter(|n| !n.is_empty()),
+            requester: None,
             page_size: r.page_size as usize,
             page_token: r.page_token,
         };

@@ -217,6 +217,10 @@ impl Execution {
             result: p.result.clone(),
             rollback_data: p.rollback_data.clone(),
             last_sequence: self.log.last_sequence(),
+            requester: String::new(),
+            policy: Value::Null,
+            approval: Value::Null,
+            trace_id: String::new(),
         }
     }
 }

@@ -9,7 +9,7 @@ pub use crate::actions::Target;
 
 /// Lifecycle of an execution. QUEUED → RUNNING → one of the terminal states. The later states
 /// (approval, rollback, interruption) are named now so that the API never renumbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ExecutionState {
     Queued,
@@ -26,6 +26,23 @@ pub enum ExecutionState {
 }
 
 impl ExecutionState {
+    /// The name used in storage and filters, e.g. `SUCCEEDED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionState::Queued => "QUEUED",
+            ExecutionState::Running => "RUNNING",
+            ExecutionState::Succeeded => "SUCCEEDED",
+            ExecutionState::Failed => "FAILED",
+            ExecutionState::Cancelled => "CANCELLED",
+            ExecutionState::TimedOut => "TIMED_OUT",
+            ExecutionState::WaitingApproval => "WAITING_APPROVAL",
+            ExecutionState::RollingBack => "ROLLING_BACK",
+            ExecutionState::RolledBack => "ROLLED_BACK",
+            ExecutionState::Interrupted => "INTERRUPTED",
+            ExecutionState::Rejected => "REJECTED",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -41,7 +58,7 @@ impl ExecutionState {
 }
 
 /// The alert that triggered a request, as sent by an incident system.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AlertContext {
     pub name: String,
     pub severity: String,
@@ -72,7 +89,7 @@ pub struct ExecutionRequest {
 }
 
 /// One recorded step of an execution.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// 1, 2, 3… per execution, assigned by the event log; no gaps.
     pub sequence: u64,
@@ -84,7 +101,7 @@ pub struct Event {
 }
 
 /// A consistent snapshot of one execution.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExecutionView {
     pub id: String,
     pub action: String,
@@ -101,6 +118,19 @@ pub struct ExecutionView {
     pub result: Value,
     pub rollback_data: Value,
     pub last_sequence: u64,
+    /// Who asked: the authenticated identity, `anonymous` without authentication.
+    #[serde(default)]
+    pub requester: String,
+    /// The policy decision recorded when the request was admitted (allow / deny /
+    /// require_approval, with reasons); null before the policy issue.
+    #[serde(default)]
+    pub policy: Value,
+    /// Who approved or rejected, when and why; null when no approval was involved.
+    #[serde(default)]
+    pub approval: Value,
+    /// W3C trace id of the request that created the execution; empty without tracing.
+    #[serde(default)]
+    pub trace_id: String,
 }
 
 /// Filters and paging for listing executions.
@@ -109,6 +139,7 @@ pub struct ListFilter {
     pub state: Option<ExecutionState>,
     pub action: Option<String>,
     pub namespace: Option<String>,
+    pub requester: Option<String>,
     /// 0 = default page size.
     pub page_size: usize,
     pub page_token: String,

@@ -1,0 +1,65 @@
+//! Execution history: every execution and every event, durable across restarts. One trait,
+//! [`Store`], with an embedded backend (a local file) and PostgreSQL (several replicas sharing
+//! one history). The engine writes through it and reads history that is no longer in memory.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::engine::model::{Event, ExecutionView, ListFilter};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `request_id` is already taken by execution `existing`.
+    #[error("request_id {request_id:?} already used by execution {existing}")]
+    DuplicateRequest { request_id: String, existing: String },
+    /// The page token was not issued by this store.
+    #[error("invalid page token")]
+    BadPageToken,
+    /// The backend failed (I/O, connection, SQL).
+    #[error("store: {0}")]
+    Backend(String),
+}
+
+/// Durable execution history.
+///
+/// Executions are keyed by id; `request_id` (when not empty) is unique. Events are keyed by
+/// `(execution_id, sequence)`; appending an event that exists is a no-op (writes may be retried).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records a new execution together with its request fingerprint (a hash of what was asked,
+    /// used to tell a retry from a different request under the same `request_id`).
+    ///
+    /// # Errors
+    /// [`StoreError::DuplicateRequest`] when its non-empty `request_id` is taken — atomically,
+    /// so that of concurrent inserts with one `request_id` exactly one succeeds.
+    async fn insert(&self, execution: &ExecutionView, fingerprint: &str) -> Result<(), StoreError>;
+
+    /// The execution holding `request_id` and its fingerprint.
+    async fn find_request(&self, request_id: &str) -> Result<Option<(ExecutionView, String)>, StoreError>;
+
+    /// Replaces the stored snapshot of an existing execution (state, timestamps, result…).
+    async fn update(&self, execution: &ExecutionView) -> Result<(), StoreError>;
+
+    /// Appends events of one execution, in sequence order.
+    async fn append_events(&self, execution_id: &str, events: &[Event]) -> Result<(), StoreError>;
+
+    async fn get(&self, id: &str) -> Result<Option<ExecutionView>, StoreError>;
+
+    /// Events of `id` with a sequence greater than `after`, in order.
+    async fn events(&self, id: &str, after: u64) -> Result<Vec<Event>, StoreError>;
+
+    /// Executions matching `filter`, newest first (by `created_at`, then id), and the token of
+    /// the next page (empty on the last).
+    ///
+    /// # Errors
+    /// [`StoreError::BadPageToken`] for a token this store did not issue.
+    async fn list(&self, filter: &ListFilter) -> Result<(Vec<ExecutionView>, String), StoreError>;
+
+    /// Executions not in a terminal state (for recovery at start).
+    async fn unfinished(&self) -> Result<Vec<ExecutionView>, StoreError>;
+
+    /// Deletes terminal executions (and their events) finished before `older_than`, and the
+    /// oldest terminal ones beyond the newest `keep`; returns how many went.
+    async fn prune(&self, older_than: DateTime<Utc>, keep: usize) -> Result<u64, StoreError>;
+}
