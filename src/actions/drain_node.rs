@@ -498,6 +498,8 @@ struct Evictions<'a> {
     done: AtomicU64,
     /// Pods not yet gone, as `namespace/name`.
     left: Mutex<BTreeSet<String>>,
+    /// Held across "check the budgets, post the eviction" for pods that a budget guards.
+    budget_turn: tokio::sync::Mutex<()>,
 }
 
 impl Evictions<'_> {
@@ -515,16 +517,16 @@ impl Evictions<'_> {
         );
     }
 
-    /// The names of the budgets that guard `pod` now (for the 429 event).
-    async fn budgets_of(&self, pod: &Pod) -> Vec<String> {
+    /// The budgets that guard `pod` now.
+    async fn budgets_of(&self, pod: &Pod) -> Vec<PodDisruptionBudget> {
         let api: Api<PodDisruptionBudget> = Api::namespaced(
             self.ctx.client.clone(),
             &pod.namespace().unwrap_or_default(),
         );
         match api.list(&ListParams::default()).await {
             Ok(list) => pdbs_selecting(&list.items, pod)
-                .iter()
-                .map(|b| b.name_any())
+                .into_iter()
+                .cloned()
                 .collect(),
             Err(e) => {
                 tracing::debug!(error = %e, "listing PodDisruptionBudgets");
@@ -533,7 +535,43 @@ impl Evictions<'_> {
         }
     }
 
+    /// Reports that `pod` cannot be evicted yet because of `budgets` and waits the retry
+    /// delay (kubectl: `error when evicting pods/… (will retry after 5s)`).
+    async fn wait_for_budget(&self, pod: &Pod, budgets: &[PodDisruptionBudget], why: &str) {
+        let reference = pod_ref(pod);
+        let names: Vec<String> = budgets.iter().map(|b| b.name_any()).collect();
+        let which = if names.is_empty() {
+            "the API server refused the eviction".to_string()
+        } else {
+            names
+                .iter()
+                .map(|b| format!("PodDisruptionBudget {b}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.ctx.reporter.progress(
+            Update::new(format!(
+                "cannot evict pod {reference} yet: {which} {why}; will retry after {}s",
+                self.retry.as_secs()
+            ))
+            .details(json!({
+                "pod": reference,
+                "pod_disruption_budgets": names,
+                "retry_seconds": self.retry.as_secs(),
+                "reason": why,
+            })),
+        );
+        tokio::time::sleep(self.retry).await;
+    }
+
     /// Evicts `pod`, retrying while a budget forbids it, then waits until it is gone.
+    ///
+    /// kube's client retries a 429 by itself (with its own backoff, silently), so a refusal
+    /// would rarely reach us; the budget is therefore also checked before each eviction,
+    /// the way the API server checks it: a budget whose status allows no disruption blocks
+    /// the eviction of a healthy pod, and of an unhealthy one while the budget is not met.
+    /// Guarded pods go through the check and the eviction one at a time, so two evictions
+    /// cannot both spend a budget of one.
     ///
     /// # Errors
     /// kubectl's `error when evicting …` / `error when waiting …` line.
@@ -547,48 +585,64 @@ impl Evictions<'_> {
         self.ctx.reporter.progress(
             Update::new(format!("evicting pod {reference}")).details(json!({ "pod": reference })),
         );
+        let mut current = pod.clone();
         loop {
-            match evict(client, pod, self.grace).await {
-                Ok(()) => break,
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    self.finish(pod);
-                    return Ok(());
+            let budgets = self.budgets_of(&current).await;
+            let turn = if budgets.is_empty() {
+                None
+            } else {
+                Some(self.budget_turn.lock().await)
+            };
+            let exhausted: Vec<PodDisruptionBudget> = if turn.is_some() {
+                // Re-read under the turn: the eviction before ours may have spent the budget.
+                self.budgets_of(&current)
+                    .await
+                    .into_iter()
+                    .filter(|b| blocks(b, &current))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !exhausted.is_empty() {
+                drop(turn);
+                let why = exhausted
+                    .iter()
+                    .map(|b| {
+                        let status = b.status.clone().unwrap_or_default();
+                        format!(
+                            "allows no more disruptions right now (status: {} allowed, {} healthy, {} needed)",
+                            status.disruptions_allowed, status.current_healthy, status.desired_healthy
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                self.wait_for_budget(&current, &exhausted, &why).await;
+            } else {
+                let result = evict(client, &current, self.grace).await;
+                drop(turn);
+                match result {
+                    Ok(()) => break,
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        self.finish(pod);
+                        return Ok(());
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 429 => {
+                        let why = format!("refused it ({})", s.message);
+                        self.wait_for_budget(&current, &budgets, &why).await;
+                    }
+                    // The UID precondition failed: the pod was replaced by a namesake.
+                    Err(kube::Error::Api(s)) if s.code == 409 => break,
+                    Err(e) => {
+                        return Err(format!("error when evicting pods/{name:?} -n {ns:?}: {e}"))
+                    }
                 }
-                Err(kube::Error::Api(s)) if s.code == 429 => {
-                    let budgets = self.budgets_of(pod).await;
-                    let which = if budgets.is_empty() {
-                        "the API server".to_string()
-                    } else {
-                        budgets
-                            .iter()
-                            .map(|b| format!("PodDisruptionBudget {b}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    self.ctx.reporter.progress(
-                        Update::new(format!(
-                            "cannot evict pod {reference} yet: {which} refused ({}); will retry after {}s",
-                            s.message,
-                            self.retry.as_secs()
-                        ))
-                        .details(json!({
-                            "pod": reference,
-                            "pod_disruption_budgets": budgets,
-                            "retry_seconds": self.retry.as_secs(),
-                            "reason": s.message,
-                        })),
-                    );
-                    tokio::time::sleep(self.retry).await;
-                }
-                // The UID precondition failed: the pod was replaced by a namesake.
-                Err(kube::Error::Api(s)) if s.code == 409 => break,
-                Err(e) => return Err(format!("error when evicting pods/{name:?} -n {ns:?}: {e}")),
             }
             // As kubectl: look again before retrying; a pod gone or replaced meanwhile is done.
             match api.get_opt(&name).await {
                 Ok(None) => break,
                 Ok(Some(fresh)) if fresh.metadata.uid.as_deref() != Some(uid.as_str()) => break,
-                _ => {}
+                Ok(Some(fresh)) => current = fresh,
+                Err(e) => tracing::debug!(error = %e, pod = %reference, "re-reading pod"),
             }
         }
         await_condition(api, &name, conditions::is_deleted(&uid))
@@ -599,6 +653,25 @@ impl Evictions<'_> {
         self.finish(pod);
         Ok(())
     }
+}
+
+/// Whether `budget`, as its status stands, forbids evicting `pod` now (the eviction API's
+/// rule: a healthy pod needs a disruption allowed; an unhealthy one only needs the budget
+/// met, since evicting it removes no healthy pod).
+fn blocks(budget: &PodDisruptionBudget, pod: &Pod) -> bool {
+    let status = budget.status.clone().unwrap_or_default();
+    if is_ready(pod) {
+        status.disruptions_allowed <= 0
+    } else {
+        status.current_healthy < status.desired_healthy
+    }
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Puts the node back in scheduling if the drain future is dropped (cancelled, or the
@@ -741,6 +814,7 @@ impl Remediation for DrainNode {
             total,
             done: AtomicU64::new(0),
             left: Mutex::new(filtered.evict.iter().map(pod_ref).collect()),
+            budget_turn: tokio::sync::Mutex::new(()),
         };
         let timeout = Duration::from_secs(p.timeout_seconds);
         let all = join_all(
