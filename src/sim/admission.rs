@@ -433,15 +433,14 @@ pub fn validate(
                 check_workload(obj, old, def.kind, &mut causes)
             }
             "Pod" => check_pod_spec(obj.get("spec"), "spec", &mut causes),
-            "PodDisruptionBudget" => {
+            "PodDisruptionBudget"
                 if obj.pointer("/spec/minAvailable").is_some()
-                    && obj.pointer("/spec/maxUnavailable").is_some()
-                {
-                    causes.push((
-                        "spec".into(),
-                        "Invalid value: minAvailable and maxUnavailable cannot be both set".into(),
-                    ));
-                }
+                    && obj.pointer("/spec/maxUnavailable").is_some() =>
+            {
+                causes.push((
+                    "spec".into(),
+                    "Invalid value: minAvailable and maxUnavailable cannot be both set".into(),
+                ));
             }
             "HorizontalPodAutoscaler" => {
                 let max = int_at(obj, "/spec/maxReplicas", 0);

@@ -14,6 +14,9 @@ use super::resources::{by_plural, ResourceDef, RESOURCES};
 use super::selectors::LabelSelector;
 use super::store::{int_at, now_str, set_at, str_at, State};
 
+/// Longest grace period honoured (a year); larger requests are clamped, never an overflow.
+const MAX_GRACE_SECONDS: i64 = 365 * 24 * 3600;
+
 /// Letters the API server uses for generated name suffixes (no vowels, no look-alikes).
 const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
@@ -430,7 +433,7 @@ pub fn delete(
         let grace = opts
             .grace_seconds
             .unwrap_or_else(|| int_at(&old, "/spec/terminationGracePeriodSeconds", 30))
-            .max(0);
+            .clamp(0, MAX_GRACE_SECONDS);
         let phase = str_at(&old, "/status/phase");
         if grace == 0
             || str_at(&old, "/spec/nodeName").is_empty()

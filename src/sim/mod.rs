@@ -231,6 +231,11 @@ impl SimCluster {
         self.sim.lock().count(plural)
     }
 
+    /// How long the last controller tick held the state lock (a load figure for benches).
+    pub fn controller_tick_cost(&self) -> Duration {
+        self.sim.lock().rt.last_tick_cost
+    }
+
     /// Stops the server and controllers and waits for them.
     pub async fn shutdown(mut self) {
         self.sim.shutdown.cancel();

@@ -200,9 +200,9 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         (&Method::DELETE, true, _) => "delete",
         (&Method::DELETE, false, _) => "deletecollection",
         _ => {
-            return ApiError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource"
-            ))
+            return ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            )
             .into_response()
         }
     };
@@ -464,6 +464,25 @@ fn bookmark(def: &ResourceDef, rv: u64, initial_end: bool) -> Bytes {
     )
 }
 
+/// The event type a selector watch reports for `ev`, if any: a change that makes an object
+/// start (stop) matching is ADDED (DELETED), as the real watch cache reports it.
+fn classify(ev: &WatchEvent, matches: &dyn Fn(&Value) -> bool) -> Option<&'static str> {
+    let now = matches(&ev.object);
+    match ev.etype {
+        EventType::Added => now.then_some("ADDED"),
+        EventType::Deleted => now.then_some("DELETED"),
+        EventType::Modified => {
+            let was = ev.prev.as_deref().is_none_or(matches);
+            match (was, now) {
+                (true, true) => Some("MODIFIED"),
+                (false, true) => Some("ADDED"),
+                (true, false) => Some("DELETED"),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
 /// Streams watch events: synthetic ADDED for the current state when no resourceVersion is
 /// given (or `0`, or `sendInitialEvents=true`), else the history after the given version,
 /// then live events until `timeoutSeconds`, shutdown, or the client goes away.
@@ -525,8 +544,8 @@ fn watch(sim: Arc<Sim>, t: Target, q: &HashMap<String, String>, table: bool) -> 
             match st.watch_from(def.plural, from) {
                 Ok((backlog, rx)) => {
                     for ev in backlog {
-                        if matches(&ev.object) {
-                            initial.push(encode(ev.etype.as_str(), &ev.object));
+                        if let Some(t) = classify(&ev, &matches) {
+                            initial.push(encode(t, &ev.object));
                         }
                     }
                     (rx, st.rv())
@@ -573,8 +592,8 @@ fn watch(sim: Arc<Sim>, t: Target, q: &HashMap<String, String>, table: bool) -> 
                             let ev: Arc<WatchEvent> = ev;
                             if ev.rv <= last_rv && ev.rv <= start_rv { continue; }
                             last_rv = last_rv.max(ev.rv);
-                            if ev.plural != plural || !matches(&ev.object) { continue; }
-                            let t = match ev.etype { EventType::Added => "ADDED", EventType::Modified => "MODIFIED", EventType::Deleted => "DELETED" };
+                            if ev.plural != plural { continue; }
+                            let Some(t) = classify(&ev, &matches) else { continue };
                             yield Ok(encode(t, &ev.object));
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {

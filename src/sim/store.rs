@@ -49,6 +49,9 @@ pub struct WatchEvent {
     pub plural: &'static str,
     pub etype: EventType,
     pub object: Arc<Value>,
+    /// The object before a MODIFIED change, so a selector watch can turn the change into
+    /// ADDED (starts matching) or DELETED (stops matching) as the real server does.
+    pub prev: Option<Arc<Value>>,
 }
 
 /// Everything the simulated cluster holds. See the module doc for the locking model.
@@ -64,6 +67,9 @@ pub struct State {
     /// Controllers' private bookkeeping (timers, event de-duplication).
     pub rt: Runtime,
 }
+
+/// The backlog of a resumed watch and the receiver for what follows it.
+pub type WatchStart = (Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>);
 
 /// `resourceVersion` too old to resume from.
 #[derive(Debug)]
@@ -162,12 +168,20 @@ impl State {
         self.rv
     }
 
-    fn emit(&mut self, plural: &'static str, etype: EventType, object: Arc<Value>, rv: u64) {
+    fn emit(
+        &mut self,
+        plural: &'static str,
+        etype: EventType,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+        rv: u64,
+    ) {
         let ev = Arc::new(WatchEvent {
             rv,
             plural,
             etype,
             object,
+            prev,
         });
         if self.history.len() >= HISTORY_CAPACITY {
             if let Some(old) = self.history.pop_front() {
@@ -207,7 +221,7 @@ impl State {
         if let Some(m) = self.objects.get_mut(def.plural) {
             m.insert(key, arc.clone());
         }
-        self.emit(def.plural, EventType::Added, arc.clone(), rv);
+        self.emit(def.plural, EventType::Added, arc.clone(), None, rv);
         arc
     }
 
@@ -215,7 +229,12 @@ impl State {
     /// resourceVersion, no event) when nothing but the resourceVersion differs.
     pub fn replace(&mut self, def: &'static ResourceDef, mut obj: Value) -> Arc<Value> {
         let key = key_of(&obj);
-        if let Some(old) = self.objects.get(def.plural).and_then(|m| m.get(&key)) {
+        let prev = self
+            .objects
+            .get(def.plural)
+            .and_then(|m| m.get(&key))
+            .cloned();
+        if let Some(old) = &prev {
             set_at(
                 &mut obj,
                 "/metadata/resourceVersion",
@@ -233,7 +252,7 @@ impl State {
         if let Some(m) = self.objects.get_mut(def.plural) {
             m.insert(key, arc.clone());
         }
-        self.emit(def.plural, EventType::Modified, arc.clone(), rv);
+        self.emit(def.plural, EventType::Modified, arc.clone(), prev, rv);
         arc
     }
 
@@ -252,7 +271,7 @@ impl State {
         let mut obj = (*old).clone();
         set_at(&mut obj, "/metadata/resourceVersion", json!(rv.to_string()));
         let arc = Arc::new(obj);
-        self.emit(def.plural, EventType::Deleted, arc.clone(), rv);
+        self.emit(def.plural, EventType::Deleted, arc.clone(), None, rv);
         Some(arc)
     }
 
@@ -261,11 +280,7 @@ impl State {
     ///
     /// # Errors
     /// [`Expired`] when `from` predates the retained history.
-    pub fn watch_from(
-        &self,
-        plural: &str,
-        from: u64,
-    ) -> Result<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>), Expired> {
+    pub fn watch_from(&self, plural: &str, from: u64) -> Result<WatchStart, Expired> {
         if from < self.history_floor {
             return Err(Expired {
                 requested: from,

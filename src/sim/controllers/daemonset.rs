@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use super::replicaset::pod_from_template;
 use super::scheduler::{unfit_reason, UNSCHEDULABLE_TAINT};
 use super::statefulset::ensure_revision;
-use super::{by_controller, emit_event, int_or_percent, is_active_pod, is_terminating, kubelet};
+use super::{
+    by_controller, emit_event, int_or_percent, is_active_pod, is_terminating, kubelet, PodsByOwner,
+};
 use crate::sim::api::{self, random_suffix, DeleteOpts};
 use crate::sim::resources::by_plural;
 use crate::sim::store::{int_at, set_at, str_at, State};
@@ -17,12 +19,11 @@ use crate::sim::store::{int_at, set_at, str_at, State};
 const REV_LABEL: &str = "controller-revision-hash";
 const COMPONENT: &str = "daemonset-controller";
 
-pub fn run(st: &mut State) {
+pub fn run(st: &mut State, pods: &mut PodsByOwner) {
     let sets = st.list("daemonsets", None);
     if sets.is_empty() {
         return;
     }
-    let mut pods = by_controller(st, "pods");
     let mut revisions = by_controller(st, "controllerrevisions");
     let nodes = st.list("nodes", None);
     for ds in sets {

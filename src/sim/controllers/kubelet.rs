@@ -82,10 +82,21 @@ pub fn run(st: &mut State) {
         if node.is_empty() {
             continue;
         }
-        let uid = str_at(&pod, "/metadata/uid").to_string();
+        let terminating = is_terminating(&pod);
+        let started_already = pod.pointer("/status/startTime").is_some();
+        let uid_ref = str_at(&pod, "/metadata/uid");
+        // Fast path: a running pod with nothing scheduled for it costs one lookup.
+        if !terminating
+            && started_already
+            && str_at(&pod, "/spec/restartPolicy") == "Always"
+            && !st.rt.next_restart.contains_key(uid_ref)
+        {
+            continue;
+        }
+        let uid = uid_ref.to_string();
         let ns = str_at(&pod, "/metadata/namespace").to_string();
         let name = str_at(&pod, "/metadata/name").to_string();
-        if is_terminating(&pod) {
+        if terminating {
             let started = match st.rt.pod_term.get(&uid) {
                 Some(t) => *t,
                 None => {
@@ -116,9 +127,14 @@ pub fn run(st: &mut State) {
         if pod.pointer("/status/startTime").is_none() {
             if elapsed >= START_DELAY_SECS {
                 start(st, &pod, node);
-                st.rt
-                    .next_restart
-                    .insert(uid, now + Duration::from_secs_f64(backoff(0) / speed));
+                let crashes = containers(&pod)
+                    .iter()
+                    .any(|c| behaviour(str_at(c, "/image")) == Behaviour::Crash);
+                if crashes {
+                    st.rt
+                        .next_restart
+                        .insert(uid, now + Duration::from_secs_f64(backoff(0) / speed));
+                }
             }
             continue;
         }

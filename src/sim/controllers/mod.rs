@@ -33,6 +33,10 @@ const BASE_TICK: Duration = Duration::from_millis(200);
 const MIN_TICK: Duration = Duration::from_millis(5);
 /// The slow controllers (budgets, PVCs, HPAs, GC) run every this many ticks.
 const SLOW_EVERY: u64 = 3;
+/// Garbage collection and namespace cleanup run every this many ticks.
+const GC_EVERY: u64 = 10;
+/// Controllers sleep at least this many times their last tick's cost.
+const IDLE_FACTOR: u32 = 3;
 /// Events kept cluster-wide; older ones are deleted (the real server expires them after 1h).
 const MAX_EVENTS: usize = 2_000;
 
@@ -56,6 +60,8 @@ pub struct Runtime {
     pub event_order: VecDeque<(String, String, String)>,
     pub event_seq: u64,
     pub ticks: u64,
+    /// Wall time the last controller tick held the state lock.
+    pub last_tick_cost: Duration,
 }
 
 /// Simulated seconds elapsed since `since` at `speed`.
@@ -63,19 +69,29 @@ pub fn sim_elapsed(since: Instant, speed: f64) -> f64 {
     since.elapsed().as_secs_f64() * speed
 }
 
-/// Runs the controllers until shutdown.
+/// Pods grouped by their controller's uid, computed once per tick.
+pub type PodsByOwner = HashMap<String, Vec<Arc<Value>>>;
+
+/// Runs the controllers until shutdown. The pause between ticks is the scaled tick or
+/// [`IDLE_FACTOR`] times the last tick's cost, whichever is longer, so the controllers never
+/// hold the state lock more than a fraction of the time however large the cluster.
 pub async fn run(sim: Arc<Sim>) {
     let speed = sim.lock().speed;
     let tick = BASE_TICK.div_f64(speed.max(0.001)).max(MIN_TICK);
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let cost = {
+            let mut st = sim.lock();
+            let started = Instant::now();
+            tick_once(&mut st);
+            let cost = started.elapsed();
+            st.rt.last_tick_cost = cost;
+            cost
+        };
+        let pause = tick.max(cost * IDLE_FACTOR);
         tokio::select! {
             _ = sim.shutdown.cancelled() => break,
-            _ = interval.tick() => {}
+            _ = tokio::time::sleep(pause) => {}
         }
-        let mut st = sim.lock();
-        tick_once(&mut st);
     }
 }
 
@@ -83,15 +99,18 @@ pub async fn run(sim: Arc<Sim>) {
 pub fn tick_once(st: &mut State) {
     st.rt.ticks += 1;
     deployment::run(st);
-    replicaset::run(st);
-    statefulset::run(st);
-    daemonset::run(st);
+    let mut pods = by_controller(st, "pods");
+    replicaset::run(st, &mut pods);
+    statefulset::run(st, &mut pods);
+    daemonset::run(st, &mut pods);
     scheduler::run(st);
     kubelet::run(st);
-    if st.rt.ticks % SLOW_EVERY == 0 {
+    if st.rt.ticks.is_multiple_of(SLOW_EVERY) {
         disruption::run(st);
         pvc::run(st);
         hpa(st);
+    }
+    if st.rt.ticks.is_multiple_of(GC_EVERY) {
         gc::run(st);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{
-    by_controller, emit_event, is_active_pod, is_terminating, kubelet, owner_ref, sim_elapsed,
+    emit_event, is_active_pod, is_terminating, kubelet, owner_ref, sim_elapsed, PodsByOwner,
 };
 use crate::sim::api::{self, random_suffix, DeleteOpts};
 use crate::sim::resources::by_plural;
@@ -16,12 +16,11 @@ use crate::sim::store::{int_at, set_at, str_at, State};
 const CREATE_BURST: usize = 500;
 const COMPONENT: &str = "replicaset-controller";
 
-pub fn run(st: &mut State) {
+pub fn run(st: &mut State, pods: &mut PodsByOwner) {
     let sets = st.list("replicasets", None);
     if sets.is_empty() {
         return;
     }
-    let mut pods = by_controller(st, "pods");
     for rs in sets {
         if is_terminating(&rs) {
             continue;

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::replicaset::pod_from_template;
-use super::{by_controller, emit_event, is_terminating, kubelet, owner_ref, template_hash};
+use super::{
+    by_controller, emit_event, is_terminating, kubelet, owner_ref, template_hash, PodsByOwner,
+};
 use crate::sim::api::{self, DeleteOpts};
 use crate::sim::resources::by_plural;
 use crate::sim::store::{int_at, set_at, str_at, State};
@@ -17,12 +19,11 @@ use crate::sim::store::{int_at, set_at, str_at, State};
 const REV_LABEL: &str = "controller-revision-hash";
 const COMPONENT: &str = "statefulset-controller";
 
-pub fn run(st: &mut State) {
+pub fn run(st: &mut State, pods: &mut PodsByOwner) {
     let sets = st.list("statefulsets", None);
     if sets.is_empty() {
         return;
     }
-    let mut pods = by_controller(st, "pods");
     let mut revisions = by_controller(st, "controllerrevisions");
     for s in sets {
         if is_terminating(&s) {
