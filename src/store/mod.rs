@@ -2,8 +2,18 @@
 //! [`Store`], with an embedded backend (a local file) and PostgreSQL (several replicas sharing
 //! one history). The engine writes through it and reads history that is no longer in memory.
 
+mod memory;
+mod paging;
+mod sql;
+
+use std::path::Path;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+
+pub use memory::MemoryStore;
+pub use sql::SqlStore;
 
 use crate::engine::model::{Event, ExecutionView, ListFilter};
 
@@ -62,4 +72,43 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes terminal executions (and their events) finished before `older_than`, and the
     /// oldest terminal ones beyond the newest `keep`; returns how many went.
     async fn prune(&self, older_than: DateTime<Utc>, keep: usize) -> Result<u64, StoreError>;
+}
+
+/// Opens the store named by `url`:
+/// - `memory:` — [`MemoryStore`], nothing persisted;
+/// - `postgres://…` or `postgresql://…` — PostgreSQL, shared by replicas;
+/// - `sqlite://PATH`, `sqlite:PATH` or a plain path — a local SQLite file, created with its
+///   parent directories when missing.
+///
+/// The SQL backends create or migrate their schema before returning.
+///
+/// # Errors
+/// [`StoreError::Backend`] for an unknown URL scheme, an empty path, or a backend that cannot
+/// be opened or reached.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let url = url.trim();
+    if url == "memory:" || url == "memory://" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(SqlStore::open_postgres(url).await?));
+    }
+    let path = match url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        // SQLite URL options (`?mode=…`) are not taken: the store sets its own.
+        Some(path) => path.split_once('?').map_or(path, |(p, _)| p),
+        None => url,
+    };
+    if let Some((scheme, _)) = path.split_once("://") {
+        return Err(StoreError::Backend(format!(
+            "unsupported store URL scheme {scheme:?}: use a path, sqlite://PATH, \
+             postgres://… or memory:"
+        )));
+    }
+    if path.is_empty() {
+        return Err(StoreError::Backend("empty store path".into()));
+    }
+    Ok(Arc::new(SqlStore::open_sqlite(Path::new(path)).await?))
 }
