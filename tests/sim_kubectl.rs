@@ -644,3 +644,40 @@ async fn server_dry_run_leaves_every_resource_version_unchanged() {
     assert_eq!(rvs().await, before);
     assert_eq!(image_of(&deploys.get("web").await.unwrap()), "nginx:1.25");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_creates_then_updates_a_deployment_and_delete_collects_it() {
+    let env = Env::demo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("shop.yaml");
+    let yaml = |image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\n  namespace: staging\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: shop}}\n  template:\n    metadata:\n      labels: {{app: shop}}\n    spec:\n      containers:\n      - name: shop\n        image: {image}\n"
+        )
+    };
+    let path = manifest.to_str().unwrap();
+    std::fs::write(&manifest, yaml("nginx:1.25")).unwrap();
+    assert!(env.ok(&["apply", "-f", path]).await.contains("created"));
+    std::fs::write(&manifest, yaml("nginx:1.26")).unwrap();
+    assert!(env.ok(&["apply", "-f", path]).await.contains("configured"));
+    env.ok(&[
+        "-n",
+        "staging",
+        "rollout",
+        "status",
+        "deploy/shop",
+        "--timeout=30s",
+    ])
+    .await;
+    let client = env.client().await;
+    let d = Api::<Deployment>::namespaced(client.clone(), "staging")
+        .get("shop")
+        .await
+        .unwrap();
+    assert_eq!(image_of(&d), "nginx:1.26");
+    env.ok(&["delete", "-f", path]).await;
+    eventually(Duration::from_secs(10), "shop pods collected", || async {
+        live_pods(&client, "staging", "app=shop").await.is_empty()
+    })
+    .await;
+}

@@ -128,3 +128,89 @@ pub fn resource_list(g: &str, v: &str) -> Value {
         "resources": resources,
     })
 }
+
+/// `/openapi/v3`: one document per group-version. The documents are skeletal — they
+/// declare each resource's operations with the `fieldValidation` parameter (so kubectl
+/// leaves validation to the server) and an open schema per kind — enough for
+/// `kubectl apply` with its default `--validate=strict`; `kubectl explain` shows no fields.
+pub fn openapi_v3_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (g, v) in group_versions() {
+        let key = if g.is_empty() {
+            format!("api/{v}")
+        } else {
+            format!("apis/{g}/{v}")
+        };
+        paths.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=sim")}),
+        );
+    }
+    json!({ "paths": paths })
+}
+
+/// The skeletal OpenAPI v3 document of one group-version (see [`openapi_v3_root`]).
+pub fn openapi_v3_doc(g: &str, v: &str) -> Option<Value> {
+    if !serves(g, v) {
+        return None;
+    }
+    let params = json!([
+        {"name": "dryRun", "in": "query", "schema": {"type": "string"}, "uniqueItems": true},
+        {"name": "fieldManager", "in": "query", "schema": {"type": "string"}, "uniqueItems": true},
+        {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}, "uniqueItems": true},
+    ]);
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    let prefix = if g.is_empty() {
+        format!("/api/{v}")
+    } else {
+        format!("/apis/{g}/{v}")
+    };
+    for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
+        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+        let schema_name = format!(
+            "io.k8s.sim.{}.{}.{}",
+            if g.is_empty() { "core" } else { g },
+            v,
+            r.kind
+        );
+        let reference = json!({"$ref": format!("#/components/schemas/{schema_name}")});
+        let op = |action: &str| {
+            json!({
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": params,
+                "requestBody": {"content": {"application/json": {"schema": reference}}},
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}},
+            })
+        };
+        let (collection, item) = if r.namespaced {
+            (
+                format!("{prefix}/namespaces/{{namespace}}/{}", r.plural),
+                format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural),
+            )
+        } else {
+            (
+                format!("{prefix}/{}", r.plural),
+                format!("{prefix}/{}/{{name}}", r.plural),
+            )
+        };
+        paths.insert(collection, json!({"post": op("post")}));
+        paths.insert(item, json!({"put": op("put"), "patch": op("patch")}));
+        schemas.insert(
+            schema_name,
+            json!({
+                "type": "object",
+                "description": format!("{} (schema not modelled by the simulated cluster)", r.kind),
+                "x-kubernetes-preserve-unknown-fields": true,
+                "x-kubernetes-group-version-kind": [gvk],
+            }),
+        );
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (simulated)", "version": format!("v{MAJOR}.{MINOR}.0")},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}

@@ -170,6 +170,17 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
                 .into_response(),
             }
         }
+        ["openapi", "v3"] => return value_response(200, &discovery::openapi_v3_root()),
+        ["openapi", "v3", "api", v] | ["openapi", "v3", "apis", "", v] => {
+            if let Some(doc) = discovery::openapi_v3_doc("", v) {
+                return value_response(200, &doc);
+            }
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            if let Some(doc) = discovery::openapi_v3_doc(g, v) {
+                return value_response(200, &doc);
+            }
+        }
         ["apis", g, v] if discovery::serves(g, v) => {
             return value_response(200, &discovery::resource_list(g, v))
         }
