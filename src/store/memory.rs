@@ -2,6 +2,7 @@
 //! turned off (`--store memory:`); everything is gone when the process exits.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -170,14 +171,11 @@ impl Store for MemoryStore {
         let cursor = Cursor::decode(&filter.page_token)?;
         let size = page_size(filter.page_size);
         let inner = self.lock();
-        let older = match &cursor {
-            Some(c) => inner
-                .order
-                .range(..(c.created_at, c.id.clone()))
-                .rev()
-                .collect::<Vec<_>>(),
-            None => inner.order.iter().rev().collect::<Vec<_>>(),
+        let upper = match cursor {
+            Some(c) => Bound::Excluded((c.created_at, c.id)),
+            None => Bound::Unbounded,
         };
+        let older = inner.order.range((Bound::Unbounded, upper)).rev();
         let mut page = Vec::with_capacity(size);
         let mut more = false;
         for (_, id) in older {

@@ -123,6 +123,9 @@ trait Dialect: sqlx::Database {
     /// Column type of timestamps. SQLite stores chrono's RFC 3339 text with a fixed `+00:00`
     /// offset and at most microseconds, which orders as the instants do.
     const TIMESTAMP: &'static str;
+    /// Collation of ids: byte order, whatever the database's default, so that a page cursor
+    /// compares as the listing orders (and faster than a locale's rules).
+    const ID_COLLATION: &'static str;
     /// Statement that opens a write transaction. SQLite's must take the write lock up front:
     /// a deferred transaction that reads first cannot wait for the lock when it later writes.
     const BEGIN_WRITE: &'static str;
@@ -132,12 +135,14 @@ trait Dialect: sqlx::Database {
 
 impl Dialect for Sqlite {
     const TIMESTAMP: &'static str = "TEXT";
+    const ID_COLLATION: &'static str = "BINARY";
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const MIGRATION_LOCK: Option<&'static str> = None;
 }
 
 impl Dialect for Postgres {
     const TIMESTAMP: &'static str = "TIMESTAMPTZ";
+    const ID_COLLATION: &'static str = "\"C\"";
     const BEGIN_WRITE: &'static str = "BEGIN";
     const MIGRATION_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock($1)");
 }
@@ -150,6 +155,7 @@ fn begin_write<DB: Dialect>(_: &Pool<DB>) -> &'static str {
 /// idempotent on its own (`IF NOT EXISTS`) so a half-applied one can run again.
 fn migrations<DB: Dialect>() -> Vec<Vec<String>> {
     let ts = DB::TIMESTAMP;
+    let id = format!("TEXT COLLATE {}", DB::ID_COLLATION);
     let by = |name: &str, column: &str| {
         format!(
             "CREATE INDEX IF NOT EXISTS executions_by_{name} \
@@ -161,7 +167,7 @@ fn migrations<DB: Dialect>() -> Vec<Vec<String>> {
         // plain index serves `request_id = $1` (a partial index would not, for a parameter).
         format!(
             "CREATE TABLE IF NOT EXISTS executions (
-                id TEXT NOT NULL PRIMARY KEY,
+                id {id} NOT NULL PRIMARY KEY,
                 request_id TEXT UNIQUE,
                 fingerprint TEXT NOT NULL,
                 state TEXT NOT NULL,
@@ -180,13 +186,14 @@ fn migrations<DB: Dialect>() -> Vec<Vec<String>> {
         by("action", "action"),
         by("namespace", "namespace"),
         by("requester", "requester"),
-        "CREATE TABLE IF NOT EXISTS events (
-            execution_id TEXT NOT NULL,
-            sequence BIGINT NOT NULL,
-            body TEXT NOT NULL,
-            PRIMARY KEY (execution_id, sequence)
-        )"
-        .to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS events (
+                execution_id {id} NOT NULL,
+                sequence BIGINT NOT NULL,
+                body TEXT NOT NULL,
+                PRIMARY KEY (execution_id, sequence)
+            )"
+        ),
     ]]
 }
 
