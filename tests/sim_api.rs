@@ -471,3 +471,130 @@ async fn errors_are_status_objects_with_real_reasons() {
     assert_eq!(code, 404);
     assert_eq!(message, "namespaces \"nowhere\" not found");
 }
+
+#[tokio::test]
+async fn a_job_runs_its_pods_to_completion() {
+    use k8s_openapi::api::batch::v1::Job;
+    let cluster = start(Scenario::empty()).await;
+    let jobs: Api<Job> = Api::default_namespaced(cluster.client().await.unwrap());
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "migrate"},
+        "spec": {"completions": 2, "parallelism": 1, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "m", "image": "busybox:1.36"}]}}}
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = jobs
+            .get("migrate")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        let complete = s
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True");
+        if complete {
+            assert_eq!(s.succeeded, Some(2));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut always = job.clone();
+    always.metadata.name = Some("bad".into());
+    always
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .restart_policy = Some("Always".into());
+    let (code, _, _) = api_error(
+        jobs.create(&PostParams::default(), &always)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 422);
+}
+
+#[tokio::test]
+async fn statefulsets_scale_in_order_and_daemonsets_cover_every_node() {
+    use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+    let cluster = start(Scenario::demo()).await;
+    let client = cluster.client().await.unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), "production");
+    sts.patch_scale(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 4}})),
+    )
+    .await
+    .unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "production");
+    let mut names: Vec<String> = pods
+        .list(&ListParams::default().labels("app=db"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["db-0", "db-1", "db-2", "db-3"]);
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), "production");
+    assert!(
+        pvcs.get("data-db-3").await.is_ok(),
+        "claims come from volumeClaimTemplates"
+    );
+    let s = sts.get("db").await.unwrap().status.unwrap();
+    assert_eq!(s.current_revision, s.update_revision);
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
+    let status = ds.get("node-exporter").await.unwrap().status.unwrap();
+    assert_eq!(
+        (status.desired_number_scheduled, status.number_ready),
+        (3, 3)
+    );
+}
+
+#[tokio::test]
+async fn a_watch_resumes_from_a_resource_version_without_gaps() {
+    let cluster = start(Scenario::empty()).await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(cluster.client().await.unwrap());
+    let first = cms
+        .create(&PostParams::default(), &configmap("one"))
+        .await
+        .unwrap();
+    let rv = first.metadata.resource_version.unwrap();
+    cms.create(&PostParams::default(), &configmap("two"))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &configmap("three"))
+        .await
+        .unwrap();
+    // Resuming after "one" replays exactly what happened since, in order.
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let mut names = Vec::new();
+    while names.len() < 2 {
+        match stream.try_next().await.unwrap().expect("open") {
+            WatchEvent::Added(c) => names.push(c.metadata.name.unwrap()),
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(names, ["two", "three"]);
+}

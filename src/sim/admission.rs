@@ -110,6 +110,28 @@ pub fn default(def: &ResourceDef, obj: &mut Value, st: &State) {
             default_template(obj);
         }
         "Job" => {
+            // Like the real API: a selector on the Job's own uid, stamped on the template.
+            let uid = str_at(obj, "/metadata/uid").to_string();
+            let name = str_at(obj, "/metadata/name").to_string();
+            if obj.pointer("/spec/selector").is_none() && !uid.is_empty() {
+                set_at(
+                    obj,
+                    "/spec/selector",
+                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+                );
+                for (k, v) in [
+                    ("batch.kubernetes.io~1controller-uid", &uid),
+                    ("controller-uid", &uid),
+                    ("batch.kubernetes.io~1job-name", &name),
+                    ("job-name", &name),
+                ] {
+                    set_at(
+                        obj,
+                        &format!("/spec/template/metadata/labels/{k}"),
+                        json!(v),
+                    );
+                }
+            }
             ensure(obj, "/spec/completions", json!(1));
             ensure(obj, "/spec/parallelism", json!(1));
             ensure(obj, "/spec/backoffLimit", json!(6));
@@ -362,6 +384,12 @@ fn check_workload(obj: &Value, old: Option<&Value>, kind: &str, causes: &mut Cau
         "spec.template.spec",
         causes,
     );
+    if kind == "Job" && str_at(obj, "/spec/template/spec/restartPolicy") == "Always" {
+        causes.push((
+            "spec.template.spec.restartPolicy".into(),
+            "Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"".into(),
+        ));
+    }
     if kind == "Deployment" {
         for f in ["maxSurge", "maxUnavailable"] {
             if let Some(v) = obj.pointer(&format!("/spec/strategy/rollingUpdate/{f}")) {

@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value};
 
+use super::store::at;
+
 /// One requirement of a label selector.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Req {
@@ -109,7 +111,7 @@ impl LabelSelector {
 
     /// Whether an object's `metadata.labels` satisfy the selector.
     pub fn matches_obj(&self, obj: &Value) -> bool {
-        self.matches(obj.pointer("/metadata/labels").and_then(Value::as_object))
+        self.matches(at(obj, "/metadata/labels").and_then(Value::as_object))
     }
 
     /// The string form, as `Scale.status.selector` carries it.
@@ -276,7 +278,7 @@ impl FieldSelector {
 /// it: missing fields are `""`, except booleans that default to `false`.
 fn field_value(obj: &Value, path: &str) -> String {
     let ptr = format!("/{}", path.replace('.', "/"));
-    match obj.pointer(&ptr) {
+    match at(obj, &ptr) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Bool(b)) => b.to_string(),
         Some(Value::Number(n)) => n.to_string(),

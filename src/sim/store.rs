@@ -89,14 +89,37 @@ pub fn key_of(obj: &Value) -> ObjKey {
     )
 }
 
+/// `Value::pointer` without its per-segment allocations (controllers call this for every
+/// pod on every tick). Handles `~1`/`~0` escapes and array indices like the original.
+pub fn at<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return pointer.is_empty().then_some(v);
+    };
+    let mut cur = v;
+    for seg in rest.split('/') {
+        cur = match cur {
+            Value::Object(m) => {
+                if seg.contains('~') {
+                    m.get(&seg.replace("~1", "/").replace("~0", "~"))?
+                } else {
+                    m.get(seg)?
+                }
+            }
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
 /// The string at a JSON pointer, or `""`.
 pub fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    at(v, ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 /// The integer at a JSON pointer, or `default`.
 pub fn int_at(v: &Value, ptr: &str, default: i64) -> i64 {
-    v.pointer(ptr).and_then(Value::as_i64).unwrap_or(default)
+    at(v, ptr).and_then(Value::as_i64).unwrap_or(default)
 }
 
 /// Sets `v[ptr] = val`, creating intermediate objects (non-objects on the way are replaced).
@@ -308,6 +331,23 @@ impl State {
 mod tests {
     use super::*;
     use crate::sim::resources::by_plural;
+
+    #[test]
+    fn at_matches_json_pointer() {
+        let v = json!({"a": {"b/c": [1, {"d": "x"}], "e~f": 2}});
+        for p in [
+            "",
+            "/a",
+            "/a/b~1c",
+            "/a/b~1c/1/d",
+            "/a/e~0f",
+            "/a/zz",
+            "/a/b~1c/9",
+            "/a/b~1c/x",
+        ] {
+            assert_eq!(at(&v, p), v.pointer(p), "{p}");
+        }
+    }
 
     #[test]
     fn writes_bump_the_resource_version_and_noops_do_not() {

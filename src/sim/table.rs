@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::resources::ResourceDef;
-use super::store::{int_at, str_at};
+use super::store::{at, int_at, str_at};
 
 /// Like the apimachinery `HumanDuration`: `45s`, `3m12s`, `15m`, `5h3m`, `3d`.
 pub fn human_age(secs: i64) -> String {
@@ -42,7 +42,7 @@ fn col(name: &str, ty: &str, priority: i64) -> Value {
 
 /// Pod status as kubectl shows it: Terminating, a waiting reason, or the phase.
 pub fn pod_status(p: &Value) -> String {
-    if p.pointer("/metadata/deletionTimestamp").is_some() {
+    if at(p, "/metadata/deletionTimestamp").is_some() {
         return "Terminating".into();
     }
     if let Some(cs) = p
@@ -190,7 +190,7 @@ fn columns_and_cells(def: &ResourceDef, o: &Value) -> (Vec<Value>, Vec<Value>) {
             } else {
                 "NotReady".to_string()
             };
-            if o.pointer("/spec/unschedulable") == Some(&json!(true)) {
+            if at(o, "/spec/unschedulable") == Some(&json!(true)) {
                 status.push_str(",SchedulingDisabled");
             }
             let roles = o
@@ -242,7 +242,7 @@ fn columns_and_cells(def: &ResourceDef, o: &Value) -> (Vec<Value>, Vec<Value>) {
             ],
         ),
         "PodDisruptionBudget" => {
-            let show = |p: &str| match o.pointer(p) {
+            let show = |p: &str| match at(o, p) {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Number(n)) => n.to_string(),
                 _ => "N/A".into(),

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::sim::api::{self, random_suffix, DeleteOpts};
 use crate::sim::resources::by_plural;
-use crate::sim::store::{int_at, set_at, str_at, State};
+use crate::sim::store::{at, int_at, set_at, str_at, State};
 
 const REV_LABEL: &str = "controller-revision-hash";
 const COMPONENT: &str = "daemonset-controller";
@@ -146,7 +146,7 @@ fn reconcile(
     let desired = eligible.len() as i64;
     if str_at(ds, "/spec/updateStrategy/type") != "OnDelete" {
         let max_unavail = int_or_percent(
-            ds.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable"),
+            at(ds, "/spec/updateStrategy/rollingUpdate/maxUnavailable"),
             desired,
             true,
             1,

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::sim::api;
 use crate::sim::resources::by_plural;
-use crate::sim::store::{int_at, set_at, str_at, State};
+use crate::sim::store::{at, int_at, set_at, str_at, State};
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 const REVISION_PTR: &str = "/metadata/annotations/deployment.kubernetes.io~1revision";
@@ -34,13 +34,13 @@ fn replicas(o: &Value) -> i64 {
 /// resolves them (surge rounds up, unavailable down; both zero means one unavailable).
 pub fn rolling_budget(d: &Value, desired: i64) -> (i64, i64) {
     let surge = int_or_percent(
-        d.pointer("/spec/strategy/rollingUpdate/maxSurge"),
+        at(d, "/spec/strategy/rollingUpdate/maxSurge"),
         desired,
         true,
         1,
     );
     let mut unavail = int_or_percent(
-        d.pointer("/spec/strategy/rollingUpdate/maxUnavailable"),
+        at(d, "/spec/strategy/rollingUpdate/maxUnavailable"),
         desired,
         false,
         0,
@@ -124,9 +124,9 @@ fn reconcile(st: &mut State, d: &Value, mut rss: Vec<Arc<Value>>) {
     let ns = str_at(d, "/metadata/namespace").to_string();
     let name = str_at(d, "/metadata/name").to_string();
     let desired = replicas(d);
-    let paused = d.pointer("/spec/paused") == Some(&json!(true));
+    let paused = at(d, "/spec/paused") == Some(&json!(true));
     let recreate = str_at(d, "/spec/strategy/type") == "Recreate";
-    let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let template = at(d, "/spec/template").cloned().unwrap_or(json!({}));
     let hash = template_hash(&template);
     let (surge, unavail) = if recreate {
         (0, desired)
@@ -165,7 +165,7 @@ fn reconcile(st: &mut State, d: &Value, mut rss: Vec<Arc<Value>>) {
             &format!("/metadata/labels/{HASH_LABEL}"),
             json!(hash),
         );
-        let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
+        let mut selector = at(d, "/spec/selector").cloned().unwrap_or(json!({}));
         set_at(
             &mut selector,
             &format!("/matchLabels/{HASH_LABEL}"),
@@ -381,7 +381,7 @@ fn update_status(
         "updatedReplicas",
         "replicas",
     ] {
-        if new.pointer(&format!("/status/{f}")) == Some(&json!(0)) {
+        if at(&new, &format!("/status/{f}")) == Some(&json!(0)) {
             if let Some(s) = new.get_mut("status").and_then(Value::as_object_mut) {
                 s.remove(f);
             }
@@ -421,7 +421,7 @@ fn update_status(
         "availableReplicas",
     ]
     .iter()
-    .any(|f| old_status.get(*f) != new.pointer(&format!("/status/{f}")));
+    .any(|f| old_status.get(*f) != at(&new, &format!("/status/{f}")));
     let now = Instant::now();
     let last_progress = *st.rt.progress.entry(uid.to_string()).or_insert(now);
     let rs_name = new_rs
@@ -437,7 +437,7 @@ fn update_status(
         && available == desired
         && total == desired
         && new_rs.is_some_and(|n| replicas(n) == desired);
-    if d.pointer("/spec/paused") == Some(&json!(true)) {
+    if at(d, "/spec/paused") == Some(&json!(true)) {
         set_condition(
             &mut new,
             "Progressing",

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::sim::resources::by_plural;
 use crate::sim::selectors::LabelSelector;
-use crate::sim::store::{int_at, set_at, str_at, State};
+use crate::sim::store::{at, int_at, set_at, str_at, State};
 
 /// A PDB's numbers, as in its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub fn desired_healthy(spec: &Value, expected: i64) -> i64 {
 /// Ready, non-terminating ones.
 pub fn budget(st: &State, pdb: &Value) -> Budget {
     let ns = str_at(pdb, "/metadata/namespace");
-    let sel = LabelSelector::from_json(pdb.pointer("/spec/selector"));
+    let sel = LabelSelector::from_json(at(pdb, "/spec/selector"));
     let pods: Vec<_> = st
         .list("pods", Some(ns))
         .into_iter()

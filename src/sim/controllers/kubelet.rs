@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::{condition, emit_event, is_terminating, set_condition, sim_elapsed};
 use crate::sim::resources::by_plural;
-use crate::sim::store::{int_at, now_str, set_at, str_at, State};
+use crate::sim::store::{at, int_at, now_str, set_at, str_at, State};
 
 /// Simulated seconds from binding to containers running (image already present).
 const START_DELAY_SECS: f64 = 2.0;
@@ -55,7 +55,7 @@ pub fn is_ready(p: &Value) -> bool {
 }
 
 fn containers(p: &Value) -> Vec<Value> {
-    p.pointer("/spec/containers")
+    at(p, "/spec/containers")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default()
@@ -83,7 +83,7 @@ pub fn run(st: &mut State) {
             continue;
         }
         let terminating = is_terminating(&pod);
-        let started_already = pod.pointer("/status/startTime").is_some();
+        let started_already = at(&pod, "/status/startTime").is_some();
         let uid_ref = str_at(&pod, "/metadata/uid");
         // Fast path: a running pod with nothing scheduled for it costs one lookup.
         if !terminating
@@ -124,7 +124,7 @@ pub fn run(st: &mut State) {
         }
         let seen = *st.rt.pod_seen.entry(uid.clone()).or_insert(now);
         let elapsed = sim_elapsed(seen, speed);
-        if pod.pointer("/status/startTime").is_none() {
+        if at(&pod, "/status/startTime").is_none() {
             if elapsed >= START_DELAY_SECS {
                 start(st, &pod, node);
                 let crashes = containers(&pod)
@@ -414,8 +414,7 @@ pub fn log_lines(
                 .and_then(Value::as_array)
                 .and_then(|cs| cs.iter().find(|c| str_at(c, "/name") == container))
                 .is_some_and(|c| {
-                    int_at(c, "/restartCount", 0) > 0
-                        || c.pointer("/lastState/terminated").is_some()
+                    int_at(c, "/restartCount", 0) > 0 || at(c, "/lastState/terminated").is_some()
                 });
             if previous && !restarted {
                 return Err(format!(

@@ -10,6 +10,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod gc;
+pub mod job;
 pub mod kubelet;
 pub mod pvc;
 pub mod replicaset;
@@ -25,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::resources::by_plural;
 use super::server::Sim;
-use super::store::{int_at, now_str, set_at, str_at, State};
+use super::store::{at, int_at, now_str, set_at, str_at, State};
 
 /// Controller tick at demo pace; divided by `speed`.
 const BASE_TICK: Duration = Duration::from_millis(200);
@@ -103,6 +104,7 @@ pub fn tick_once(st: &mut State) {
     replicaset::run(st, &mut pods);
     statefulset::run(st, &mut pods);
     daemonset::run(st, &mut pods);
+    job::run(st, &mut pods);
     scheduler::run(st);
     kubelet::run(st);
     if st.rt.ticks.is_multiple_of(SLOW_EVERY) {
@@ -129,7 +131,7 @@ pub fn owner_ref(owner: &Value) -> Value {
 
 /// The uid of the object's managing controller, if any.
 pub fn controller_uid(obj: &Value) -> Option<&str> {
-    obj.pointer("/metadata/ownerReferences")?
+    at(obj, "/metadata/ownerReferences")?
         .as_array()?
         .iter()
         .find(|r| r.get("controller") == Some(&json!(true)))
@@ -139,7 +141,7 @@ pub fn controller_uid(obj: &Value) -> Option<&str> {
 
 /// The kind of the object's managing controller, if any.
 pub fn controller_kind(obj: &Value) -> Option<&str> {
-    obj.pointer("/metadata/ownerReferences")?
+    at(obj, "/metadata/ownerReferences")?
         .as_array()?
         .iter()
         .find(|r| r.get("controller") == Some(&json!(true)))
@@ -159,7 +161,7 @@ pub fn by_controller(st: &State, plural: &str) -> HashMap<String, Vec<Arc<Value>
 }
 
 pub fn is_terminating(o: &Value) -> bool {
-    o.pointer("/metadata/deletionTimestamp").is_some()
+    at(o, "/metadata/deletionTimestamp").is_some()
 }
 
 /// A pod that counts towards its controller: not terminating, not finished.
@@ -257,7 +259,7 @@ pub fn emit_event(
         "reportingComponent": component,
         "reportingInstance": "",
     });
-    if let Some(host) = involved.pointer("/spec/nodeName").and_then(Value::as_str) {
+    if let Some(host) = at(involved, "/spec/nodeName").and_then(Value::as_str) {
         if component == "kubelet" {
             set_at(&mut ev, "/source/host", json!(host));
         }
@@ -311,7 +313,7 @@ pub fn set_condition(
 }
 
 pub fn condition<'a>(obj: &'a Value, ctype: &str) -> Option<&'a Value> {
-    obj.pointer("/status/conditions")?
+    at(obj, "/status/conditions")?
         .as_array()?
         .iter()
         .find(|c| str_at(c, "/type") == ctype)

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::{emit_event, is_terminating, set_condition, sim_elapsed};
 use crate::sim::admission::parse_quantity;
 use crate::sim::resources::by_plural;
-use crate::sim::store::{set_at, str_at, State};
+use crate::sim::store::{at, set_at, str_at, State};
 
 /// Simulated seconds to provision and bind a new claim.
 const BIND_SECS: f64 = 1.0;
@@ -40,7 +40,7 @@ pub fn run(st: &mut State) {
             set_at(
                 &mut new,
                 "/status/accessModes",
-                pvc.pointer("/spec/accessModes")
+                at(&pvc, "/spec/accessModes")
                     .cloned()
                     .unwrap_or(json!(["ReadWriteOnce"])),
             );

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::sim::api::{self, random_suffix, DeleteOpts};
 use crate::sim::resources::by_plural;
-use crate::sim::store::{int_at, set_at, str_at, State};
+use crate::sim::store::{at, int_at, set_at, str_at, State};
 
 /// Pods one ReplicaSet creates per tick (the real controller's slow-start burst is 500).
 const CREATE_BURST: usize = 500;
@@ -42,12 +42,12 @@ pub fn pod_from_template(owner: &Value, name: &str, extra_labels: &[(&str, &str)
         "metadata": {
             "name": name,
             "namespace": str_at(owner, "/metadata/namespace"),
-            "labels": tmpl.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+            "labels": at(&tmpl, "/metadata/labels").cloned().unwrap_or(json!({})),
             "ownerReferences": [owner_ref(owner)],
         },
         "spec": tmpl.get("spec").cloned().unwrap_or(json!({})),
     });
-    if let Some(a) = tmpl.pointer("/metadata/annotations") {
+    if let Some(a) = at(&tmpl, "/metadata/annotations") {
         set_at(&mut pod, "/metadata/annotations", a.clone());
     }
     for (k, v) in extra_labels {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{condition, emit_event, is_active_pod, is_terminating, set_condition};
 use crate::sim::resources::by_plural;
-use crate::sim::store::{str_at, State};
+use crate::sim::store::{at, str_at, State};
 
 const COMPONENT: &str = "default-scheduler";
 pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
@@ -43,12 +43,12 @@ pub fn unfit_reason(node: &Value, spec: &Value) -> Option<&'static str> {
     if is_terminating(node) || !node_ready(node) {
         return Some("node(s) were not ready");
     }
-    if node.pointer("/spec/unschedulable") == Some(&json!(true))
+    if at(node, "/spec/unschedulable") == Some(&json!(true))
         && !tolerates(spec, UNSCHEDULABLE_TAINT, "", "NoSchedule")
     {
         return Some("node(s) were unschedulable");
     }
-    if let Some(taints) = node.pointer("/spec/taints").and_then(Value::as_array) {
+    if let Some(taints) = at(node, "/spec/taints").and_then(Value::as_array) {
         for t in taints {
             let effect = str_at(t, "/effect");
             if (effect == "NoSchedule" || effect == "NoExecute")
@@ -59,7 +59,7 @@ pub fn unfit_reason(node: &Value, spec: &Value) -> Option<&'static str> {
         }
     }
     if let Some(sel) = spec.get("nodeSelector").and_then(Value::as_object) {
-        let labels = node.pointer("/metadata/labels").and_then(Value::as_object);
+        let labels = at(node, "/metadata/labels").and_then(Value::as_object);
         let ok = sel
             .iter()
             .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));

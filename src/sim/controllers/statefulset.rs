@@ -14,7 +14,7 @@ use super::{
 };
 use crate::sim::api::{self, DeleteOpts};
 use crate::sim::resources::by_plural;
-use crate::sim::store::{int_at, set_at, str_at, State};
+use crate::sim::store::{at, int_at, set_at, str_at, State};
 
 const REV_LABEL: &str = "controller-revision-hash";
 const COMPONENT: &str = "statefulset-controller";
@@ -147,7 +147,7 @@ fn reconcile(st: &mut State, s: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<Va
                     if st.get("persistentvolumeclaims", &ns, &claim).is_none() {
                         let mut pvc = json!({
                             "metadata": {"name": claim, "namespace": ns,
-                                "labels": s.pointer("/spec/selector/matchLabels").cloned().unwrap_or(json!({}))},
+                                "labels": at(s, "/spec/selector/matchLabels").cloned().unwrap_or(json!({}))},
                             "spec": c.get("spec").cloned().unwrap_or(json!({})),
                         });
                         if let Some(m) = pvc.pointer_mut("/spec").and_then(Value::as_object_mut) {
