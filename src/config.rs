@@ -30,6 +30,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the simulated Kubernetes API server alone.
     Sim(crate::sim::SimArgs),
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -37,6 +39,9 @@ pub struct ServeArgs {
     /// gRPC listen address.
     #[arg(long, env = "EXECUTOR_LISTEN", default_value = "127.0.0.1:8084")]
     pub listen: SocketAddr,
+    /// HTTP/JSON API listen address (`/api/v1/…`, `/health`); `off` or empty disables it.
+    #[arg(long, env = "EXECUTOR_HTTP_LISTEN", default_value = "127.0.0.1:8085")]
+    pub http_listen: OptionalAddr,
     /// Kubeconfig file; every context becomes a cluster that `target.cluster` can name. Without
     /// it: in-cluster config inside a pod, else the embedded simulated cluster.
     #[arg(long, env = "KUBECONFIG")]
@@ -67,4 +72,19 @@ pub struct ServeArgs {
     /// Embedded simulated cluster: speed of its clock (2 = everything twice as fast).
     #[arg(long, env = "EXECUTOR_SIM_SPEED", default_value_t = 1.0)]
     pub sim_speed: f64,
+}
+
+/// A listen address that may be switched off with `off` or an empty string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "" | "off" => Ok(OptionalAddr(None)),
+            addr => addr.parse().map(|a| OptionalAddr(Some(a))),
+        }
+    }
 }

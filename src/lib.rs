@@ -5,6 +5,8 @@
 //! # Layout
 //! A request flows `api → engine → actions → cluster`:
 //! - [`config`]: the command line (clap), one struct per command.
+//! - [`cli`]: the client commands (`exec`, `watch`, `dry-run`, `actions`, `get`, `cancel`) over
+//!   the generated gRPC client.
 //! - [`api`]: the gRPC edge: proto ↔ domain translation, health, reflection.
 //! - [`engine`]: validation, queue, worker pool, per-target locks, timeouts, cancellation,
 //!   the event log of every execution.
@@ -18,6 +20,7 @@
 
 pub mod actions;
 pub mod api;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod engine;

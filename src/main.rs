@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use executor_service::{
     config::{Cli, Command},
-    run, sim, telemetry,
+    cli, run, sim, telemetry,
 };
 
 #[tokio::main]
@@ -14,6 +14,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => run::serve(args).await,
         Command::Sim(args) => sim::run_standalone(args).await,
+        Command::Client(command) => return cli::run(command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

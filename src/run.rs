@@ -1,9 +1,9 @@
 //! Wiring for `serve`: clusters from the configuration (or the embedded simulated cluster),
-//! the engine, the gRPC server, and the two-signal shutdown.
+//! the engine, the gRPC and HTTP servers, and the two-signal shutdown.
 
 use std::path::PathBuf;
 
-use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     actions::Registry,
@@ -58,10 +58,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let listener = api::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    // Tests and scripts read this line to find a port chosen by the OS.
-    println!("executor-service listening on {addr}");
+    let http_listener = match args.http_listen.0 {
+        Some(http_addr) => Some(api::bind(http_addr).await?),
+        None => None,
+    };
+    // Tests and scripts read these lines to find ports chosen by the OS; the gRPC line comes
+    // first. Written without `println!`: a reader that has gone away must not kill the server.
+    {
+        use std::io::Write;
+        let mut lines = format!("executor-service listening on {addr}\n");
+        if let Some(http) = &http_listener {
+            lines.push_str(&format!(
+                "executor-service http listening on {}\n",
+                http.local_addr()?
+            ));
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(lines.as_bytes());
+        let _ = stdout.flush();
+    }
     tracing::info!(%addr, "gRPC listening");
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let stop = CancellationToken::new();
+    let stop_tx = stop.clone();
     let grace = args.shutdown_grace.into();
     let draining = engine.clone();
     tokio::spawn(async move {
@@ -77,12 +95,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 draining.abort();
             }
         }
-        let _ = stop_tx.send(());
+        stop_tx.cancel();
     });
-    api::serve(listener, engine, async {
-        let _ = stop_rx.await;
-    })
-    .await?;
+    let http = async {
+        match http_listener {
+            Some(http_listener) => {
+                tracing::info!(addr = %http_listener.local_addr()?, "HTTP listening");
+                let app = api::http::router(engine.clone());
+                api::http::serve(http_listener, app, stop.clone().cancelled_owned()).await
+            }
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(
+        api::serve(listener, engine.clone(), stop.clone().cancelled_owned()),
+        http
+    )?;
     if let Some(sim) = embedded {
         sim.shutdown().await;
     }

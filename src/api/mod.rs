@@ -1,8 +1,9 @@
-//! The gRPC edge: the generated types, the service, health and reflection. Proto ↔ domain
-//! translation only; the engine does the work.
+//! The gRPC edge (the generated types, the service, health, reflection, grpc-web) and the
+//! HTTP/JSON edge ([`http`]). Translation only; the engine does the work.
 
-mod convert;
+pub(crate) mod convert;
 mod grpc;
+pub mod http;
 mod status;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
@@ -69,7 +70,11 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    // HTTP/1.1 and the grpc-web layer let a browser call the API (WatchExecution included)
+    // without a proxy; HTTP/2 gRPC clients are unaffected.
     tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

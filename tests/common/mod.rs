@@ -121,6 +121,8 @@ impl Drop for Harness {
 pub struct ServeProcess {
     pub child: std::process::Child,
     pub addr: String,
+    /// The HTTP/JSON API's address; empty when `extra` switched it off.
+    pub http_addr: String,
     pub kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -140,6 +142,12 @@ impl ServeProcess {
                 "--sim-kubeconfig-out",
             ])
             .arg(&kubeconfig)
+            // Never the fixed default port: tests run in parallel.
+            .args(if extra.contains(&"--http-listen") {
+                &[][..]
+            } else {
+                &["--http-listen", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .env_remove("KUBECONFIG")
             .env_remove("KUBERNETES_SERVICE_HOST")
@@ -148,18 +156,28 @@ impl ServeProcess {
             .spawn()
             .expect("spawn executor-service serve");
         let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listen line");
+        stdout.read_line(&mut line).expect("read listen line");
         let addr = line
             .trim()
             .strip_prefix("executor-service listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
             .to_string();
+        let http_addr = if extra.windows(2).any(|w| w == ["--http-listen", "off"]) {
+            String::new()
+        } else {
+            line.clear();
+            stdout.read_line(&mut line).expect("read http listen line");
+            line.trim()
+                .strip_prefix("executor-service http listening on ")
+                .unwrap_or_else(|| panic!("unexpected second line from serve: {line:?}"))
+                .to_string()
+        };
         ServeProcess {
             child,
             addr,
+            http_addr,
             kubeconfig,
             _dir: dir,
         }
