@@ -12,9 +12,9 @@ use std::{
     time::Duration,
 };
 
-use common::Harness;
+use common::{mk_request, mk_target, to_struct, Harness};
 use executor_service::{
-    api::proto::{DryRunRequest, ExecuteRequest, ListExecutionsRequest, Target},
+    api::proto::{DryRunRequest, ExecuteRequest, ListExecutionsRequest},
     engine::{model::ExecutionState, EngineConfig},
     sim::{mk_daemonset, mk_deployment, mk_namespace, mk_node, mk_pdb, mk_pod, PdbLimit, Scenario},
 };
@@ -23,48 +23,12 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
     Api, ResourceExt,
 };
-use prost_types::{value::Kind, Struct};
 use serde_json::{json, Value};
 use tonic::Code;
 
-fn params(json: Value) -> Option<Struct> {
-    let prost_types::Value {
-        kind: Some(Kind::StructValue(s)),
-    } = to_value(&json)
-    else {
-        panic!("parameters must be an object")
-    };
-    Some(s)
-}
-
-fn to_value(v: &Value) -> prost_types::Value {
-    let kind = match v {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.iter().map(to_value).collect(),
-        }),
-        Value::Object(o) => Kind::StructValue(Struct {
-            fields: o.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
 /// A request for `action` on node `node`; nodes are cluster-scoped, so no namespace.
 fn mk_node_request(action: &str, node: &str, p: Value) -> ExecuteRequest {
-    ExecuteRequest {
-        action: action.into(),
-        target: Some(Target {
-            kind: "Node".into(),
-            name: node.into(),
-            ..Default::default()
-        }),
-        parameters: params(p),
-        ..Default::default()
-    }
+    mk_request(action, mk_target("", "Node", node), p)
 }
 
 /// A node that takes no pods until uncordoned (so that a test decides where pods land).
@@ -93,8 +57,8 @@ async fn run(
         .expect("execution exists")
 }
 
-fn event_messages(h: &Harness, id: &str) -> Vec<(String, Option<(u64, u64)>)> {
-    let (_, events) = h.engine.get(id).expect("execution exists");
+async fn event_messages(h: &Harness, id: &str) -> Vec<(String, Option<(u64, u64)>)> {
+    let (_, events) = h.engine.get(id).await.expect("execution exists");
     events
         .iter()
         .map(|e| (e.message.clone(), e.progress))
@@ -188,7 +152,7 @@ async fn cordon_and_uncordon_flip_spec_unschedulable_and_repeat_harmlessly() {
         json!(false),
         "the previous state is recorded"
     );
-    assert!(event_messages(&h, &done.id)
+    assert!(event_messages(&h, &done.id).await
         .iter()
         .any(|(m, _)| m == "node node-2 cordoned"));
 
@@ -408,7 +372,7 @@ async fn drain_evicts_only_as_the_pdb_allows_and_the_events_show_it() {
         .dry_run(DryRunRequest {
             action: "drain_node".into(),
             target: mk_node_request("drain_node", "node-1", json!({})).target,
-            parameters: params(json!({})),
+            parameters: Some(to_struct(&json!({}))),
             alert: None,
         })
         .await
@@ -471,7 +435,7 @@ async fn drain_evicts_only_as_the_pdb_allows_and_the_events_show_it() {
         "the budget of one disruption was exceeded"
     );
 
-    let events = event_messages(&h, &done.id);
+    let events = event_messages(&h, &done.id).await;
     let blocked: Vec<&String> = events
         .iter()
         .map(|(m, _)| m)
@@ -653,7 +617,7 @@ async fn a_drain_that_times_out_lists_the_pods_left_and_uncordons_the_node() {
         "{}",
         done.message
     );
-    let events = event_messages(&h, &done.id);
+    let events = event_messages(&h, &done.id).await;
     assert!(
         events.iter().any(|(m, _)| m == "node node-1 cordoned"),
         "{events:#?}"
