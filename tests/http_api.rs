@@ -299,7 +299,11 @@ async fn dry_run_list_actions_health_and_cancel_speak_json() {
         .find(|p| p["name"] == "replicas")
         .unwrap();
     assert_eq!(
-        (&replicas["type"], &replicas["minimum"], &replicas["maximum"]),
+        (
+            &replicas["type"],
+            &replicas["minimum"],
+            &replicas["maximum"]
+        ),
         (&json!("integer"), &json!(0), &json!(100))
     );
     assert_eq!(scale["target_kinds"], json!(["Deployment"]));
@@ -323,7 +327,10 @@ async fn dry_run_list_actions_health_and_cancel_speak_json() {
     assert_eq!(status, 200);
     assert_eq!(page["executions"][0]["id"], json!(id));
     let (status, page) = get(&format!("{base}/api/v1/executions?state=FAILED")).await;
-    assert_eq!((status, page["executions"].as_array().unwrap().len()), (200, 0));
+    assert_eq!(
+        (status, page["executions"].as_array().unwrap().len()),
+        (200, 0)
+    );
     let (status, error) = post(&format!("{base}/api/v1/executions/{id}/cancel"), "").await;
     assert_eq!(status, 409, "{error}");
     assert_eq!(error["error"]["code"], "FAILED_PRECONDITION");
@@ -387,7 +394,10 @@ async fn bad_requests_are_refused_with_400_naming_the_field_and_unknown_ids_with
         r#"{"action": "scale_deployment", "target": {"namespace": "production", "name": "missing"}, "parameters": {"replicas": 1}}"#,
     )
     .await;
-    assert_eq!((status, &answer["error"]["code"]), (404, &json!("NOT_FOUND")));
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("NOT_FOUND"))
+    );
 }
 
 #[tokio::test]

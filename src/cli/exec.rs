@@ -24,6 +24,10 @@ pub struct ExecArgs {
     /// The execution's timeout on the server (`60s`, `5m`; default: the server's).
     #[arg(long)]
     pub timeout: Option<humantime::Duration>,
+    /// Leave the target as the failed execution left it, instead of restoring the recorded
+    /// pre-state (the server's default).
+    #[arg(long)]
+    pub no_rollback: bool,
     /// The caller's idempotency key, recorded on the execution.
     #[arg(long, default_value = "")]
     pub request_id: String,
@@ -50,7 +54,7 @@ pub async fn run(args: ExecArgs) -> Result<ExitCode, CliError> {
             alert: None,
             // With --watch the stream shows the way to the end; --wait alone asks the server.
             wait: args.wait && !args.watch,
-            rollback_on_failure: None,
+            rollback_on_failure: args.no_rollback.then_some(false),
         })
         .await?
         .into_inner()
