@@ -72,6 +72,45 @@ pub struct ServeArgs {
     /// Embedded simulated cluster: speed of its clock (2 = everything twice as fast).
     #[arg(long, env = "EXECUTOR_SIM_SPEED", default_value_t = 1.0)]
     pub sim_speed: f64,
+    /// Execution history: a SQLite file path (or `sqlite://PATH`), `postgres://…` to share one
+    /// history between replicas, or `memory:` to keep nothing.
+    #[arg(long, env = "EXECUTOR_STORE", default_value = "executor-service.db")]
+    pub store: String,
+    /// Delete finished executions older than this.
+    #[arg(long, env = "EXECUTOR_RETENTION_MAX_AGE", default_value = "30days")]
+    pub retention_max_age: humantime::Duration,
+    /// Keep at most this many finished executions.
+    #[arg(long, env = "EXECUTOR_RETENTION_MAX_COUNT", default_value_t = 100_000)]
+    pub retention_max_count: usize,
+    /// Rego policy file defining `data.executor.decision` (default: the built-in policy).
+    #[arg(long, env = "EXECUTOR_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Namespaces the built-in policy protects (comma-separated).
+    #[arg(long, env = "EXECUTOR_PROTECTED_NAMESPACES", value_delimiter = ',', default_value = "kube-system,kube-public")]
+    pub protected_namespaces: Vec<String>,
+    /// Replica ceiling the policy enforces.
+    #[arg(long, env = "EXECUTOR_MAX_REPLICAS", default_value_t = crate::actions::MAX_REPLICAS)]
+    pub max_replicas: i64,
+    /// Cooldown per target after an execution ends; `0s` disables.
+    #[arg(long, env = "EXECUTOR_COOLDOWN", default_value = "5m")]
+    pub cooldown: humantime::Duration,
+    /// Per-action cooldown, `ACTION=DURATION` (repeatable), e.g. `restart_pod=1m`.
+    #[arg(long = "action-cooldown", env = "EXECUTOR_ACTION_COOLDOWNS", value_delimiter = ',', value_parser = parse_action_cooldown)]
+    pub action_cooldowns: Vec<(String, std::time::Duration)>,
+    /// Executions running at once in one namespace; 0 = no limit beyond `--workers`.
+    #[arg(long, env = "EXECUTOR_NAMESPACE_LIMIT", default_value_t = 5)]
+    pub namespace_limit: usize,
+    /// How long an execution waits for an approval before it is rejected.
+    #[arg(long, env = "EXECUTOR_APPROVAL_TIMEOUT", default_value = "1h")]
+    pub approval_timeout: humantime::Duration,
+}
+
+fn parse_action_cooldown(text: &str) -> Result<(String, std::time::Duration), String> {
+    let (action, duration) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected ACTION=DURATION"))?;
+    let duration = humantime::parse_duration(duration).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok((action.trim().to_string(), duration))
 }
 
 /// A listen address that may be switched off with `off` or an empty string.

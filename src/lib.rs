@@ -12,6 +12,7 @@
 //!   the event log of every execution.
 //! - [`actions`]: one file per action behind the `Remediation` trait; `mod.rs` is the registry.
 //! - [`cluster`]: kube clients by kubeconfig context and kubectl's rollout-status conditions.
+//! - [`policy`]: Rego evaluation (regorus) and the default policy.
 //! - [`sim`]: the simulated Kubernetes API server (embedded default and test bed); only
 //!   [`run`] and the tests use it.
 //! - [`store`]: durable execution history (embedded file or PostgreSQL).
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod engine;
+pub mod policy;
 pub mod run;
 pub mod sim;
 pub mod store;

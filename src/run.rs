@@ -1,7 +1,7 @@
 //! Wiring for `serve`: clusters from the configuration (or the embedded simulated cluster),
 //! the engine, the gRPC and HTTP servers, and the two-signal shutdown.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
@@ -11,6 +11,7 @@ use crate::{
     cluster::Clusters,
     config::ServeArgs,
     engine::{Engine, EngineConfig},
+    policy::{Policy, PolicyConfig},
     sim::{Scenario, SimCluster, SimConfig},
 };
 
@@ -43,19 +44,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "no kubeconfig given: started the embedded simulated cluster (scenario demo); watch it with: kubectl --kubeconfig {}",
             path.display()
         );
-        let clusters = Clusters::single("sim", sim.client().await?);
+        let clusters = Clusters::from_kubeconfig_value(sim.kubeconfig(), None).await?;
         embedded = Some(sim);
         clusters
     };
     let engine = Engine::new(
-        EngineConfig {
-            workers: args.workers.max(1),
-            queue_capacity: args.queue_capacity.max(1),
-            default_timeout: args.default_timeout.into(),
-        },
+        engine_config(&args).await?,
         Registry::builtin(),
         clusters,
     );
+    let recovered = engine.recover().await?;
+    if recovered > 0 {
+        tracing::warn!(recovered, "executions left unfinished by a previous run are now INTERRUPTED");
+    }
+    spawn_retention(engine.clone(), args.retention_max_age.into(), args.retention_max_count);
     let listener = api::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let http_listener = match args.http_listen.0 {
@@ -115,6 +117,53 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sim.shutdown().await;
     }
     Ok(())
+}
+
+/// The engine's configuration from flags: policy, store (recovered), cooldowns, limits.
+async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
+    let policy_config = PolicyConfig {
+        protected_namespaces: args.protected_namespaces.clone(),
+        max_replicas: args.max_replicas,
+        ..Default::default()
+    };
+    let policy = match &args.policy {
+        Some(path) => Policy::from_file(path, &policy_config)?,
+        None => Policy::builtin(&policy_config)?,
+    };
+    tracing::info!(policy = %policy.origin(), "policy loaded");
+    let store = crate::store::open(&args.store).await?;
+    tracing::info!(store = %args.store, "execution history store opened");
+    Ok(EngineConfig {
+        workers: args.workers.max(1),
+        queue_capacity: args.queue_capacity.max(1),
+        default_timeout: args.default_timeout.into(),
+        cooldown: args.cooldown.into(),
+        action_cooldowns: args.action_cooldowns.iter().cloned().collect(),
+        namespace_limit: args.namespace_limit,
+        approval_timeout: args.approval_timeout.into(),
+        policy: Some(Arc::new(policy)),
+        store: Some(store),
+    })
+}
+
+/// How often old history is pruned.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Prunes history by age and count now and every [`RETENTION_INTERVAL`].
+fn spawn_retention(engine: Engine, max_age: Duration, keep: usize) {
+    tokio::spawn(async move {
+        loop {
+            match engine.prune(max_age, keep).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "pruned old executions"),
+                Err(e) => tracing::warn!(error = %e, "pruning history"),
+            }
+            if engine.is_closing() {
+                break;
+            }
+            tokio::time::sleep(RETENTION_INTERVAL).await;
+        }
+    });
 }
 
 /// SIGINT or SIGTERM.

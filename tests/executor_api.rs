@@ -612,7 +612,7 @@ async fn a_full_queue_answers_resource_exhausted() {
     };
     let running = execute(&mut client, restart()).await;
     // Wait until the first one left the queue.
-    while h.engine.get(&running.id).unwrap().0.state
+    while h.engine.get(&running.id).await.unwrap().0.state
         != executor_service::engine::model::ExecutionState::Running
     {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -21,9 +21,15 @@ fn grpcurl_with_data(addr: &str, data: &str, method: &str) -> String {
 
 fn kubectl_replicas(kubeconfig: &std::path::Path, ns: &str, name: &str) -> String {
     let mut cmd = Command::new(tool("kubectl"));
-    cmd.arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["-n", ns, "get", "deployment", name, "-o", "jsonpath={.spec.replicas}"]);
+    cmd.arg("--kubeconfig").arg(kubeconfig).args([
+        "-n",
+        ns,
+        "get",
+        "deployment",
+        name,
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
     run_ok(&mut cmd)
 }
 
@@ -31,12 +37,18 @@ fn kubectl_replicas(kubeconfig: &std::path::Path, ns: &str, name: &str) -> Strin
 fn grpcurl_lists_describes_executes_and_watches_a_scale_to_success() {
     let server = ServeProcess::start(&[]);
     let services = grpcurl(&server.addr, &["list"]);
-    assert!(services.contains("executor.v1.ExecutorService"), "{services}");
+    assert!(
+        services.contains("executor.v1.ExecutorService"),
+        "{services}"
+    );
     assert!(services.contains("grpc.health.v1.Health"), "{services}");
     let described = grpcurl(&server.addr, &["describe", "executor.v1.ExecutorService"]);
     assert!(described.contains("rpc WatchExecution"), "{described}");
     let described = grpcurl(&server.addr, &["describe", "executor.v1.ExecuteRequest"]);
-    assert!(described.contains("google.protobuf.Struct parameters"), "{described}");
+    assert!(
+        described.contains("google.protobuf.Struct parameters"),
+        "{described}"
+    );
 
     let health = grpcurl_with_data(&server.addr, "{}", "grpc.health.v1.Health/Check");
     assert!(health.contains("SERVING"), "{health}");
@@ -47,7 +59,10 @@ fn grpcurl_lists_describes_executes_and_watches_a_scale_to_success() {
         "executor.v1.ExecutorService/Execute",
     );
     let executed: serde_json::Value = serde_json::from_str(&executed).expect("Execute prints JSON");
-    let id = executed["execution"]["id"].as_str().expect("execution id").to_string();
+    let id = executed["execution"]["id"]
+        .as_str()
+        .expect("execution id")
+        .to_string();
     assert_eq!(executed["execution"]["state"], "EXECUTION_STATE_QUEUED");
 
     let watched = grpcurl_with_data(
@@ -61,8 +76,15 @@ fn grpcurl_lists_describes_executes_and_watches_a_scale_to_success() {
         .map(|v| v.expect("event JSON"))
         .collect();
     assert!(events.len() >= 3, "{watched}");
-    assert_eq!(events.last().unwrap()["event"]["state"], "EXECUTION_STATE_SUCCEEDED", "{watched}");
-    assert_eq!(kubectl_replicas(&server.kubeconfig, "production", "web"), "5");
+    assert_eq!(
+        events.last().unwrap()["event"]["state"],
+        "EXECUTION_STATE_SUCCEEDED",
+        "{watched}"
+    );
+    assert_eq!(
+        kubectl_replicas(&server.kubeconfig, "production", "web"),
+        "5"
+    );
 
     let bad = Command::new(tool("grpcurl"))
         .args([
@@ -76,7 +98,10 @@ fn grpcurl_lists_describes_executes_and_watches_a_scale_to_success() {
         .unwrap();
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("InvalidArgument") && stderr.contains("parameters.replicas"), "{stderr}");
+    assert!(
+        stderr.contains("InvalidArgument") && stderr.contains("parameters.replicas"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -98,6 +123,12 @@ fn a_generated_python_client_runs_the_same_round_trip() {
             .arg(&server.addr)
             .env("PYTHONPATH", out.path()),
     );
-    assert!(printed.contains("final state EXECUTION_STATE_SUCCEEDED"), "{printed}");
-    assert_eq!(kubectl_replicas(&server.kubeconfig, "production", "api"), "4");
+    assert!(
+        printed.contains("final state EXECUTION_STATE_SUCCEEDED"),
+        "{printed}"
+    );
+    assert_eq!(
+        kubectl_replicas(&server.kubeconfig, "production", "api"),
+        "4"
+    );
 }

@@ -14,7 +14,7 @@ use std::{
 
 use common::{mk_request, mk_target, to_struct, Harness};
 use executor_service::{
-    api::proto::{DryRunRequest, ExecuteRequest, ListExecutionsRequest},
+    api::proto::{CancelExecutionRequest, DryRunRequest, ExecuteRequest, ListExecutionsRequest},
     engine::{model::ExecutionState, EngineConfig},
     sim::{mk_daemonset, mk_deployment, mk_namespace, mk_node, mk_pdb, mk_pod, PdbLimit, Scenario},
 };
@@ -152,7 +152,8 @@ async fn cordon_and_uncordon_flip_spec_unschedulable_and_repeat_harmlessly() {
         json!(false),
         "the previous state is recorded"
     );
-    assert!(event_messages(&h, &done.id).await
+    assert!(event_messages(&h, &done.id)
+        .await
         .iter()
         .any(|(m, _)| m == "node node-2 cordoned"));
 
@@ -772,4 +773,61 @@ async fn node_actions_reject_bad_parameters_naming_them() {
             .unwrap_or(false));
         assert!(taints(&n).is_empty());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_a_blocked_drain_gives_the_node_back() {
+    let scenario = Scenario::empty()
+        .with(mk_cordoned_node("node-2"))
+        .with(mk_namespace("production"))
+        .with(mk_deployment("production", "web", 2, "nginx:1.25"))
+        .with(mk_pdb(
+            "production",
+            "web-pdb",
+            "web",
+            PdbLimit::MinAvailable(2),
+        ));
+    let h = Harness::start(EngineConfig::default(), scenario).await;
+    wait_ready(&h, "production", "web", 2, Some("node-1")).await;
+    set_cordoned(&h, "node-2", false).await;
+    let mut client = h.grpc().await;
+    let execution = client
+        .execute(mk_node_request(
+            "drain_node",
+            "node-1",
+            json!({"eviction_retry_seconds": 1}),
+        ))
+        .await
+        .expect("execute accepted")
+        .into_inner()
+        .execution
+        .expect("execution");
+    // Wait until the drain is blocked on the budget, with the node cordoned.
+    for _ in 0..500 {
+        if event_messages(&h, &execution.id)
+            .await
+            .iter()
+            .any(|(m, _)| m.contains("PodDisruptionBudget web-pdb"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(is_cordoned(&h, "node-1").await);
+    client
+        .cancel_execution(CancelExecutionRequest {
+            execution_id: execution.id.clone(),
+            reason: "maintenance postponed".into(),
+        })
+        .await
+        .expect("cancelled");
+    let done = h.engine.wait(&execution.id).await.unwrap();
+    assert_eq!(done.state, ExecutionState::Cancelled, "{}", done.message);
+    for _ in 0..250 {
+        if !is_cordoned(&h, "node-1").await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("node-1 stayed cordoned after the drain was cancelled");
 }

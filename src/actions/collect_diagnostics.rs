@@ -152,6 +152,10 @@ impl Remediation for CollectDiagnostics {
         &self.spec
     }
 
+    fn read_only(&self) -> bool {
+        true
+    }
+
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
         let p: Params = ctx.params()?;
         let pods = self.pods(ctx, p.max_pods as usize).await?;

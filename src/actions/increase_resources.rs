@@ -263,6 +263,14 @@ impl Remediation for IncreaseResources {
         Ok(())
     }
 
+    fn can_roll_back(&self) -> bool {
+        true
+    }
+
+    async fn rollback(&self, ctx: &ActionContext, data: &Value) -> Result<Outcome, ActionError> {
+        super::restore_template(ctx, data).await
+    }
+
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
         let r = self.resizing(ctx).await?;
         let object = format!(
@@ -322,14 +330,12 @@ impl Remediation for IncreaseResources {
             "namespace": ctx.target.namespace,
             "name": r.name,
             "resources": r.previous,
+            "template": r.before.data.pointer("/spec/template"),
         }));
-        r.kind
-            .api(&ctx.client, &ctx.target.namespace)
-            .patch(
-                &r.name,
-                &PatchParams::default(),
-                &resources_patch(&r.containers),
-            )
+        let api = r.kind.api(&ctx.client, &ctx.target.namespace);
+        let patch = resources_patch(&r.containers);
+        let params = PatchParams::default();
+        ctx.retry(&format!("set resources of {object}"), || api.patch(&r.name, &params, &patch))
             .await?;
         ctx.reporter.progress(
             Update::new(format!("{object}: {}", r.changes.join(", ")))

@@ -34,6 +34,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 pub use params::{parse_quantity, validate_parameters, ParamSpec, ParamType};
+pub use scaling::MAX_REPLICAS;
 
 use crate::cluster::{ClusterError, RolloutError};
 
@@ -254,7 +255,64 @@ pub trait Remediation: Send + Sync + 'static {
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError>;
 
     /// Does the work, reporting progress, until done or failed. Dropping the future stops it.
+    /// Before its first mutation it reports the pre-state (`Reporter::rollback_data`).
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError>;
+
+    /// Whether the action only reads (no cooldown, allowed in protected namespaces).
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Remediation::rollback`] can restore the pre-state `execute` recorded.
+    fn can_roll_back(&self) -> bool {
+        false
+    }
+
+    /// Restores the pre-state recorded by `execute` (its rollback data) and follows the
+    /// rollout that starts; called by the engine when verification fails.
+    ///
+    /// # Errors
+    /// [`ActionError::Precondition`] for actions that cannot be undone.
+    async fn rollback(&self, _ctx: &ActionContext, _data: &Value) -> Result<Outcome, ActionError> {
+        Err(ActionError::Precondition(format!("{} cannot be rolled back", self.spec().name)))
+    }
+}
+
+/// Puts a workload's pod template back as recorded (kubectl `rollout undo` does the same with
+/// a ReplicaSet's template) and follows the rollout that starts.
+///
+/// # Errors
+/// When the recorded data has no template, the patch fails, or the rollout does not complete.
+pub(crate) async fn restore_template(ctx: &ActionContext, data: &Value) -> Result<Outcome, ActionError> {
+    let kind = data
+        .get("kind")
+        .and_then(Value::as_str)
+        .and_then(crate::cluster::WorkloadKind::from_kind)
+        .ok_or_else(|| ActionError::Internal("rollback data names no workload kind".into()))?;
+    let name = data.get("name").and_then(Value::as_str).unwrap_or(&ctx.target.name).to_string();
+    let template = data
+        .get("template")
+        .filter(|t| !t.is_null())
+        .ok_or_else(|| ActionError::Internal("rollback data holds no pod template".into()))?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::json!([{ "op": "replace", "path": "/spec/template", "value": template }]))
+            .map_err(|e| ActionError::Internal(format!("rollback patch: {e}")))?;
+    let object = format!("{}/{}/{}", ctx.target.namespace, kind.kind().to_lowercase(), name);
+    let api = kind.api(&ctx.client, &ctx.target.namespace);
+    let patch = kube::api::Patch::<Value>::Json(patch);
+    let params = kube::api::PatchParams::default();
+    ctx.retry(&format!("restore the pod template of {object}"), || api.patch(&name, &params, &patch))
+        .await?;
+    ctx.reporter.progress(Update::new(format!("restored the recorded pod template of {object}")));
+    let done = kind
+        .follow(&ctx.client, &ctx.target.namespace, &name, |s| {
+            ctx.reporter.progress(rollout_update(s, s.updated.min(s.available.max(s.ready))));
+        })
+        .await?;
+    Ok(Outcome {
+        message: format!("{object} restored: {}", done.message),
+        result: serde_json::json!({ "restored": object }),
+    })
 }
 
 /// All actions by name.
@@ -303,6 +361,19 @@ impl Registry {
 }
 
 impl ActionContext {
+    /// Runs a Kubernetes call, retrying transient failures (429, 5xx, 409, connection errors)
+    /// with exponential backoff; each retry is reported as a progress event.
+    ///
+    /// # Errors
+    /// The last error when it is not transient or the attempts are used up.
+    pub async fn retry<T, F, Fut>(&self, what: &str, call: F) -> Result<T, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        crate::cluster::with_retries(what, |message| self.reporter.progress(Update::new(message)), call).await
+    }
+
     /// Deployments in the target's namespace.
     pub fn deployments(&self) -> kube::Api<k8s_openapi::api::apps::v1::Deployment> {
         kube::Api::namespaced(self.client.clone(), &self.target.namespace)

@@ -48,6 +48,10 @@ impl Remediation for NotifyOnly {
         &self.spec
     }
 
+    fn read_only(&self) -> bool {
+        true
+    }
+
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
         Ok(Plan {
             summary: format!("{}: notify only, nothing changes", ctx.target.object_ref()),

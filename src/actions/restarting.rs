@@ -96,6 +96,14 @@ impl Remediation for Restart {
         &self.spec
     }
 
+    fn can_roll_back(&self) -> bool {
+        true
+    }
+
+    async fn rollback(&self, ctx: &ActionContext, data: &Value) -> Result<Outcome, ActionError> {
+        super::restore_template(ctx, data).await
+    }
+
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
         let before = self.check(ctx).await?;
         let at = now();
@@ -132,12 +140,15 @@ impl Remediation for Restart {
             "namespace": ctx.target.namespace,
             "name": ctx.target.name,
             "template_annotations": annotations,
+            "template": before.data.pointer("/spec/template"),
         }));
         let at = now();
-        self.kind
-            .api(&ctx.client, &ctx.target.namespace)
-            .patch(&ctx.target.name, &patch_params(false), &restart_patch(&at))
-            .await?;
+        let api = self.kind.api(&ctx.client, &ctx.target.namespace);
+        let (params, patch) = (patch_params(false), restart_patch(&at));
+        ctx.retry(&format!("restart {}", ctx.target.object_ref()), || {
+            api.patch(&ctx.target.name, &params, &patch)
+        })
+        .await?;
         ctx.reporter.progress(Update::new(format!(
             "restarted {} ({RESTARTED_AT} = {at})",
             ctx.target.object_ref()

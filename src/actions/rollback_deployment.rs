@@ -213,6 +213,14 @@ impl Remediation for RollbackDeployment {
         &self.spec
     }
 
+    fn can_roll_back(&self) -> bool {
+        true
+    }
+
+    async fn rollback(&self, ctx: &ActionContext, data: &Value) -> Result<Outcome, ActionError> {
+        super::restore_template(ctx, data).await
+    }
+
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
         let undo = self.undo(ctx).await?;
         let object = ctx.target.object_ref();
@@ -271,11 +279,11 @@ impl Remediation for RollbackDeployment {
             "annotations": undo.deployment.metadata.annotations,
         }));
         let api = ctx.deployments();
-        api.patch(
-            &ctx.target.name,
-            &PatchParams::default(),
-            &json_patch(patch)?,
-        )
+        let patch = json_patch(patch)?;
+        let params = PatchParams::default();
+        ctx.retry(&format!("roll back {object}"), || {
+            api.patch(&ctx.target.name, &params, &patch)
+        })
         .await?;
         ctx.reporter.progress(
             Update::new(format!(

@@ -59,10 +59,9 @@ struct Scaling {
 impl Scale {
     async fn scaling(&self, ctx: &ActionContext) -> Result<Scaling, ActionError> {
         let p: Params = ctx.params()?;
-        let before = self
-            .kind
-            .api(&ctx.client, &ctx.target.namespace)
-            .get(&ctx.target.name)
+        let api = self.kind.api(&ctx.client, &ctx.target.namespace);
+        let before = ctx
+            .retry(&format!("read {}", ctx.target.object_ref()), || api.get(&ctx.target.name))
             .await
             .map_err(|e| {
                 ActionError::from_kube(
@@ -126,17 +125,46 @@ impl Remediation for Scale {
         }
     }
 
+    fn can_roll_back(&self) -> bool {
+        true
+    }
+
+    async fn rollback(&self, ctx: &ActionContext, data: &Value) -> Result<Outcome, ActionError> {
+        let replicas = data
+            .get("replicas")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ActionError::Internal("rollback data holds no replica count".into()))?;
+        let api = self.kind.api(&ctx.client, &ctx.target.namespace);
+        let (params, patch) = (PatchParams::default(), scale_patch(replicas));
+        ctx.retry(&format!("scale {} back", ctx.target.object_ref()), || {
+            api.patch_scale(&ctx.target.name, &params, &patch)
+        })
+        .await?;
+        ctx.reporter.progress(Update::new(format!(
+            "scaled {} back to {replicas} replicas",
+            ctx.target.object_ref()
+        )));
+        let done = self
+            .kind
+            .follow(&ctx.client, &ctx.target.namespace, &ctx.target.name, |s| {
+                ctx.reporter.progress(super::rollout_update(s, s.ready.min(s.desired)));
+            })
+            .await?;
+        Ok(Outcome {
+            message: format!("{} back at {replicas} replicas; {}", ctx.target.object_ref(), done.message),
+            result: json!({ "replicas": replicas }),
+        })
+    }
+
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
         let Scaling { before, from, to } = self.scaling(ctx).await?;
         // Server-side dry run: the API server validates the change and persists nothing.
-        self.kind
-            .api(&ctx.client, &ctx.target.namespace)
-            .patch_scale(
-                &ctx.target.name,
-                &PatchParams::default().dry_run(),
-                &scale_patch(to),
-            )
-            .await?;
+        let api = self.kind.api(&ctx.client, &ctx.target.namespace);
+        let (params, patch) = (PatchParams::default().dry_run(), scale_patch(to));
+        ctx.retry(&format!("dry-run scale {}", ctx.target.object_ref()), || {
+            api.patch_scale(&ctx.target.name, &params, &patch)
+        })
+        .await?;
         let mut after = before.clone();
         if let Some(spec) = after.data.get_mut("spec").and_then(Value::as_object_mut) {
             spec.insert("replicas".into(), json!(to));
@@ -171,10 +199,12 @@ impl Remediation for Scale {
             "replicas": from,
         }));
         if from != to {
-            self.kind
-                .api(&ctx.client, &ctx.target.namespace)
-                .patch_scale(&ctx.target.name, &PatchParams::default(), &scale_patch(to))
-                .await?;
+            let api = self.kind.api(&ctx.client, &ctx.target.namespace);
+            let (params, patch) = (PatchParams::default(), scale_patch(to));
+            ctx.retry(&format!("scale {}", ctx.target.object_ref()), || {
+                api.patch_scale(&ctx.target.name, &params, &patch)
+            })
+            .await?;
         }
         ctx.reporter.progress(
             Update::new(format!(

@@ -138,6 +138,8 @@ pub fn execute_request(r: proto::ExecuteRequest) -> Result<ExecutionRequest, Eng
         request_id: r.request_id,
         timeout: timeout_from(r.timeout)?,
         alert: alert_from(r.alert),
+        rollback_on_failure: r.rollback_on_failure,
+        ..Default::default()
     })
 }
 
@@ -213,9 +215,40 @@ pub fn execution_to(v: &ExecutionView) -> proto::Execution {
         timeout: Some(duration(v.timeout)),
         alert: v.alert.as_ref().map(alert_to),
         result: json_to_opt_struct(&v.result),
+        requester: v.requester.clone(),
+        policy: policy_from_json(&v.policy),
+        approval: approval_from_json(&v.approval),
+        trace_id: v.trace_id.clone(),
         rollback_data: json_to_opt_struct(&v.rollback_data),
         last_sequence: v.last_sequence,
     }
+}
+
+/// The recorded decision (`{"decision", "reasons"}`) as proto; absent when none was made.
+fn policy_from_json(v: &Value) -> Option<proto::PolicyDecision> {
+    let decision = v.get("decision")?.as_str()?.to_string();
+    let reasons = v
+        .get("reasons")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    Some(proto::PolicyDecision { decision, reasons })
+}
+
+fn approval_from_json(v: &Value) -> Option<proto::Approval> {
+    let approved = v.get("approved")?.as_bool()?;
+    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let decided_at = v
+        .get("at")
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| timestamp(t.with_timezone(&chrono::Utc)));
+    Some(proto::Approval {
+        approved,
+        approver: text("approver"),
+        reason: text("reason"),
+        decided_at,
+    })
 }
 
 pub fn event_to(execution_id: &str, e: &Event) -> proto::ExecutionEvent {
@@ -250,6 +283,10 @@ pub fn dry_run_to(r: &DryRunReport) -> proto::DryRunResponse {
             })
             .collect(),
         warnings: r.plan.warnings.clone(),
+        policy: r.policy.as_ref().map(|d| proto::PolicyDecision {
+            decision: d.verdict().to_string(),
+            reasons: d.reasons.clone(),
+        }),
     }
 }
 

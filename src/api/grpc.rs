@@ -65,7 +65,7 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
     ) -> Result<Response<Self::WatchExecutionStream>, Status> {
         let request = request.into_inner();
         let id = request.execution_id;
-        let events = self.engine.watch(&id, request.from_sequence)?;
+        let events = self.engine.watch(&id, request.from_sequence).await?;
         // The producer runs in its own task: a client that goes away ends only its own stream.
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         tokio::spawn(async move {
@@ -87,7 +87,7 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         request: Request<proto::GetExecutionRequest>,
     ) -> Result<Response<proto::GetExecutionResponse>, Status> {
         let request = request.into_inner();
-        let (execution, events) = self.engine.get(&request.execution_id)?;
+        let (execution, events) = self.engine.get(&request.execution_id).await?;
         let events = if request.include_events {
             events
                 .iter()
@@ -111,11 +111,11 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
             state: convert::state_from(r.state)?,
             action: Some(r.action).filter(|a| !a.is_empty()),
             namespace: Some(r.namespace).filter(|n| !n.is_empty()),
-            requester: None,
+            requester: Some(r.requester).filter(|n| !n.is_empty()),
             page_size: r.page_size as usize,
             page_token: r.page_token,
         };
-        let (executions, next_page_token) = self.engine.list(&filter)?;
+        let (executions, next_page_token) = self.engine.list(&filter).await?;
         Ok(Response::new(proto::ListExecutionsResponse {
             executions: executions.iter().map(convert::execution_to).collect(),
             next_page_token,
@@ -129,6 +129,34 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         let r = request.into_inner();
         let execution = self.engine.cancel(&r.execution_id, &r.reason).await?;
         Ok(Response::new(proto::CancelExecutionResponse {
+            execution: Some(convert::execution_to(&execution)),
+        }))
+    }
+
+    async fn approve_execution(
+        &self,
+        request: Request<proto::ApproveExecutionRequest>,
+    ) -> Result<Response<proto::ApproveExecutionResponse>, Status> {
+        let r = request.into_inner();
+        let execution = self
+            .engine
+            .decide_approval(&r.execution_id, true, &r.approver, &r.reason)
+            .await?;
+        Ok(Response::new(proto::ApproveExecutionResponse {
+            execution: Some(convert::execution_to(&execution)),
+        }))
+    }
+
+    async fn reject_execution(
+        &self,
+        request: Request<proto::RejectExecutionRequest>,
+    ) -> Result<Response<proto::RejectExecutionResponse>, Status> {
+        let r = request.into_inner();
+        let execution = self
+            .engine
+            .decide_approval(&r.execution_id, false, &r.approver, &r.reason)
+            .await?;
+        Ok(Response::new(proto::RejectExecutionResponse {
             execution: Some(convert::execution_to(&execution)),
         }))
     }

@@ -10,6 +10,8 @@ impl From<EngineError> for Status {
             EngineError::InvalidArgument { .. } => Code::InvalidArgument,
             EngineError::NotFound(_) => Code::NotFound,
             EngineError::FailedPrecondition(_) => Code::FailedPrecondition,
+            EngineError::PermissionDenied(_) => Code::PermissionDenied,
+            EngineError::AlreadyExists(_) => Code::AlreadyExists,
             EngineError::QueueFull { .. } => Code::ResourceExhausted,
             EngineError::ShuttingDown | EngineError::Unavailable(_) => Code::Unavailable,
             EngineError::Internal(_) => Code::Internal,

@@ -2,6 +2,7 @@
 //! actions use to follow what they started (kubectl's rollout-status conditions).
 
 pub mod nodes;
+mod retry;
 mod rollout;
 mod workload;
 
@@ -13,6 +14,7 @@ pub use rollout::{
     daemonset_rollout_status, deployment_rollout_status, follow_deployment_rollout, follow_rollout,
     statefulset_rollout_status, RolloutError, RolloutStatus,
 };
+pub use retry::{is_transient, with_retries, MAX_ATTEMPTS};
 pub use workload::{
     controller_ref, owning_workload, selector_matches, selector_string, WorkloadKind,
 };
@@ -26,6 +28,13 @@ pub enum ClusterError {
     /// The kubeconfig could not be read or has no usable context.
     #[error("cluster configuration: {0}")]
     Config(String),
+}
+
+/// A client without kube's built-in silent retries: the executor retries transient errors
+/// itself (`with_retries`), visibly, and must see a PodDisruptionBudget's 429 at once.
+fn client_for(mut config: kube::Config) -> Result<kube::Client, String> {
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
 /// Kube clients by cluster name (kubeconfig context). The empty name means the default.
@@ -44,8 +53,8 @@ impl Clusters {
         }
     }
 
-    /// A client for every context of a kubeconfig; `context` (or the file's current context)
-    /// is the default.
+    /// A client for every context of a kubeconfig file; `context` (or the file's current
+    /// context) is the default.
     ///
     /// # Errors
     /// [`ClusterError::Config`] when the file cannot be read or the default context is unusable.
@@ -53,42 +62,41 @@ impl Clusters {
     pub async fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<Self, ClusterError> {
         let kubeconfig = Kubeconfig::read_from(path)
             .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?;
+        Self::from_kubeconfig_value(kubeconfig, context).await
+    }
+
+    /// A client for every context of `kubeconfig`; see [`Clusters::from_kubeconfig`].
+    ///
+    /// # Errors
+    /// [`ClusterError::Config`] when the default context is missing or unusable.
+    pub async fn from_kubeconfig_value(kubeconfig: Kubeconfig, context: Option<&str>) -> Result<Self, ClusterError> {
         let default = context
             .map(str::to_string)
             .or_else(|| kubeconfig.current_context.clone())
             .or_else(|| kubeconfig.contexts.first().map(|c| c.name.clone()))
-            .ok_or_else(|| ClusterError::Config(format!("{}: no context", path.display())))?;
+            .ok_or_else(|| ClusterError::Config("kubeconfig has no context".into()))?;
         let mut clients = BTreeMap::new();
         for named in &kubeconfig.contexts {
             let options = KubeConfigOptions {
                 context: Some(named.name.clone()),
                 ..Default::default()
             };
-            let client =
-                match kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await {
-                    Ok(config) => kube::Client::try_from(config).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
+            let client = match kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await {
+                Ok(config) => client_for(config),
+                Err(e) => Err(e.to_string()),
+            };
             match client {
                 Ok(client) => {
                     clients.insert(named.name.clone(), client);
                 }
                 Err(e) if named.name == default => {
-                    return Err(ClusterError::Config(format!(
-                        "context {:?}: {e}",
-                        named.name
-                    )))
+                    return Err(ClusterError::Config(format!("context {:?}: {e}", named.name)))
                 }
-                Err(e) => {
-                    tracing::warn!(context = %named.name, error = %e, "skipping kubeconfig context")
-                }
+                Err(e) => tracing::warn!(context = %named.name, error = %e, "skipping kubeconfig context"),
             }
         }
         if !clients.contains_key(&default) {
-            return Err(ClusterError::Config(format!(
-                "context {default:?} not found in {}",
-                path.display()
-            )));
+            return Err(ClusterError::Config(format!("context {default:?} not found in the kubeconfig")));
         }
         Ok(Clusters { default, clients })
     }

@@ -1,10 +1,15 @@
-//! The engine: validation, a bounded queue, a worker pool, per-target locks, timeouts,
-//! cancellation and the event log of every execution. It knows actions and clusters, never
-//! proto types.
+//! The engine: validation, policy, approvals, cooldowns, a bounded queue, a worker pool with
+//! per-target locks and per-namespace limits, timeouts, cancellation, verification with
+//! automatic rollback, and the event log of every execution. It knows actions, clusters and
+//! the store, never proto types.
 
+mod admission;
 mod events;
+mod execution;
 mod locks;
 pub mod model;
+mod persist;
+mod runner;
 pub mod target;
 
 use std::{
@@ -15,23 +20,24 @@ use std::{
 
 use chrono::Utc;
 use futures::{Stream, StreamExt};
-use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
+use k8s_openapi::api::core::v1::Node;
+use serde_json::{json, Map, Value};
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
+use admission::Cooldowns;
 pub use events::EventLog;
+use execution::{Execution, Progressing, Verdict};
 use locks::TargetLocks;
-use model::{
-    DryRunReport, Event, ExecutionRequest, ExecutionState, ExecutionView, ListFilter, Target,
-};
+use model::{DryRunReport, Event, ExecutionRequest, ExecutionState, ExecutionView, ListFilter, Target};
+pub use persist::Persister;
 
 use crate::{
-    actions::{
-        validate_parameters, ActionContext, ActionError, ActionSpec, Registry, Remediation, Report,
-        Reporter,
-    },
+    actions::{validate_parameters, ActionContext, ActionError, ActionSpec, Plan, Registry, Remediation, Reporter},
     cluster::{ClusterError, Clusters},
+    policy::{Decision, Policy},
+    store::{Store, StoreError},
 };
 
 /// Default worker pool size: executions running at once.
@@ -43,14 +49,18 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 1000;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest timeout a caller may ask for: an action that needs more is not a remediation.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// How long an execution waits for an approval before it is rejected.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default and largest page of ListExecutions.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
 /// How long CancelExecution waits for the execution to stop before answering.
 const CANCEL_ANSWER_WAIT: Duration = Duration::from_secs(5);
+/// The requester recorded when the caller is not authenticated.
+pub const ANONYMOUS: &str = "anonymous";
 
-/// Why the engine refused or could not answer a request. Mapped to gRPC codes in one place
-/// (`api::status`).
+/// Why the engine refused or could not answer a request. Mapped to gRPC and HTTP codes in
+/// one place each (`api::status`, `api::http`).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The request is malformed; `field` names the offending field (`parameters.replicas`).
@@ -59,17 +69,23 @@ pub enum EngineError {
     /// An execution or a target object does not exist.
     #[error("{0} not found")]
     NotFound(String),
-    /// The cluster's or execution's state forbids the request.
+    /// The cluster's or execution's state forbids the request (includes cooldowns).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The policy or the caller's authorization forbids it.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request_id is taken by a different request.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The queue is full.
     #[error("queue full: {capacity} executions are waiting; retry later")]
     QueueFull { capacity: usize },
     /// The server is shutting down and takes no new work.
     #[error("shutting down: no new executions are accepted")]
     ShuttingDown,
-    /// The cluster could not be reached or answered with an error.
-    #[error("cluster: {0}")]
+    /// The cluster or the store could not be reached or answered with an error.
+    #[error("unavailable: {0}")]
     Unavailable(String),
     /// A bug.
     #[error("internal: {0}")]
@@ -83,27 +99,27 @@ impl EngineError {
             message: message.into(),
         }
     }
+
+    /// The field named by an [`EngineError::InvalidArgument`].
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            EngineError::InvalidArgument { field, .. } => Some(field),
+            _ => None,
+        }
+    }
 }
 
 impl From<ActionError> for EngineError {
     fn from(err: ActionError) -> Self {
         match err {
-            ActionError::InvalidParameter { field, message } => {
-                EngineError::InvalidArgument { field, message }
-            }
+            ActionError::InvalidParameter { field, message } => EngineError::InvalidArgument { field, message },
             ActionError::NotFound(what) => EngineError::NotFound(what),
             ActionError::Precondition(why) => EngineError::FailedPrecondition(why),
-            ActionError::Cluster(ClusterError::Unknown { name, known }) => EngineError::invalid(
-                "target.cluster",
-                format!("unknown cluster {name:?} (configured: {known})"),
-            ),
-            ActionError::Kube(kube::Error::Api(status))
-                if status.code == 422 || status.code == 400 =>
-            {
-                EngineError::FailedPrecondition(format!(
-                    "the API server refused the change: {}",
-                    status.message
-                ))
+            ActionError::Cluster(ClusterError::Unknown { name, known }) => {
+                EngineError::invalid("target.cluster", format!("unknown cluster {name:?} (configured: {known})"))
+            }
+            ActionError::Kube(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
+                EngineError::FailedPrecondition(format!("the API server refused the change: {}", status.message))
             }
             ActionError::Rollout(e) => EngineError::FailedPrecondition(e.to_string()),
             ActionError::Internal(e) => EngineError::Internal(e),
@@ -112,12 +128,36 @@ impl From<ActionError> for EngineError {
     }
 }
 
-/// Tunables of the engine.
-#[derive(Debug, Clone)]
+impl From<StoreError> for EngineError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::BadPageToken => EngineError::invalid("page_token", "is not a token this server issued"),
+            StoreError::DuplicateRequest { request_id, existing } => {
+                EngineError::AlreadyExists(format!("request_id {request_id:?} is already used by execution {existing}"))
+            }
+            StoreError::Backend(e) => EngineError::Unavailable(format!("store: {e}")),
+        }
+    }
+}
+
+/// Tunables of the engine. The library default has no cooldown, no namespace limit and no
+/// policy; `serve` sets production defaults from its flags.
+#[derive(Clone)]
 pub struct EngineConfig {
     pub workers: usize,
     pub queue_capacity: usize,
     pub default_timeout: Duration,
+    /// Per target, after an execution ends; zero disables cooldowns.
+    pub cooldown: Duration,
+    /// Per-action overrides of `cooldown`.
+    pub action_cooldowns: HashMap<String, Duration>,
+    /// Executions running at once in one namespace; 0 = only the global pool limits.
+    pub namespace_limit: usize,
+    pub approval_timeout: Duration,
+    /// `None` allows everything.
+    pub policy: Option<Arc<Policy>>,
+    /// `None` keeps history in memory only.
+    pub store: Option<Arc<dyn Store>>,
 }
 
 impl Default for EngineConfig {
@@ -126,110 +166,23 @@ impl Default for EngineConfig {
             workers: DEFAULT_WORKERS,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             default_timeout: DEFAULT_TIMEOUT,
+            cooldown: Duration::ZERO,
+            action_cooldowns: HashMap::new(),
+            namespace_limit: 0,
+            approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
+            policy: None,
+            store: None,
         }
     }
 }
 
-/// The mutable part of an execution, changed only together with an event.
-struct Progressing {
-    state: ExecutionState,
-    message: String,
-    started_at: Option<chrono::DateTime<Utc>>,
-    finished_at: Option<chrono::DateTime<Utc>>,
-    result: Value,
-    rollback_data: Value,
-}
-
-/// One execution: what was asked, where it stands, and its event log.
-struct Execution {
-    id: String,
-    action: String,
-    target: Target,
-    parameters: Map<String, Value>,
-    request_id: String,
-    alert: Option<model::AlertContext>,
-    timeout: Duration,
-    created_at: chrono::DateTime<Utc>,
-    /// Creation order, the stable position used by ListExecutions paging.
-    index: usize,
-    progressing: Mutex<Progressing>,
-    log: Arc<EventLog>,
-    cancel: CancellationToken,
-    cancel_reason: Mutex<Option<String>>,
-}
-
-impl Execution {
-    /// Records an event and moves the execution to `state`. Nothing is recorded after a
-    /// terminal state.
-    fn record(
-        &self,
-        state: ExecutionState,
-        message: impl Into<String>,
-        progress: Option<(u64, u64)>,
-        details: Value,
-    ) {
-        let message = message.into();
-        let mut p = self.progressing.lock().unwrap_or_else(|e| e.into_inner());
-        if p.state.is_terminal() {
-            return;
-        }
-        let now = Utc::now();
-        if state == ExecutionState::Running && p.started_at.is_none() {
-            p.started_at = Some(now);
-        }
-        if state.is_terminal() {
-            p.finished_at = Some(now);
-        }
-        p.state = state;
-        p.message = message.clone();
-        self.log.append(Event {
-            sequence: 0,
-            timestamp: now,
-            state,
-            message,
-            progress,
-            details,
-        });
-    }
-
-    fn state(&self) -> ExecutionState {
-        self.progressing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .state
-    }
-
-    fn view(&self) -> ExecutionView {
-        let p = self.progressing.lock().unwrap_or_else(|e| e.into_inner());
-        ExecutionView {
-            id: self.id.clone(),
-            action: self.action.clone(),
-            target: self.target.clone(),
-            parameters: self.parameters.clone(),
-            request_id: self.request_id.clone(),
-            alert: self.alert.clone(),
-            timeout: self.timeout,
-            state: p.state,
-            message: p.message.clone(),
-            created_at: self.created_at,
-            started_at: p.started_at,
-            finished_at: p.finished_at,
-            result: p.result.clone(),
-            rollback_data: p.rollback_data.clone(),
-            last_sequence: self.log.last_sequence(),
-            requester: String::new(),
-            policy: Value::Null,
-            approval: Value::Null,
-            trace_id: String::new(),
-        }
-    }
-}
-
-/// Executions by id, in creation order.
+/// Executions by id, in creation order, and by request_id.
 #[derive(Default)]
 struct History {
     by_id: HashMap<String, Arc<Execution>>,
     ordered: Vec<Arc<Execution>>,
+    /// request_id → (execution id, request fingerprint).
+    requests: HashMap<String, (String, String)>,
 }
 
 struct Inner {
@@ -239,9 +192,14 @@ struct Inner {
     history: RwLock<History>,
     queue: Arc<Semaphore>,
     workers: Arc<Semaphore>,
+    namespaces: Mutex<HashMap<String, Arc<Semaphore>>>,
     locks: TargetLocks,
+    /// Serializes submits that share a request_id, so a retry storm creates one execution.
+    request_locks: TargetLocks,
+    cooldowns: Cooldowns,
     tasks: TaskTracker,
     closed: CancellationToken,
+    persister: Persister,
 }
 
 /// The execution engine; cheap to clone.
@@ -250,7 +208,7 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-/// A request checked against its action and the cluster's current state.
+/// A request checked against its action (no cluster needed).
 struct Validated {
     action: Arc<dyn Remediation>,
     target: Target,
@@ -261,17 +219,22 @@ struct Validated {
 
 impl Engine {
     pub fn new(config: EngineConfig, registry: Registry, clusters: Clusters) -> Self {
+        let persister = config.store.clone().map(Persister::start).unwrap_or_default();
         Engine {
             inner: Arc::new(Inner {
                 queue: Arc::new(Semaphore::new(config.queue_capacity)),
                 workers: Arc::new(Semaphore::new(config.workers)),
+                namespaces: Mutex::new(HashMap::new()),
                 config,
                 registry,
                 clusters,
                 history: RwLock::new(History::default()),
                 locks: TargetLocks::default(),
+                request_locks: TargetLocks::default(),
+                cooldowns: Cooldowns::default(),
                 tasks: TaskTracker::new(),
                 closed: CancellationToken::new(),
+                persister,
             }),
         }
     }
@@ -294,11 +257,7 @@ impl Engine {
             let known: Vec<&str> = self.inner.registry.specs().iter().map(|s| s.name).collect();
             EngineError::invalid(
                 "action",
-                format!(
-                    "unknown action {:?} (known: {})",
-                    request.action,
-                    known.join(", ")
-                ),
+                format!("unknown action {:?} (known: {})", request.action, known.join(", ")),
             )
         })?;
         let target = target::resolve(action.spec(), &request.target, request.alert.as_ref())?;
@@ -309,24 +268,15 @@ impl Engine {
             Some(t) if t.is_zero() || t > MAX_TIMEOUT => {
                 return Err(EngineError::invalid(
                     "timeout",
-                    format!(
-                        "must be between 1s and {}",
-                        humantime::format_duration(MAX_TIMEOUT)
-                    ),
+                    format!("must be between 1s and {}", humantime::format_duration(MAX_TIMEOUT)),
                 ))
             }
             Some(t) => t,
         };
-        let client = self
-            .inner
-            .clusters
-            .client(&target.cluster)
-            .map_err(|e| match e {
-                ClusterError::Unknown { .. } => {
-                    EngineError::invalid("target.cluster", e.to_string())
-                }
-                other => EngineError::Unavailable(other.to_string()),
-            })?;
+        let client = self.inner.clusters.client(&target.cluster).map_err(|e| match e {
+            ClusterError::Unknown { .. } => EngineError::invalid("target.cluster", e.to_string()),
+            other => EngineError::Unavailable(other.to_string()),
+        })?;
         Ok(Validated {
             action,
             target,
@@ -345,226 +295,290 @@ impl Engine {
         }
     }
 
-    /// What `request` would change; nothing is mutated.
+    /// The facts about the cluster the policy needs: schedulable nodes, for node targets.
+    async fn cluster_facts(&self, v: &Validated) -> Result<Value, EngineError> {
+        if v.target.kind != "Node" {
+            return Ok(json!({}));
+        }
+        let nodes = kube::Api::<Node>::all(v.client.clone())
+            .list(&Default::default())
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("listing nodes: {e}")))?;
+        let schedulable = |n: &Node| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+        Ok(json!({
+            "schedulable_nodes": nodes.items.iter().filter(|n| schedulable(n)).count(),
+            "target_node_schedulable": nodes
+                .items
+                .iter()
+                .any(|n| n.metadata.name.as_deref() == Some(v.target.name.as_str()) && schedulable(n)),
+        }))
+    }
+
+    /// The policy's decision on a validated, planned request; allow-all without a policy.
+    async fn decide(&self, v: &Validated, plan: &Plan, requester: &str) -> Result<Decision, EngineError> {
+        let Some(policy) = &self.inner.config.policy else {
+            return Ok(Decision {
+                allow: true,
+                require_approval: false,
+                reasons: Vec::new(),
+            });
+        };
+        let spec = v.action.spec();
+        let input = json!({
+            "action": spec.name,
+            "risk": spec.risk,
+            "read_only": v.action.read_only(),
+            "target": v.target,
+            "parameters": v.parameters,
+            "requester": requester,
+            "changes": plan.changes.iter().map(|c| json!({
+                "object": c.object, "summary": c.summary, "before": c.before, "after": c.after,
+            })).collect::<Vec<_>>(),
+            "cluster": self.cluster_facts(v).await?,
+        });
+        policy.evaluate(&input).map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    /// What `request` would change and what the policy says; nothing is mutated.
     ///
     /// # Errors
     /// Invalid requests, a missing target, or a state the action refuses.
     pub async fn dry_run(&self, request: ExecutionRequest) -> Result<DryRunReport, EngineError> {
         let v = self.validate(&request)?;
-        let plan = v
-            .action
-            .plan(&Self::context(&v, Reporter::discard()))
-            .await?;
+        let plan = v.action.plan(&Self::context(&v, Reporter::discard())).await?;
+        let decision = self.decide(&v, &plan, &requester_of(&request)).await?;
         Ok(DryRunReport {
             target: v.target,
             parameters: v.parameters,
             plan,
+            policy: Some(decision),
         })
     }
 
-    /// Validates `request`, checks it against the cluster (a dry run), and enqueues it.
-    /// Returns at once with the QUEUED execution.
+    fn cooldown_for(&self, action: &dyn Remediation) -> Duration {
+        if action.read_only() {
+            return Duration::ZERO;
+        }
+        let config = &self.inner.config;
+        config.action_cooldowns.get(action.spec().name).copied().unwrap_or(config.cooldown)
+    }
+
+    /// Validates `request`, checks it against the cluster (a dry run) and the policy, claims
+    /// the target's cooldown, and enqueues it (or parks it for approval). Returns at once.
+    ///
+    /// A repeated `request_id` with the same request returns the existing execution; with a
+    /// different request it is refused.
     ///
     /// # Errors
     /// Invalid requests ([`EngineError::InvalidArgument`] naming the field), a missing target,
-    /// a full queue, or a shutting-down engine.
+    /// a policy denial, a cooldown, a full queue, or a shutting-down engine.
     #[tracing::instrument(skip_all, fields(action = %request.action))]
     pub async fn submit(&self, request: ExecutionRequest) -> Result<ExecutionView, EngineError> {
         if self.is_closing() {
             return Err(EngineError::ShuttingDown);
         }
         let v = self.validate(&request)?;
+        let fingerprint = fingerprint(&request, &v);
+        let _same_request = match request.request_id.as_str() {
+            "" => None,
+            id => Some(self.inner.request_locks.acquire(id).await),
+        };
+        if let Some(existing) = self.find_request(&request.request_id, &fingerprint).await? {
+            return Ok(existing);
+        }
         // Refuse now what would fail at once (missing target, out-of-bounds result); the
         // action checks again when it runs, against the state it finds then.
-        v.action
-            .plan(&Self::context(&v, Reporter::discard()))
-            .await?;
-        let queue_slot =
-            self.inner
-                .queue
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| EngineError::QueueFull {
-                    capacity: self.inner.config.queue_capacity,
-                })?;
-        let execution = {
-            let mut history = self
-                .inner
-                .history
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            let execution = Arc::new(Execution {
-                id: uuid::Uuid::new_v4().to_string(),
-                action: request.action.clone(),
-                target: v.target.clone(),
-                parameters: v.parameters.clone(),
-                request_id: request.request_id.clone(),
-                alert: request.alert.clone(),
-                timeout: v.timeout,
-                created_at: Utc::now(),
-                index: history.ordered.len(),
-                progressing: Mutex::new(Progressing {
-                    state: ExecutionState::Queued,
-                    message: String::new(),
-                    started_at: None,
-                    finished_at: None,
-                    result: Value::Null,
-                    rollback_data: Value::Null,
-                }),
-                log: Arc::new(EventLog::default()),
-                cancel: self.inner.closed.child_token(),
-                cancel_reason: Mutex::new(None),
+        let plan = v.action.plan(&Self::context(&v, Reporter::discard())).await?;
+        let requester = requester_of(&request);
+        let decision = self.decide(&v, &plan, &requester).await?;
+        if !decision.allow {
+            return Err(EngineError::PermissionDenied(format!(
+                "denied by policy: {}",
+                decision.reasons.join("; ")
+            )));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let cooldown = self.cooldown_for(v.action.as_ref());
+        let cooldown_key = format!("{}|{}", v.target.cluster, v.target.object_ref());
+        if !cooldown.is_zero() {
+            self.inner.cooldowns.claim(&cooldown_key, &id).map_err(|busy| {
+                EngineError::FailedPrecondition(match busy.until {
+                    Some(until) => format!(
+                        "{} is in cooldown until {} (after execution {})",
+                        v.target.object_ref(),
+                        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        busy.execution_id
+                    ),
+                    None => format!(
+                        "{} has execution {} in flight; its cooldown of {} starts when it ends",
+                        v.target.object_ref(),
+                        busy.execution_id,
+                        humantime::format_duration(cooldown)
+                    ),
+                })
+            })?;
+        }
+        let release = |engine: &Engine| {
+            if !cooldown.is_zero() {
+                engine.inner.cooldowns.release(&cooldown_key, &id);
+            }
+        };
+        let Ok(queue_slot) = self.inner.queue.clone().try_acquire_owned() else {
+            release(self);
+            return Err(EngineError::QueueFull {
+                capacity: self.inner.config.queue_capacity,
             });
-            history
-                .by_id
-                .insert(execution.id.clone(), execution.clone());
-            history.ordered.push(execution.clone());
-            execution
+        };
+        let needs_approval = decision.require_approval;
+        let (approval_tx, approval_rx) = oneshot::channel();
+        let execution = Execution {
+            id: id.clone(),
+            action: request.action.clone(),
+            target: v.target.clone(),
+            parameters: v.parameters.clone(),
+            request_id: request.request_id.clone(),
+            alert: request.alert.clone(),
+            timeout: v.timeout,
+            created_at: Utc::now(),
+            requester,
+            policy: decision.to_json(),
+            trace_id: request.trace_id.clone(),
+            rollback_on_failure: request.rollback_on_failure.unwrap_or(true),
+            index: 0,
+            progressing: Mutex::new(Progressing {
+                state: ExecutionState::Queued,
+                message: String::new(),
+                started_at: None,
+                finished_at: None,
+                result: Value::Null,
+                rollback_data: Value::Null,
+                approval: Value::Null,
+            }),
+            log: Arc::new(EventLog::default()),
+            cancel: self.inner.closed.child_token(),
+            cancel_reason: Mutex::new(None),
+            approval_tx: Mutex::new(needs_approval.then_some(approval_tx)),
+            persister: self.inner.persister.clone(),
+        };
+        // Durable before anyone is told it exists; the store settles request_id races.
+        if let Some(store) = &self.inner.config.store {
+            if let Err(e) = store.insert(&execution.view(), &fingerprint).await {
+                release(self);
+                drop(queue_slot);
+                if let StoreError::DuplicateRequest { .. } = e {
+                    if let Some(existing) = self.find_request(&request.request_id, &fingerprint).await? {
+                        return Ok(existing);
+                    }
+                }
+                return Err(e.into());
+            }
+        }
+        let execution = self.remember(execution, &fingerprint);
+        let (state, message) = if needs_approval {
+            (
+                ExecutionState::WaitingApproval,
+                format!(
+                    "waiting for approval of {} on {}: {}",
+                    execution.action,
+                    execution.target.object_ref(),
+                    decision.reasons.join("; ")
+                ),
+            )
+        } else {
+            (
+                ExecutionState::Queued,
+                format!("queued {} on {}", execution.action, execution.target.object_ref()),
+            )
         };
         execution.record(
-            ExecutionState::Queued,
-            format!(
-                "queued {} on {}",
-                execution.action,
-                execution.target.object_ref()
-            ),
+            state,
+            message,
             None,
-            serde_json::json!({ "parameters": execution.parameters }),
+            json!({ "parameters": execution.parameters, "plan": plan.summary, "policy": execution.policy }),
         );
+        self.inner.persister.flush().await;
         let view = execution.view();
         let span = tracing::info_span!("execution", execution_id = %execution.id, action = %execution.action);
         let engine = self.clone();
-        self.inner
-            .tasks
-            .spawn(async move { engine.run(execution, v, queue_slot).await }.instrument(span));
+        let job = runner::Job {
+            execution,
+            validated: v,
+            queue_slot,
+            approval: needs_approval.then_some(approval_rx),
+            cooldown,
+            cooldown_key,
+        };
+        self.inner.tasks.spawn(async move { engine.run(job).await }.instrument(span));
         Ok(view)
     }
 
-    /// Runs one execution: wait for the target, then a worker, then the action under its
-    /// timeout and cancellation.
-    async fn run(
-        &self,
-        execution: Arc<Execution>,
-        v: Validated,
-        queue_slot: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        let key = format!("{}|{}", v.target.cluster, v.target.object_ref());
-        let cancelled = execution.cancel.clone();
-        let acquired = tokio::select! {
-            biased;
-            _ = cancelled.cancelled() => None,
-            guards = async {
-                let target = self.inner.locks.acquire(&key).await;
-                let worker = self.inner.workers.clone().acquire_owned().await;
-                (target, worker)
-            } => Some(guards),
+    /// Keeps the execution in memory and indexes its request_id.
+    fn remember(&self, mut execution: Execution, fingerprint: &str) -> Arc<Execution> {
+        let mut history = self.inner.history.write().unwrap_or_else(|e| e.into_inner());
+        execution.index = history.ordered.len();
+        let execution = Arc::new(execution);
+        history.by_id.insert(execution.id.clone(), execution.clone());
+        history.ordered.push(execution.clone());
+        if !execution.request_id.is_empty() {
+            history
+                .requests
+                .insert(execution.request_id.clone(), (execution.id.clone(), fingerprint.to_string()));
+        }
+        execution
+    }
+
+    /// The execution already created for `request_id`, if any.
+    ///
+    /// # Errors
+    /// [`EngineError::AlreadyExists`] when it was created for a different request.
+    async fn find_request(&self, request_id: &str, fingerprint: &str) -> Result<Option<ExecutionView>, EngineError> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        let known = {
+            let history = self.inner.history.read().unwrap_or_else(|e| e.into_inner());
+            history
+                .requests
+                .get(request_id)
+                .and_then(|(id, fp)| history.by_id.get(id).map(|e| (e.view(), fp.clone())))
         };
-        drop(queue_slot);
-        let Some((_target_guard, Ok(_worker))) = acquired else {
-            self.finish_cancelled(&execution);
-            return;
+        let known = match known {
+            Some(k) => Some(k),
+            None => match &self.inner.config.store {
+                Some(store) => store.find_request(request_id).await?,
+                None => None,
+            },
         };
-        execution.record(
-            ExecutionState::Running,
-            format!(
-                "running {} on {}",
-                execution.action,
-                execution.target.object_ref()
-            ),
-            None,
-            Value::Null,
-        );
-        let reporter = {
-            let execution = execution.clone();
-            Reporter::new(move |report| match report {
-                Report::Progress(update) => execution.record(
-                    ExecutionState::Running,
-                    update.message,
-                    update.progress,
-                    update.details,
-                ),
-                Report::RollbackData(data) => {
-                    execution
-                        .progressing
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .rollback_data = data;
-                }
-            })
-        };
-        let ctx = Self::context(&v, reporter);
-        let outcome = tokio::select! {
-            biased;
-            _ = cancelled.cancelled() => None,
-            r = tokio::time::timeout(v.timeout, v.action.execute(&ctx)) => Some(r),
-        };
-        match outcome {
-            None => self.finish_cancelled(&execution),
-            Some(Err(_)) => execution.record(
-                ExecutionState::TimedOut,
-                format!("timed out after {}", humantime::format_duration(v.timeout)),
-                None,
-                Value::Null,
-            ),
-            Some(Ok(Ok(outcome))) => {
-                execution
-                    .progressing
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .result = outcome.result.clone();
-                execution.record(
-                    ExecutionState::Succeeded,
-                    outcome.message,
-                    None,
-                    outcome.result,
-                );
-            }
-            Some(Ok(Err(err))) => {
-                tracing::warn!(error = %err, "execution failed");
-                execution.record(
-                    ExecutionState::Failed,
-                    err.to_string(),
-                    None,
-                    serde_json::json!({ "error": err.to_string() }),
-                );
-            }
+        match known {
+            None => Ok(None),
+            Some((view, fp)) if fp == fingerprint => Ok(Some(view)),
+            Some((view, _)) => Err(EngineError::AlreadyExists(format!(
+                "request_id {request_id:?} is already used by execution {} for a different request",
+                view.id
+            ))),
         }
     }
 
-    fn finish_cancelled(&self, execution: &Execution) {
-        let reason = execution
-            .cancel_reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match reason {
-            Some(reason) => execution.record(ExecutionState::Cancelled, reason, None, Value::Null),
-            // Not asked for by anyone: the server is going down under it.
-            None => execution.record(
-                ExecutionState::Interrupted,
-                "interrupted: the server shut down before the execution finished",
-                None,
-                Value::Null,
-            ),
-        }
+    fn find(&self, id: &str) -> Option<Arc<Execution>> {
+        self.inner.history.read().unwrap_or_else(|e| e.into_inner()).by_id.get(id).cloned()
     }
 
-    fn find(&self, id: &str) -> Result<Arc<Execution>, EngineError> {
-        self.inner
-            .history
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_id
-            .get(id)
-            .cloned()
-            .ok_or_else(|| EngineError::NotFound(format!("execution {id:?}")))
+    fn not_found(id: &str) -> EngineError {
+        EngineError::NotFound(format!("execution {id:?}"))
     }
 
+    /// An execution with its events, from memory or from the store.
+    ///
     /// # Errors
     /// [`EngineError::NotFound`] for an unknown id.
-    pub fn get(&self, id: &str) -> Result<(ExecutionView, Vec<Arc<Event>>), EngineError> {
-        let execution = self.find(id)?;
-        Ok((execution.view(), execution.log.after(0)))
+    pub async fn get(&self, id: &str) -> Result<(ExecutionView, Vec<Arc<Event>>), EngineError> {
+        if let Some(execution) = self.find(id) {
+            return Ok((execution.view(), execution.log.after(0)));
+        }
+        let store = self.inner.config.store.as_ref().ok_or_else(|| Self::not_found(id))?;
+        let view = store.get(id).await?.ok_or_else(|| Self::not_found(id))?;
+        let events = store.events(id, 0).await?.into_iter().map(Arc::new).collect();
+        Ok((view, events))
     }
 
     /// Waits until the execution reached a terminal state, and returns it.
@@ -572,43 +586,56 @@ impl Engine {
     /// # Errors
     /// [`EngineError::NotFound`] for an unknown id.
     pub async fn wait(&self, id: &str) -> Result<ExecutionView, EngineError> {
-        let execution = self.find(id)?;
-        let events = execution
-            .log
-            .clone()
-            .subscribe(execution.log.last_sequence().saturating_sub(1));
+        let Some(execution) = self.find(id) else {
+            return Ok(self.get(id).await?.0);
+        };
+        let events = execution.log.clone().subscribe(execution.log.last_sequence().saturating_sub(1));
         futures::pin_mut!(events);
         while events.next().await.is_some() {}
         Ok(execution.view())
     }
 
-    /// Every event after `from_sequence`, then live ones; ends after the terminal event.
+    /// Every event after `from_sequence`, then live ones; ends after the terminal event. An
+    /// execution that is no longer in memory is replayed from the store.
     ///
     /// # Errors
     /// [`EngineError::NotFound`] for an unknown id.
-    pub fn watch(
+    pub async fn watch(
         &self,
         id: &str,
         from_sequence: u64,
     ) -> Result<impl Stream<Item = Arc<Event>> + Send + 'static, EngineError> {
-        Ok(self.find(id)?.log.clone().subscribe(from_sequence))
+        if let Some(execution) = self.find(id) {
+            return Ok(execution.log.clone().subscribe(from_sequence).left_stream());
+        }
+        let (_, events) = self.get(id).await?;
+        let replay: Vec<Arc<Event>> = events.into_iter().filter(|e| e.sequence > from_sequence).collect();
+        Ok(futures::stream::iter(replay).right_stream())
     }
 
-    /// Executions newest first.
+    /// Executions newest first: from the store when there is one (with live state overlaid),
+    /// else from memory.
     ///
     /// # Errors
     /// [`EngineError::InvalidArgument`] for a bad page token or page size.
-    pub fn list(&self, filter: &ListFilter) -> Result<(Vec<ExecutionView>, String), EngineError> {
-        let page_size = match filter.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(EngineError::invalid(
-                    "page_size",
-                    format!("must be at most {MAX_PAGE_SIZE}"),
-                ))
+    pub async fn list(&self, filter: &ListFilter) -> Result<(Vec<ExecutionView>, String), EngineError> {
+        if filter.page_size > MAX_PAGE_SIZE {
+            return Err(EngineError::invalid("page_size", format!("must be at most {MAX_PAGE_SIZE}")));
+        }
+        let mut filter = filter.clone();
+        if filter.page_size == 0 {
+            filter.page_size = DEFAULT_PAGE_SIZE;
+        }
+        if let Some(store) = &self.inner.config.store {
+            self.inner.persister.flush().await;
+            let (mut page, next) = store.list(&filter).await?;
+            for view in &mut page {
+                if let Some(live) = self.find(&view.id) {
+                    *view = live.view();
+                }
             }
-            n => n,
-        };
+            return Ok((page, next));
+        }
         let history = self.inner.history.read().unwrap_or_else(|e| e.into_inner());
         // The token is the creation index to continue below (newest first).
         let start = if filter.page_token.is_empty() {
@@ -619,24 +646,16 @@ impl Engine {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n <= history.ordered.len())
-                .ok_or_else(|| {
-                    EngineError::invalid("page_token", "is not a token this server issued")
-                })?
+                .ok_or_else(|| EngineError::invalid("page_token", "is not a token this server issued"))?
         };
-        let mut page = Vec::with_capacity(page_size);
+        let mut page = Vec::with_capacity(filter.page_size);
         let mut next = String::new();
         for execution in history.ordered[..start].iter().rev() {
             let view = execution.view();
-            let keep = filter.state.is_none_or(|s| s == view.state)
-                && filter.action.as_deref().is_none_or(|a| a == view.action)
-                && filter
-                    .namespace
-                    .as_deref()
-                    .is_none_or(|n| n == view.target.namespace);
-            if !keep {
+            if !matches(&filter, &view) {
                 continue;
             }
-            if page.len() == page_size {
+            if page.len() == filter.page_size {
                 next = (execution.index + 1).to_string();
                 break;
             }
@@ -645,18 +664,36 @@ impl Engine {
         Ok((page, next))
     }
 
-    /// Stops a queued or running execution; it ends CANCELLED with `reason`. Waits briefly for
-    /// the execution to stop so the answer shows the final state.
+    fn live(&self, id: &str) -> Result<Arc<Execution>, EngineError> {
+        match self.find(id) {
+            Some(e) => Ok(e),
+            None if self.inner.config.store.is_some() => Err(EngineError::FailedPrecondition(format!(
+                "execution {id} is not running on this server"
+            ))),
+            None => Err(Self::not_found(id)),
+        }
+    }
+
+    /// Stops a queued, waiting or running execution; it ends CANCELLED with `reason`. Waits
+    /// briefly for the execution to stop so the answer shows the final state.
     ///
     /// # Errors
     /// [`EngineError::NotFound`] for an unknown id, [`EngineError::FailedPrecondition`] when it
     /// already ended.
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<ExecutionView, EngineError> {
-        let execution = self.find(id)?;
+        if self.find(id).is_none() {
+            let (view, _) = self.get(id).await?;
+            return Err(EngineError::FailedPrecondition(format!(
+                "execution {id} already ended ({})",
+                view.state.as_str()
+            )));
+        }
+        let execution = self.live(id)?;
         let state = execution.state();
         if state.is_terminal() {
             return Err(EngineError::FailedPrecondition(format!(
-                "execution {id} already ended ({state:?})"
+                "execution {id} already ended ({})",
+                state.as_str()
             )));
         }
         let reason = if reason.is_empty() {
@@ -674,18 +711,126 @@ impl Engine {
         Ok(execution.view())
     }
 
+    /// Answers an execution waiting for approval.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidArgument`] without an approver, [`EngineError::PermissionDenied`]
+    /// when the requester approves their own request, [`EngineError::FailedPrecondition`] when
+    /// it is not waiting for approval.
+    pub async fn decide_approval(&self, id: &str, approve: bool, approver: &str, reason: &str) -> Result<ExecutionView, EngineError> {
+        if approver.trim().is_empty() {
+            return Err(EngineError::invalid("approver", "is required"));
+        }
+        let execution = match self.find(id) {
+            Some(e) => e,
+            None => {
+                let (view, _) = self.get(id).await?;
+                return Err(EngineError::FailedPrecondition(format!(
+                    "execution {id} is not waiting for approval ({})",
+                    view.state.as_str()
+                )));
+            }
+        };
+        if approve && execution.requester != ANONYMOUS && execution.requester == approver {
+            return Err(EngineError::PermissionDenied(format!(
+                "{approver} requested execution {id} and cannot approve it"
+            )));
+        }
+        let tx = execution.approval_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(tx) = tx.filter(|_| execution.state() == ExecutionState::WaitingApproval) else {
+            return Err(EngineError::FailedPrecondition(format!(
+                "execution {id} is not waiting for approval ({})",
+                execution.state().as_str()
+            )));
+        };
+        let verdict = if approve {
+            Verdict::Approved {
+                approver: approver.to_string(),
+                reason: reason.to_string(),
+            }
+        } else {
+            Verdict::Rejected {
+                approver: approver.to_string(),
+                reason: reason.to_string(),
+            }
+        };
+        let _ = tx.send(verdict);
+        // Let the runner record the answer before replying.
+        let log = execution.log.clone();
+        let seen = log.last_sequence();
+        let next = log.subscribe(seen);
+        futures::pin_mut!(next);
+        let _ = tokio::time::timeout(CANCEL_ANSWER_WAIT, next.next()).await;
+        Ok(execution.view())
+    }
+
+    /// Marks executions a previous process left unfinished: RUNNING (and rolling back) ones
+    /// become INTERRUPTED — never re-applied, since what they did is unknown — and QUEUED or
+    /// WAITING_APPROVAL ones become INTERRUPTED too, to be resubmitted by their caller (a
+    /// request_id makes that safe). Returns how many.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn recover(&self) -> Result<usize, EngineError> {
+        let Some(store) = &self.inner.config.store else {
+            return Ok(0);
+        };
+        let unfinished = store.unfinished().await?;
+        for mut view in unfinished.iter().cloned() {
+            let message = match view.state {
+                ExecutionState::Running | ExecutionState::RollingBack => format!(
+                    "interrupted: the server stopped while the execution was {}; it was not re-applied — check {} before retrying",
+                    view.state.as_str(),
+                    view.target.object_ref()
+                ),
+                _ => format!(
+                    "interrupted: the server stopped before the execution started ({}); nothing was changed — resubmit it",
+                    view.state.as_str()
+                ),
+            };
+            let now = Utc::now();
+            let event = Event {
+                sequence: view.last_sequence + 1,
+                timestamp: now,
+                state: ExecutionState::Interrupted,
+                message: message.clone(),
+                progress: None,
+                details: json!({ "previous_state": view.state.as_str() }),
+            };
+            store.append_events(&view.id, std::slice::from_ref(&event)).await?;
+            view.state = ExecutionState::Interrupted;
+            view.message = message;
+            view.finished_at = Some(now);
+            view.last_sequence = event.sequence;
+            store.update(&view).await?;
+            tracing::warn!(execution_id = %view.id, "recovered an unfinished execution as INTERRUPTED");
+        }
+        Ok(unfinished.len())
+    }
+
+    /// Deletes history older than `max_age` and beyond the newest `keep`.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn prune(&self, max_age: Duration, keep: usize) -> Result<u64, EngineError> {
+        let Some(store) = &self.inner.config.store else {
+            return Ok(0);
+        };
+        let older_than = Utc::now() - chrono::Duration::from_std(max_age).unwrap_or_default();
+        Ok(store.prune(older_than, keep).await?)
+    }
+
     /// Stops taking work, lets in-flight executions finish for up to `grace`, then interrupts
-    /// the rest. Returns when every execution task has ended.
+    /// the rest. Returns when every execution task has ended and history is written.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.tasks.close();
-        let drained = tokio::time::timeout(grace, self.inner.tasks.wait())
-            .await
-            .is_ok();
+        let drained = tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_ok();
         if !drained {
             tracing::warn!(?grace, "grace period over: interrupting running executions");
         }
         self.inner.closed.cancel();
         self.inner.tasks.wait().await;
+        self.inner.persister.flush().await;
     }
 
     /// Interrupts every execution at once (second signal).
@@ -698,4 +843,46 @@ impl Engine {
     pub fn is_closing(&self) -> bool {
         self.inner.tasks.is_closed()
     }
+
+    /// The semaphore limiting executions in `namespace`, if a limit is set.
+    fn namespace_slots(&self, namespace: &str) -> Option<Arc<Semaphore>> {
+        let limit = self.inner.config.namespace_limit;
+        (limit > 0).then(|| {
+            self.inner
+                .namespaces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(namespace.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                .clone()
+        })
+    }
+}
+
+fn requester_of(request: &ExecutionRequest) -> String {
+    if request.requester.is_empty() {
+        ANONYMOUS.to_string()
+    } else {
+        request.requester.clone()
+    }
+}
+
+/// What identifies a request for idempotency: action, resolved target and parameters.
+fn fingerprint(request: &ExecutionRequest, v: &Validated) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = json!({
+        "action": request.action,
+        "target": v.target,
+        "parameters": v.parameters,
+        "timeout_ms": v.timeout.as_millis() as u64,
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn matches(filter: &ListFilter, view: &ExecutionView) -> bool {
+    filter.state.is_none_or(|s| s == view.state)
+        && filter.action.as_deref().is_none_or(|a| a == view.action)
+        && filter.namespace.as_deref().is_none_or(|n| n == view.target.namespace)
+        && filter.requester.as_deref().is_none_or(|r| r == view.requester)
 }

@@ -86,6 +86,12 @@ pub struct ExecutionRequest {
     /// `None` = the engine's default.
     pub timeout: Option<Duration>,
     pub alert: Option<AlertContext>,
+    /// Authenticated identity of the caller; empty = anonymous.
+    pub requester: String,
+    /// W3C trace id of the caller's request; empty without tracing.
+    pub trace_id: String,
+    /// Restore the recorded pre-state when verification fails; `None` = yes.
+    pub rollback_on_failure: Option<bool>,
 }
 
 /// One recorded step of an execution.
@@ -151,4 +157,6 @@ pub struct DryRunReport {
     pub target: Target,
     pub parameters: Map<String, Value>,
     pub plan: crate::actions::Plan,
+    /// The policy's decision; `None` when no policy is configured.
+    pub policy: Option<crate::policy::Decision>,
 }

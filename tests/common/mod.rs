@@ -70,11 +70,11 @@ impl Harness {
         .await
         .expect("start simulated cluster");
         let kube = sim.client().await.expect("kube client");
-        let engine = Engine::new(
-            config,
-            Registry::builtin(),
-            Clusters::single("sim", kube.clone()),
-        );
+        // The executor's clients are built the way `serve` builds them (no silent retries).
+        let clusters = Clusters::from_kubeconfig_value(sim.kubeconfig(), None)
+            .await
+            .expect("clusters from the sim's kubeconfig");
+        let engine = Engine::new(config, Registry::builtin(), clusters);
         let listener = api::bind("127.0.0.1:0".parse().unwrap())
             .await
             .expect("bind");
@@ -147,6 +147,15 @@ impl ServeProcess {
                 &[][..]
             } else {
                 &["--http-listen", "127.0.0.1:0"][..]
+            })
+            // History in the test's own directory, never in the working tree.
+            .arg("--store")
+            .arg(dir.path().join("history.db"))
+            // Tests run many executions on the demo's few targets; cooldowns get their own test.
+            .args(if extra.contains(&"--cooldown") {
+                &[][..]
+            } else {
+                &["--cooldown", "0s"][..]
             })
             .args(extra)
             .env_remove("KUBECONFIG")

@@ -1,0 +1,250 @@
+//! Running one execution: wait for an approval if the policy asked for one, then for the
+//! target, a namespace slot and a worker; run the action under its timeout and cancellation;
+//! when its verification fails, restore the recorded pre-state and follow that too.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+use super::{
+    execution::{Execution, Verdict},
+    model::ExecutionState,
+    Engine, Validated,
+};
+use crate::actions::{ActionError, Report, Reporter};
+
+/// Everything `run` needs, handed over by `submit`.
+pub(super) struct Job {
+    pub execution: Arc<Execution>,
+    pub validated: Validated,
+    pub queue_slot: OwnedSemaphorePermit,
+    /// Present when the policy requires an approval.
+    pub approval: Option<oneshot::Receiver<Verdict>>,
+    pub cooldown: Duration,
+    pub cooldown_key: String,
+}
+
+/// How the action part ended.
+enum Ended {
+    Cancelled,
+    TimedOut,
+    Done(Result<crate::actions::Outcome, ActionError>),
+}
+
+impl Engine {
+    pub(super) async fn run(&self, job: Job) {
+        let Job {
+            execution,
+            validated: v,
+            queue_slot,
+            approval,
+            cooldown,
+            cooldown_key,
+        } = job;
+        let cancelled = execution.cancel.clone();
+        let release_cooldown = |engine: &Engine| {
+            if !cooldown.is_zero() {
+                engine.inner.cooldowns.release(&cooldown_key, &execution.id);
+            }
+        };
+        if let Some(answer) = approval {
+            let verdict = tokio::select! {
+                biased;
+                _ = cancelled.cancelled() => None,
+                r = tokio::time::timeout(self.inner.config.approval_timeout, answer) => Some(r),
+            };
+            match verdict {
+                None => {
+                    release_cooldown(self);
+                    self.finish_cancelled(&execution);
+                    return;
+                }
+                Some(Ok(Ok(Verdict::Approved { approver, reason }))) => {
+                    execution.update(|p| {
+                        p.approval = json!({ "approved": true, "approver": approver, "reason": reason, "at": chrono::Utc::now() })
+                    });
+                    execution.record(
+                        ExecutionState::Queued,
+                        format!("approved by {approver}{}", suffix(&reason)),
+                        None,
+                        json!({ "approver": approver, "reason": reason }),
+                    );
+                }
+                Some(Ok(Ok(Verdict::Rejected { approver, reason }))) => {
+                    execution.update(|p| {
+                        p.approval = json!({ "approved": false, "approver": approver, "reason": reason, "at": chrono::Utc::now() })
+                    });
+                    release_cooldown(self);
+                    execution.record(
+                        ExecutionState::Rejected,
+                        format!("rejected by {approver}{}", suffix(&reason)),
+                        None,
+                        json!({ "approver": approver, "reason": reason }),
+                    );
+                    self.inner.persister.flush().await;
+                    return;
+                }
+                Some(_) => {
+                    release_cooldown(self);
+                    execution.record(
+                        ExecutionState::Rejected,
+                        format!(
+                            "approval expired: nobody answered within {}",
+                            humantime::format_duration(self.inner.config.approval_timeout)
+                        ),
+                        None,
+                        Value::Null,
+                    );
+                    self.inner.persister.flush().await;
+                    return;
+                }
+            }
+        }
+        let key = format!("{}|{}", v.target.cluster, v.target.object_ref());
+        let namespace_slots = self.namespace_slots(&v.target.namespace);
+        let acquired = tokio::select! {
+            biased;
+            _ = cancelled.cancelled() => None,
+            guards = async {
+                let target = self.inner.locks.acquire(&key).await;
+                let namespace = match namespace_slots {
+                    Some(slots) => slots.acquire_owned().await.ok(),
+                    None => None,
+                };
+                let worker = self.inner.workers.clone().acquire_owned().await;
+                (target, namespace, worker)
+            } => Some(guards),
+        };
+        drop(queue_slot);
+        let Some((_target_guard, _namespace_slot, Ok(_worker))) = acquired else {
+            release_cooldown(self);
+            self.finish_cancelled(&execution);
+            return;
+        };
+        execution.record(
+            ExecutionState::Running,
+            format!("running {} on {}", execution.action, execution.target.object_ref()),
+            None,
+            Value::Null,
+        );
+        let ctx = Engine::context(&v, reporter_for(&execution, ExecutionState::Running));
+        let ended = tokio::select! {
+            biased;
+            _ = cancelled.cancelled() => Ended::Cancelled,
+            r = tokio::time::timeout(v.timeout, v.action.execute(&ctx)) => match r {
+                Err(_) => Ended::TimedOut,
+                Ok(done) => Ended::Done(done),
+            },
+        };
+        let verification_failed = match &ended {
+            Ended::TimedOut => Some(format!("timed out after {}", humantime::format_duration(v.timeout))),
+            Ended::Done(Err(ActionError::Rollout(e))) => Some(e.to_string()),
+            _ => None,
+        };
+        let rollback_data = execution.view().rollback_data;
+        match (ended, verification_failed) {
+            (_, Some(why)) if execution.rollback_on_failure && !rollback_data.is_null() && v.action.can_roll_back() => {
+                self.roll_back(&execution, &v, &why, &rollback_data).await;
+            }
+            (Ended::Cancelled, _) => self.finish_cancelled(&execution),
+            (Ended::TimedOut, why) => execution.record(
+                ExecutionState::TimedOut,
+                why.unwrap_or_default(),
+                None,
+                Value::Null,
+            ),
+            (Ended::Done(Ok(outcome)), _) => {
+                execution.update(|p| p.result = outcome.result.clone());
+                execution.record(ExecutionState::Succeeded, outcome.message, None, outcome.result);
+            }
+            (Ended::Done(Err(err)), _) => {
+                tracing::warn!(error = %err, "execution failed");
+                execution.record(
+                    ExecutionState::Failed,
+                    err.to_string(),
+                    None,
+                    json!({ "error": err.to_string() }),
+                );
+            }
+        }
+        if !cooldown.is_zero() {
+            self.inner.cooldowns.finish(&cooldown_key, &execution.id, cooldown);
+        }
+        self.inner.persister.flush().await;
+    }
+
+    /// Verification failed: restore the pre-state the action recorded and follow it.
+    async fn roll_back(&self, execution: &Arc<Execution>, v: &Validated, why: &str, data: &Value) {
+        execution.record(
+            ExecutionState::RollingBack,
+            format!("verification failed ({why}); restoring the recorded pre-state"),
+            None,
+            json!({ "reason": why, "rollback_data": data }),
+        );
+        let ctx = Engine::context(v, reporter_for(execution, ExecutionState::RollingBack));
+        let cancelled = execution.cancel.clone();
+        let outcome = tokio::select! {
+            biased;
+            _ = cancelled.cancelled() => None,
+            r = tokio::time::timeout(v.timeout, v.action.rollback(&ctx, data)) => Some(r),
+        };
+        match outcome {
+            None => self.finish_cancelled(execution),
+            Some(Ok(Ok(done))) => execution.record(
+                ExecutionState::RolledBack,
+                format!("rolled back after: {why}; {}", done.message),
+                None,
+                json!({ "reason": why, "rollback": done.result }),
+            ),
+            Some(Ok(Err(e))) => execution.record(
+                ExecutionState::Failed,
+                format!("{why}; rollback failed too: {e}"),
+                None,
+                json!({ "reason": why, "rollback_error": e.to_string() }),
+            ),
+            Some(Err(_)) => execution.record(
+                ExecutionState::Failed,
+                format!("{why}; rollback timed out after {}", humantime::format_duration(v.timeout)),
+                None,
+                json!({ "reason": why }),
+            ),
+        }
+    }
+
+    pub(super) fn finish_cancelled(&self, execution: &Execution) {
+        let reason = execution.cancel_reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match reason {
+            Some(reason) => execution.record(ExecutionState::Cancelled, reason, None, Value::Null),
+            // Not asked for by anyone: the server is going down under it.
+            None => execution.record(
+                ExecutionState::Interrupted,
+                "interrupted: the server shut down before the execution finished",
+                None,
+                Value::Null,
+            ),
+        }
+    }
+}
+
+/// A reporter recording progress as events in `state`, and rollback data on the execution.
+fn reporter_for(execution: &Arc<Execution>, state: ExecutionState) -> Reporter {
+    let execution = execution.clone();
+    Reporter::new(move |report| match report {
+        Report::Progress(update) => execution.record(state, update.message, update.progress, update.details),
+        Report::RollbackData(data) => {
+            // The first recording is the pre-state; a rollback must not overwrite it.
+            if state == ExecutionState::Running {
+                execution.update(|p| p.rollback_data = data);
+            }
+        }
+    })
+}
+
+fn suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
+}

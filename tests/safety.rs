@@ -1,0 +1,433 @@
+//! Safety: dry runs change nothing, the policy denies or parks requests for approval,
+//! cooldowns admit exactly one of many concurrent requests, failed rollouts are rolled back,
+//! and transient API errors are retried where everyone can see it.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::{mk_request, mk_target, watch_all, Harness};
+use executor_service::{
+    api::proto::{
+        ApproveExecutionRequest, DryRunRequest, ExecutionState, ListExecutionsRequest, RejectExecutionRequest,
+    },
+    engine::EngineConfig,
+    policy::{Policy, PolicyConfig},
+    sim::{mk_deployment, mk_node, FaultRule, Scenario},
+};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Node};
+use kube::{api::ListParams, Api};
+use serde_json::json;
+use tonic::Code;
+
+fn with_policy(config: EngineConfig) -> EngineConfig {
+    EngineConfig {
+        policy: Some(Arc::new(Policy::builtin(&PolicyConfig::default()).unwrap())),
+        ..config
+    }
+}
+
+/// The cluster's resourceVersion once the controllers went quiet.
+async fn quiet_version(kube: &kube::Client) -> String {
+    let mut last = cluster_version(kube).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = cluster_version(kube).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// The cluster's current resourceVersion: any write anywhere moves it.
+async fn cluster_version(kube: &kube::Client) -> String {
+    Api::<Node>::all(kube.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
+    let h = Harness::start(with_policy(EngineConfig::default()), Scenario::demo()).await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+    let pods: Vec<String> = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(h.kube.clone(), "production")
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    let before = quiet_version(&h.kube).await;
+    let cases = [
+        ("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 5}), true),
+        ("rolling_restart_deployment", mk_target("production", "Deployment", "web"), json!({}), true),
+        ("increase_resources", mk_target("production", "Deployment", "web"), json!({}), true),
+        ("scale_statefulset", mk_target("production", "StatefulSet", "db"), json!({"replicas": 3}), true),
+        ("restart_statefulset", mk_target("production", "StatefulSet", "db"), json!({}), true),
+        ("expand_pvc", mk_target("production", "PersistentVolumeClaim", "data-db-0"), json!({"size": "20Gi"}), true),
+        ("update_hpa", mk_target("production", "HorizontalPodAutoscaler", "api"), json!({"max_replicas": 8}), true),
+        ("restart_pod", mk_target("production", "Pod", &pods[0]), json!({}), true),
+        ("delete_pod", mk_target("production", "Pod", &pods[0]), json!({}), true),
+        ("quarantine_pod", mk_target("production", "Pod", &pods[0]), json!({}), true),
+        ("cordon_node", mk_target("", "Node", "node-2"), json!({}), true),
+        ("taint_node", mk_target("", "Node", "node-2"), json!({"key": "maintenance"}), true),
+        ("drain_node", mk_target("", "Node", "node-2"), json!({}), true),
+        ("collect_diagnostics", mk_target("production", "Deployment", "web"), json!({}), false),
+        ("notify_only", mk_target("production", "Deployment", "web"), json!({}), false),
+    ];
+    for (action, target, params, changes) in cases {
+        let report = client
+            .dry_run(DryRunRequest {
+                action: action.into(),
+                target,
+                parameters: Some(common::to_struct(&params)),
+                alert: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{action}: {e:?}"))
+            .into_inner();
+        assert!(!report.summary.is_empty(), "{action}: no summary");
+        assert!(report.policy.is_some(), "{action}: no policy decision");
+        if changes {
+            assert!(!report.changes.is_empty(), "{action}: no change planned");
+            assert!(report.changes.iter().all(|c| c.patch.is_some()), "{action}: no patch");
+        }
+    }
+    assert_eq!(quiet_version(&h.kube).await, before, "a dry run wrote to the cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_default_policy_denies_protected_namespaces_and_the_last_schedulable_node() {
+    let h = Harness::start(
+        with_policy(EngineConfig::default()),
+        Scenario::empty().with(mk_deployment("default", "web", 2, "nginx:1.25")),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    let err = client
+        .execute(mk_request("cordon_node", mk_target("", "Node", "node-1"), json!({})))
+        .await
+        .unwrap_err();
+    // The action refuses it itself (FAILED_PRECONDITION) before the policy would.
+    assert!(matches!(err.code(), Code::PermissionDenied | Code::FailedPrecondition), "{err:?}");
+    assert!(err.message().contains("last schedulable node"), "{}", err.message());
+    let node = Api::<Node>::all(h.kube.clone()).get("node-1").await.unwrap();
+    assert_ne!(node.spec.unwrap().unschedulable, Some(true));
+
+    let pair = Harness::start(with_policy(EngineConfig::default()), Scenario::empty().with(mk_node("node-2"))).await;
+    let err = pair
+        .grpc()
+        .await
+        .execute(mk_request("drain_node", mk_target("", "Node", "node-2"), json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("drain needs at least 3 schedulable nodes, the cluster has 2"), "{}", err.message());
+
+    let demo = Harness::start(with_policy(EngineConfig::default()), Scenario::demo()).await;
+    let mut client = demo.grpc().await;
+    let err = client
+        .execute(mk_request(
+            "restart_daemonset",
+            mk_target("kube-system", "DaemonSet", "node-exporter"),
+            json!({}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("namespace kube-system is protected"), "{}", err.message());
+    let report = client
+        .dry_run(DryRunRequest {
+            action: "restart_daemonset".into(),
+            target: mk_target("kube-system", "DaemonSet", "node-exporter"),
+            parameters: None,
+            alert: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.policy.unwrap().decision, "deny");
+    // Reading is allowed even there.
+    let mut read = mk_request("collect_diagnostics", mk_target("kube-system", "DaemonSet", "node-exporter"), json!({}));
+    read.wait = true;
+    let done = client.execute(read).await.unwrap().into_inner().execution.unwrap();
+    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_custom_policy_file_changes_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.rego");
+    std::fs::write(
+        &path,
+        r#"package executor
+import rego.v1
+deny contains "staging is frozen" if input.target.namespace == "staging"
+decision := {"allow": count(deny) == 0, "require_approval": false, "reasons": [m | some m in deny]}
+"#,
+    )
+    .unwrap();
+    let policy = Policy::from_file(&path, &PolicyConfig::default()).unwrap();
+    let h = Harness::start(
+        EngineConfig {
+            policy: Some(Arc::new(policy)),
+            ..Default::default()
+        },
+        Scenario::demo(),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    let err = client
+        .execute(mk_request("scale_deployment", mk_target("staging", "Deployment", "web"), json!({"replicas": 3})))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("staging is frozen"));
+    // The custom policy has no protected namespaces: kube-system is now allowed.
+    let mut request = mk_request(
+        "restart_daemonset",
+        mk_target("kube-system", "DaemonSet", "node-exporter"),
+        json!({"wait_for_rollout": false}),
+    );
+    request.wait = true;
+    let done = client.execute(request).await.unwrap().into_inner().execution.unwrap();
+    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_high_risk_action_waits_for_approval_then_runs_or_ends_rejected() {
+    let h = Harness::start(
+        with_policy(EngineConfig {
+            approval_timeout: Duration::from_secs(2),
+            ..Default::default()
+        }),
+        Scenario::demo().with(mk_node("node-4")),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    let drain = |node: &str| {
+        mk_request(
+            "drain_node",
+            mk_target("", "Node", node),
+            json!({"eviction_retry_seconds": 1, "timeout_seconds": 60}),
+        )
+    };
+    let waiting = client.execute(drain("node-3")).await.unwrap().into_inner().execution.unwrap();
+    assert_eq!(waiting.state, ExecutionState::WaitingApproval as i32, "{}", waiting.message);
+    assert_eq!(waiting.policy.as_ref().unwrap().decision, "require_approval");
+    let node3 = Api::<Node>::all(h.kube.clone()).get("node-3").await.unwrap();
+    assert_ne!(node3.spec.unwrap().unschedulable, Some(true), "nothing happens before the approval");
+    let err = client
+        .approve_execution(ApproveExecutionRequest {
+            execution_id: waiting.id.clone(),
+            approver: String::new(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    client
+        .approve_execution(ApproveExecutionRequest {
+            execution_id: waiting.id.clone(),
+            approver: "oncall-lead".into(),
+            reason: "node-3 has a failing disk".into(),
+        })
+        .await
+        .unwrap();
+    let events = watch_all(&mut client, &waiting.id, 0).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.state, ExecutionState::Succeeded as i32, "{}", last.message);
+    assert!(events.iter().any(|e| e.message.starts_with("approved by oncall-lead")));
+    let node3 = Api::<Node>::all(h.kube.clone()).get("node-3").await.unwrap();
+    assert_eq!(node3.spec.unwrap().unschedulable, Some(true));
+
+    let rejected = client.execute(drain("node-4")).await.unwrap().into_inner().execution.unwrap();
+    let answer = client
+        .reject_execution(RejectExecutionRequest {
+            execution_id: rejected.id.clone(),
+            approver: "oncall-lead".into(),
+            reason: "not during the sale".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(answer.state, ExecutionState::Rejected as i32, "{}", answer.message);
+    assert_eq!(answer.approval.unwrap().approver, "oncall-lead");
+
+    let expiring = client.execute(drain("node-4")).await.unwrap().into_inner().execution.unwrap();
+    let events = watch_all(&mut client, &expiring.id, 0).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.state, ExecutionState::Rejected as i32);
+    assert!(last.message.starts_with("approval expired"), "{}", last.message);
+    let node4 = Api::<Node>::all(h.kube.clone()).get("node-4").await.unwrap();
+    assert_ne!(node4.spec.unwrap().unschedulable, Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_requests_on_one_target_in_cooldown_run_exactly_once() {
+    let h = Harness::start(
+        EngineConfig {
+            cooldown: Duration::from_secs(300),
+            ..Default::default()
+        },
+        Scenario::demo(),
+    )
+    .await;
+    let client = h.grpc().await;
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let mut c = client.clone();
+        calls.push(tokio::spawn(async move {
+            c.execute(mk_request(
+                "scale_deployment",
+                mk_target("production", "Deployment", "web"),
+                json!({"replicas": 4 + (i % 2)}),
+            ))
+            .await
+        }));
+    }
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(r) => accepted.push(r.into_inner().execution.unwrap()),
+            Err(status) => refused.push(status),
+        }
+    }
+    assert_eq!(accepted.len(), 1, "exactly one passes: {refused:?}");
+    assert!(refused.iter().all(|s| s.code() == Code::FailedPrecondition), "{refused:?}");
+    let done = h.engine.wait(&accepted[0].id).await.unwrap();
+    assert_eq!(done.state, executor_service::engine::model::ExecutionState::Succeeded);
+    let mut c = client.clone();
+    let after = c
+        .execute(mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 3})))
+        .await
+        .unwrap_err();
+    assert!(after.message().contains("is in cooldown until"), "{}", after.message());
+    let listed = c.list_executions(ListExecutionsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.executions.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_that_fails_verification_is_rolled_back() {
+    let image = |tag: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "shop", "image": format!("example/shop:{tag}")}]}}}});
+    let h = Harness::start(
+        EngineConfig::default(),
+        Scenario::empty().with({
+            let mut d = mk_deployment("default", "shop", 2, "example/shop:1.0");
+            d["spec"]["progressDeadlineSeconds"] = json!(10);
+            d
+        }),
+    )
+    .await;
+    let api = Api::<Deployment>::namespaced(h.kube.clone(), "default");
+    // History: revision 2 crashes, revision 3 is healthy again.
+    for tag in ["crashloop", "1.1"] {
+        api.patch("shop", &Default::default(), &kube::api::Patch::Strategic(image(tag))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+    let mut request = mk_request(
+        "rollback_deployment",
+        mk_target("default", "Deployment", "shop"),
+        json!({"to_revision": 2}),
+    );
+    request.wait = true;
+    let done = client.execute(request).await.unwrap().into_inner().execution.unwrap();
+    assert_eq!(done.state, ExecutionState::RolledBack as i32, "{}", done.message);
+    let events = watch_all(&mut client, &done.id, 0).await;
+    let states: Vec<i32> = events.iter().map(|e| e.state).collect();
+    assert!(states.contains(&(ExecutionState::RollingBack as i32)));
+    assert!(events.iter().any(|e| e.message.contains("exceeded its progress deadline")), "{events:?}");
+    let image_now = api.get("shop").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(image_now, "example/shop:1.1", "the pre-state is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transient_api_errors_are_retried_and_shown_as_events() {
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    // A restart holds the target while the scale, already checked at submit, waits its turn;
+    // only then does the API server start failing.
+    let restart = client
+        .execute(mk_request("rolling_restart_deployment", mk_target("production", "Deployment", "web"), json!({})))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    let scale = client
+        .execute(mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 4})))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    h.sim.faults().add(FaultRule {
+        verb: Some("patch".into()),
+        resource: Some("deployments/scale".into()),
+        latency: None,
+        error_status: Some(503),
+        probability: 1.0,
+        count: Some(2),
+    });
+    h.engine.wait(&restart.id).await.unwrap();
+    let done = h.engine.wait(&scale.id).await.unwrap();
+    assert_eq!(done.state, executor_service::engine::model::ExecutionState::Succeeded, "{}", done.message);
+    let events = watch_all(&mut client, &scale.id, 0).await;
+    let retries: Vec<&str> = events.iter().map(|e| e.message.as_str()).filter(|m| m.contains("retrying")).collect();
+    assert_eq!(retries.len(), 2, "{events:?}");
+    assert!(retries[0].contains("503"), "{}", retries[0]);
+    let web = Api::<Deployment>::namespaced(h.kube.clone(), "production").get("web").await.unwrap();
+    assert_eq!(web.spec.unwrap().replicas, Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_namespace_limit_serializes_work_in_one_namespace_only() {
+    let h = Harness::start(
+        EngineConfig {
+            namespace_limit: 1,
+            ..Default::default()
+        },
+        Scenario::demo(),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    let mut ids = Vec::new();
+    for (ns, name) in [("production", "web"), ("production", "worker"), ("staging", "web")] {
+        let e = client
+            .execute(mk_request("rolling_restart_deployment", mk_target(ns, "Deployment", name), json!({})))
+            .await
+            .unwrap()
+            .into_inner()
+            .execution
+            .unwrap();
+        ids.push(e.id);
+    }
+    let mut spans = Vec::new();
+    for id in &ids {
+        let done = h.engine.wait(id).await.unwrap();
+        spans.push((done.started_at.unwrap(), done.finished_at.unwrap()));
+    }
+    let overlap = |a: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), b: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)| {
+        a.0 < b.1 && b.0 < a.1
+    };
+    assert!(!overlap(spans[0], spans[1]), "two in production at once: {spans:?}");
+    assert!(
+        overlap(spans[0], spans[2]) || overlap(spans[1], spans[2]),
+        "staging waited for production: {spans:?}"
+    );
+}
