@@ -598,3 +598,67 @@ async fn a_watch_resumes_from_a_resource_version_without_gaps() {
     }
     assert_eq!(names, ["two", "three"]);
 }
+
+/// Load figures, not a timed assertion: `cargo test --test sim_api -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bench: prints GET latency and 1,000-pod responsiveness figures"]
+async fn bench_get_latency_and_a_thousand_pods() {
+    async fn get_latencies(
+        pods: &Api<Pod>,
+        name: &str,
+        n: usize,
+    ) -> (Duration, Duration, Duration) {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = std::time::Instant::now();
+            pods.get(name).await.unwrap();
+            v.push(t.elapsed());
+        }
+        v.sort();
+        (
+            v[n / 2],
+            v[n * 99 / 100],
+            v.iter().sum::<Duration>() / n as u32,
+        )
+    }
+    let demo = start(Scenario::demo()).await;
+    let pods: Api<Pod> = Api::namespaced(demo.client().await.unwrap(), "production");
+    get_latencies(&pods, "db-0", 100).await;
+    let (p50, p99, mean) = get_latencies(&pods, "db-0", 2000).await;
+    println!("demo cluster: GET pod p50 {p50:?} p99 {p99:?} mean {mean:?}");
+    demo.shutdown().await;
+
+    let mut scenario = Scenario::default().with(mk_namespace("default"));
+    for i in 1..=20 {
+        scenario = scenario.with(mk_node(&format!("node-{i}")));
+    }
+    let scenario = scenario.with(mk_deployment("default", "big", 1000, "nginx:1.25"));
+    let t = std::time::Instant::now();
+    let big = start(scenario).await;
+    println!(
+        "1,000 pods created, scheduled and Ready in {:?} at speed {SPEED}",
+        t.elapsed()
+    );
+    let pods: Api<Pod> = Api::default_namespaced(big.client().await.unwrap());
+    let name = pods
+        .list(&ListParams::default().limit(1))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let (p50, p99, mean) = get_latencies(&pods, &name, 2000).await;
+    println!("1,000 pods: GET pod p50 {p50:?} p99 {p99:?} mean {mean:?}");
+    let t = std::time::Instant::now();
+    let n = pods.list(&ListParams::default()).await.unwrap().items.len();
+    println!(
+        "1,000 pods: LIST of {n} pods (with client decode) {:?}",
+        t.elapsed()
+    );
+    println!(
+        "1,000 pods: controller tick holds the lock {:?} in total",
+        big.controller_tick_cost()
+    );
+}

@@ -73,21 +73,56 @@ pub fn sim_elapsed(since: Instant, speed: f64) -> f64 {
 /// Pods grouped by their controller's uid, computed once per tick.
 pub type PodsByOwner = HashMap<String, Vec<Arc<Value>>>;
 
-/// Runs the controllers until shutdown. The pause between ticks is the scaled tick or
+/// Runs the controllers until shutdown. Each controller takes the state lock on its own
+/// (API requests get in between), and the pause between ticks is the scaled tick or
 /// [`IDLE_FACTOR`] times the last tick's cost, whichever is longer, so the controllers never
-/// hold the state lock more than a fraction of the time however large the cluster.
+/// hold the lock more than a fraction of the time however large the cluster.
 pub async fn run(sim: Arc<Sim>) {
     let speed = sim.lock().speed;
     let tick = BASE_TICK.div_f64(speed.max(0.001)).max(MIN_TICK);
     loop {
-        let cost = {
+        let mut cost = Duration::ZERO;
+        let mut phase = |f: &mut dyn FnMut(&mut State)| {
             let mut st = sim.lock();
             let started = Instant::now();
-            tick_once(&mut st);
-            let cost = started.elapsed();
-            st.rt.last_tick_cost = cost;
-            cost
+            f(&mut st);
+            cost += started.elapsed();
         };
+        let mut pods = PodsByOwner::new();
+        let mut slow = false;
+        let mut collect = false;
+        phase(&mut |st| {
+            st.rt.ticks += 1;
+            slow = st.rt.ticks.is_multiple_of(SLOW_EVERY);
+            collect = st.rt.ticks.is_multiple_of(GC_EVERY);
+            deployment::run(st);
+            pods = by_controller(st, "pods");
+        });
+        tokio::task::yield_now().await;
+        phase(&mut |st| replicaset::run(st, &mut pods));
+        tokio::task::yield_now().await;
+        phase(&mut |st| {
+            statefulset::run(st, &mut pods);
+            daemonset::run(st, &mut pods);
+            job::run(st, &mut pods);
+        });
+        tokio::task::yield_now().await;
+        phase(&mut |st| scheduler::run(st));
+        tokio::task::yield_now().await;
+        phase(&mut |st| kubelet::run(st));
+        if slow {
+            tokio::task::yield_now().await;
+            phase(&mut |st| {
+                disruption::run(st);
+                pvc::run(st);
+                hpa(st);
+            });
+        }
+        if collect {
+            tokio::task::yield_now().await;
+            phase(&mut |st| gc::run(st));
+        }
+        sim.lock().rt.last_tick_cost = cost;
         let pause = tick.max(cost * IDLE_FACTOR);
         tokio::select! {
             _ = sim.shutdown.cancelled() => break,
