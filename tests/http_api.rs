@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use common::{run_ok, tool, Harness, ServeProcess};
 use executor_service::{
+    actions::Registry,
     api,
+    cluster::Clusters,
     engine::{Engine, EngineConfig},
-    sim::{mk_deployment, Scenario},
+    sim::{mk_deployment, Scenario, SimCluster, SimConfig},
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -334,6 +336,19 @@ async fn dry_run_list_actions_health_and_cancel_speak_json() {
     let (status, error) = post(&format!("{base}/api/v1/executions/{id}/cancel"), "").await;
     assert_eq!(status, 409, "{error}");
     assert_eq!(error["error"]["code"], "FAILED_PRECONDITION");
+
+    // A request_id names one request: reusing it for another is a conflict.
+    let with_key = |replicas: u32| {
+        format!(
+            r#"{{"action": "scale_deployment", "target": {{"namespace": "staging", "name": "web"}},
+                 "parameters": {{"replicas": {replicas}}}, "request_id": "incident-42"}}"#
+        )
+    };
+    let (status, first) = post(&format!("{base}/api/v1/execute"), &with_key(3)).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, error) = post(&format!("{base}/api/v1/execute"), &with_key(4)).await;
+    assert_eq!(status, 409, "{error}");
+    assert_eq!(error["error"]["code"], "ALREADY_EXISTS");
 }
 
 #[tokio::test]
@@ -462,4 +477,39 @@ async fn a_full_queue_is_refused_with_429_and_retry_after() {
     let queued_id = queued["execution"]["id"].as_str().unwrap();
     let done = wait_terminal(&base, queued_id).await;
     assert_eq!(done["execution"]["state"], "SUCCEEDED", "{done}");
+}
+
+#[tokio::test]
+async fn health_is_503_and_execute_unavailable_once_the_cluster_is_gone() {
+    let sim = SimCluster::start(SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        scenario: Scenario::demo(),
+        speed: common::TEST_SPEED,
+    })
+    .await
+    .expect("start simulated cluster");
+    let clusters = Clusters::from_kubeconfig_value(sim.kubeconfig(), None)
+        .await
+        .expect("clusters");
+    let engine = Engine::new(EngineConfig::default(), Registry::builtin(), clusters);
+    let base = start_http(engine).await;
+    let (status, _) = get(&format!("{base}/health")).await;
+    assert_eq!(status, 200);
+
+    sim.shutdown().await;
+    let (status, health) = get(&format!("{base}/health")).await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "NOT_SERVING");
+    assert_eq!(health["cluster_reachable"], false);
+    let (status, answer) = tokio::time::timeout(
+        PATIENCE,
+        post(
+            &format!("{base}/api/v1/execute"),
+            r#"{"action": "scale_deployment", "target": {"namespace": "production", "name": "web"}, "parameters": {"replicas": 2}}"#,
+        ),
+    )
+    .await
+    .expect("an answer while the cluster is gone");
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "UNAVAILABLE");
 }

@@ -7,6 +7,9 @@ use crate::api::{convert, proto};
 
 #[derive(Debug, clap::Args)]
 pub struct ActionsArgs {
+    /// Add each action's description.
+    #[arg(long)]
+    pub wide: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -50,18 +53,32 @@ pub async fn run(args: ActionsArgs) -> Result<ExitCode, CliError> {
         }
     }
     for row in &rows {
-        emit(format!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            row[4],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-        ));
+        let line = if args.wide {
+            format!(
+                "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3],
+            )
+        } else {
+            format!(
+                "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+            )
+        };
+        emit(line.trim_end());
     }
     Ok(ExitCode::SUCCESS)
 }

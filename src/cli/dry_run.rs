@@ -38,7 +38,12 @@ pub async fn run(args: DryRunArgs) -> Result<ExitCode, CliError> {
         emit("changes:    none");
     }
     for change in &report.changes {
-        emit(format!("\n{}: {}", change.object, change.summary));
+        // Summaries usually start with the object already.
+        if change.summary.starts_with(&change.object) {
+            emit(format!("\n{}", change.summary));
+        } else {
+            emit(format!("\n{}: {}", change.object, change.summary));
+        }
         let patch = change
             .patch
             .clone()
