@@ -1,7 +1,7 @@
 //! [`SqlStore`]: the history in SQL, on a local SQLite file (the embedded default) or on
 //! PostgreSQL (several replicas sharing one history). One body of code serves both: every
 //! query is written once with `$n` placeholders (which both accept) and type-checked against
-//! each driver by [`on_pool!`]; only the schema's column types and the way a write transaction
+//! each driver by `on_pool!`; only the schema's column types and the way a write transaction
 //! begins differ, in [`Dialect`].
 //!
 //! # Layout of the data
