@@ -621,3 +621,80 @@ impl Store for SqlStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn mk_sqlite() -> (tempfile::TempDir, SqlStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open_sqlite(&dir.path().join("h.db"))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    fn sqlite(store: &SqlStore) -> &SqlitePool {
+        match &store.backend {
+            Backend::Sqlite(pool) => pool,
+            Backend::Postgres(_) => unreachable!("a SQLite store"),
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_runs_in_wal_mode_with_full_sync_on_every_connection() {
+        let (_dir, store) = mk_sqlite().await;
+        let pool = sqlite(&store);
+        let mut conns = Vec::new();
+        for _ in 0..SQLITE_MAX_CONNECTIONS {
+            let mut conn = pool.acquire().await.unwrap();
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!((mode.as_str(), sync), ("wal", 2));
+            conns.push(conn);
+        }
+    }
+
+    #[tokio::test]
+    async fn migrating_twice_applies_each_step_once() {
+        let (_dir, store) = mk_sqlite().await;
+        store.migrate().await.unwrap();
+        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM store_schema")
+            .fetch_all(sqlite(&store))
+            .await
+            .unwrap();
+        assert_eq!(versions, [1]);
+    }
+
+    #[tokio::test]
+    async fn a_schema_newer_than_the_binary_is_refused() {
+        let (_dir, store) = mk_sqlite().await;
+        sqlx::query("INSERT INTO store_schema (version) VALUES (99)")
+            .execute(sqlite(&store))
+            .await
+            .unwrap();
+        let err = store.migrate().await.unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn the_state_lists_split_every_state_by_terminality() {
+        assert_eq!(
+            state_list(false),
+            "'QUEUED', 'RUNNING', 'WAITING_APPROVAL', 'ROLLING_BACK'"
+        );
+        assert_eq!(state_list(true).split(", ").count(), 7);
+    }
+
+    #[test]
+    fn timestamps_are_cut_to_microseconds() {
+        let t = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
+        assert_eq!(micros(t).timestamp_subsec_nanos(), 123_456_000);
+    }
+}
