@@ -69,14 +69,14 @@ pub struct Target {
 }
 
 impl Target {
-    /// `namespace/kind/name`, lower-case kind, as used in summaries and lock keys.
+    /// `namespace/kind/name` (`kind/name` for cluster-scoped kinds), lower-case kind, as used
+    /// in summaries and lock keys.
     pub fn object_ref(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.namespace,
-            self.kind.to_lowercase(),
-            self.name
-        )
+        if self.namespace.is_empty() {
+            format!("{}/{}", self.kind.to_lowercase(), self.name)
+        } else {
+            format!("{}/{}/{}", self.namespace, self.kind.to_lowercase(), self.name)
+        }
     }
 }
 

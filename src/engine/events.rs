@@ -5,6 +5,9 @@
 //! skips by sequence, so an event recorded in between is seen exactly once. A subscriber that
 //! falls further behind than the broadcast buffer is told so (`Lagged`) and catches up from the
 //! log by sequence: it is never silently short of events, and it never slows the producer.
+//!
+//! With a store, an event is *published* (visible to readers and subscribers) only once it is
+//! durable, so what anyone saw survives a crash.
 
 use std::sync::{Arc, RwLock};
 
@@ -17,40 +20,65 @@ use super::model::Event;
 const LIVE_BUFFER: usize = 64;
 
 pub struct EventLog {
-    events: RwLock<Vec<Arc<Event>>>,
+    events: RwLock<Recorded>,
     live: broadcast::Sender<Arc<Event>>,
+}
+
+/// Events in sequence order; the first `published` are visible.
+#[derive(Default)]
+struct Recorded {
+    events: Vec<Arc<Event>>,
+    published: usize,
 }
 
 impl Default for EventLog {
     fn default() -> Self {
         EventLog {
-            events: RwLock::new(Vec::new()),
+            events: RwLock::new(Recorded::default()),
             live: broadcast::channel(LIVE_BUFFER).0,
         }
     }
 }
 
 impl EventLog {
-    /// Appends `event` with the next sequence number and broadcasts it; returns it as stored.
-    pub fn append(&self, mut event: Event) -> Arc<Event> {
-        let mut events = self.events.write().unwrap_or_else(|e| e.into_inner());
-        event.sequence = events.len() as u64 + 1;
+    /// Appends `event` with the next sequence number; with `publish`, it is visible at once,
+    /// else once [`EventLog::publish`] reaches it. Returns it as stored.
+    pub fn append(&self, mut event: Event, publish: bool) -> Arc<Event> {
+        let mut recorded = self.events.write().unwrap_or_else(|e| e.into_inner());
+        event.sequence = recorded.events.len() as u64 + 1;
         let event = Arc::new(event);
-        events.push(event.clone());
-        // Sent under the lock so live order is sequence order. No receivers is fine.
-        let _ = self.live.send(event.clone());
+        recorded.events.push(event.clone());
+        if publish {
+            self.publish_locked(&mut recorded, event.sequence);
+        }
         event
     }
 
-    /// Events with a sequence greater than `sequence`.
-    pub fn after(&self, sequence: u64) -> Vec<Arc<Event>> {
-        let events = self.events.read().unwrap_or_else(|e| e.into_inner());
-        let start = (sequence as usize).min(events.len());
-        events[start..].to_vec()
+    /// Makes every event up to `sequence` visible and broadcasts them.
+    pub fn publish(&self, sequence: u64) {
+        let mut recorded = self.events.write().unwrap_or_else(|e| e.into_inner());
+        self.publish_locked(&mut recorded, sequence);
     }
 
+    fn publish_locked(&self, recorded: &mut Recorded, sequence: u64) {
+        let upto = (sequence as usize).min(recorded.events.len());
+        while recorded.published < upto {
+            // Sent under the lock so live order is sequence order. No receivers is fine.
+            let _ = self.live.send(recorded.events[recorded.published].clone());
+            recorded.published += 1;
+        }
+    }
+
+    /// Published events with a sequence greater than `sequence`.
+    pub fn after(&self, sequence: u64) -> Vec<Arc<Event>> {
+        let recorded = self.events.read().unwrap_or_else(|e| e.into_inner());
+        let start = (sequence as usize).min(recorded.published);
+        recorded.events[start..recorded.published].to_vec()
+    }
+
+    /// Sequence of the last published event.
     pub fn last_sequence(&self) -> u64 {
-        self.events.read().unwrap_or_else(|e| e.into_inner()).len() as u64
+        self.events.read().unwrap_or_else(|e| e.into_inner()).published as u64
     }
 
     /// Every event after `from_sequence`, then live ones, ending after the first terminal
@@ -103,6 +131,24 @@ mod tests {
     use crate::engine::model::ExecutionState;
     use futures::StreamExt;
 
+    impl EventLog {
+        fn append_now(&self, event: Event) -> Arc<Event> {
+            self.append(event, true)
+        }
+    }
+
+    #[tokio::test]
+    async fn unpublished_events_are_invisible_until_published_in_order() {
+        let log = Arc::new(EventLog::default());
+        let stream = log.clone().subscribe(0);
+        log.append(mk_event(ExecutionState::Running), false);
+        log.append(mk_event(ExecutionState::Succeeded), false);
+        assert!(log.after(0).is_empty());
+        log.publish(2);
+        let seqs: Vec<u64> = stream.map(|e| e.sequence).collect().await;
+        assert_eq!(seqs, vec![1, 2]);
+    }
+
     fn mk_event(state: ExecutionState) -> Event {
         Event {
             sequence: 0,
@@ -117,13 +163,13 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_sees_backlog_then_live_without_gap_or_duplicate() {
         let log = Arc::new(EventLog::default());
-        log.append(mk_event(ExecutionState::Queued));
-        log.append(mk_event(ExecutionState::Running));
+        log.append_now(mk_event(ExecutionState::Queued));
+        log.append_now(mk_event(ExecutionState::Running));
         let stream = log.clone().subscribe(0);
         for _ in 0..10 {
-            log.append(mk_event(ExecutionState::Running));
+            log.append_now(mk_event(ExecutionState::Running));
         }
-        log.append(mk_event(ExecutionState::Succeeded));
+        log.append_now(mk_event(ExecutionState::Succeeded));
         let seqs: Vec<u64> = stream.map(|e| e.sequence).collect().await;
         assert_eq!(seqs, (1..=13).collect::<Vec<_>>());
     }
@@ -134,9 +180,9 @@ mod tests {
         let stream = log.clone().subscribe(0);
         // Far more than the live buffer before the subscriber reads anything.
         for _ in 0..(LIVE_BUFFER * 3) {
-            log.append(mk_event(ExecutionState::Running));
+            log.append_now(mk_event(ExecutionState::Running));
         }
-        log.append(mk_event(ExecutionState::Failed));
+        log.append_now(mk_event(ExecutionState::Failed));
         let seqs: Vec<u64> = stream.map(|e| e.sequence).collect().await;
         assert_eq!(seqs, (1..=(LIVE_BUFFER as u64 * 3 + 1)).collect::<Vec<_>>());
     }
@@ -145,9 +191,9 @@ mod tests {
     async fn resuming_from_a_sequence_yields_exactly_the_later_events() {
         let log = Arc::new(EventLog::default());
         for _ in 0..5 {
-            log.append(mk_event(ExecutionState::Running));
+            log.append_now(mk_event(ExecutionState::Running));
         }
-        log.append(mk_event(ExecutionState::Succeeded));
+        log.append_now(mk_event(ExecutionState::Succeeded));
         let seqs: Vec<u64> = log.clone().subscribe(4).map(|e| e.sequence).collect().await;
         assert_eq!(seqs, vec![5, 6]);
     }

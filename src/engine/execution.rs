@@ -79,15 +79,18 @@ impl Execution {
         let changed = p.state != state;
         p.state = state;
         p.message = message.clone();
-        let event = self.log.append(Event {
-            sequence: 0,
-            timestamp: now,
-            state,
-            message,
-            progress,
-            details,
-        });
-        self.persister.event(&self.id, &event);
+        let event = self.log.append(
+            Event {
+                sequence: 0,
+                timestamp: now,
+                state,
+                message,
+                progress,
+                details,
+            },
+            !self.persister.is_durable(),
+        );
+        self.persister.event(&self.id, &event, &self.log);
         if changed || state.is_terminal() {
             drop(p);
             self.persister.snapshot(self.view());

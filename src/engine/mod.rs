@@ -54,6 +54,8 @@ pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default and largest page of ListExecutions.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// Time an action with its own timeout gets beyond it, to report and clean up.
+const ACTION_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
 /// How long CancelExecution waits for the execution to stop before answering.
 const CANCEL_ANSWER_WAIT: Duration = Duration::from_secs(5);
 /// The requester recorded when the caller is not authenticated.
@@ -264,7 +266,12 @@ impl Engine {
         let parameters = validate_parameters(&action.spec().params, &request.parameters)?;
         action.validate(&parameters)?;
         let timeout = match request.timeout {
-            None => self.inner.config.default_timeout,
+            // An action with its own time limit (a drain's timeout_seconds) gets that much,
+            // plus room to report and clean up, rather than being cut short by the default.
+            None => match parameters.get("timeout_seconds").and_then(Value::as_u64) {
+                Some(own) => self.inner.config.default_timeout.max(Duration::from_secs(own) + ACTION_TIMEOUT_MARGIN),
+                None => self.inner.config.default_timeout,
+            },
             Some(t) if t.is_zero() || t > MAX_TIMEOUT => {
                 return Err(EngineError::invalid(
                     "timeout",
@@ -777,6 +784,9 @@ impl Engine {
         };
         let unfinished = store.unfinished().await?;
         for mut view in unfinished.iter().cloned() {
+            // The snapshot may lag its events: continue after the last stored one.
+            let stored = store.events(&view.id, 0).await?;
+            view.last_sequence = stored.last().map_or(view.last_sequence, |e| e.sequence);
             let message = match view.state {
                 ExecutionState::Running | ExecutionState::RollingBack => format!(
                     "interrupted: the server stopped while the execution was {}; it was not re-applied — check {} before retrying",

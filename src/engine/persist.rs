@@ -1,19 +1,22 @@
-//! Write-behind persistence: events and snapshots go to the store in order from one task, so
-//! recording never waits on the database while streaming; `flush` waits for everything sent so
-//! far (used before answering that an execution ended, and at shutdown).
+//! Persistence: events and snapshots go to the store in order from one task, batched, so
+//! recording never blocks on the database. An event is published to readers only once it is
+//! stored: whatever a subscriber saw survives a crash. `flush` waits for everything sent so far.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::{Event, ExecutionView};
+use super::{
+    model::{Event, ExecutionView},
+    EventLog,
+};
 use crate::store::Store;
 
 /// Writes batched per round trip at most.
 const BATCH: usize = 256;
 
 enum Write {
-    Event(String, Event),
+    Event(String, Event, Arc<EventLog>),
     Snapshot(Box<ExecutionView>),
     Flush(oneshot::Sender<()>),
 }
@@ -31,13 +34,17 @@ impl Persister {
         tokio::spawn(async move {
             let mut pending = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut pending, BATCH).await > 0 {
-                let mut events: Vec<(String, Vec<Event>)> = Vec::new();
+                let mut events: Vec<Batch> = Vec::new();
                 let mut flushes = Vec::new();
                 for write in pending.drain(..) {
                     match write {
-                        Write::Event(id, event) => match events.last_mut() {
-                            Some((last, batch)) if *last == id => batch.push(event),
-                            _ => events.push((id, vec![event])),
+                        Write::Event(id, event, log) => match events.last_mut() {
+                            Some(batch) if batch.id == id => batch.events.push(event),
+                            _ => events.push(Batch {
+                                id,
+                                events: vec![event],
+                                log,
+                            }),
                         },
                         Write::Snapshot(view) => {
                             // Events before a snapshot land first: the snapshot may name them.
@@ -58,9 +65,17 @@ impl Persister {
         Persister { tx: Some(tx) }
     }
 
-    pub fn event(&self, id: &str, event: &Event) {
+    /// Whether events must wait for the store before they are published.
+    pub fn is_durable(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Stores `event` of `log`, then publishes it there.
+    pub fn event(&self, id: &str, event: &Event, log: &Arc<EventLog>) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Write::Event(id.to_string(), event.clone()));
+            if tx.send(Write::Event(id.to_string(), event.clone(), log.clone())).is_err() {
+                log.publish(event.sequence);
+            }
         }
     }
 
@@ -81,10 +96,21 @@ impl Persister {
     }
 }
 
-async fn write_events(store: &dyn Store, events: &mut Vec<(String, Vec<Event>)>) {
-    for (id, batch) in events.drain(..) {
-        if let Err(e) = store.append_events(&id, &batch).await {
-            tracing::error!(error = %e, execution_id = %id, "persisting events");
+/// Consecutive events of one execution.
+struct Batch {
+    id: String,
+    events: Vec<Event>,
+    log: Arc<EventLog>,
+}
+
+async fn write_events(store: &dyn Store, events: &mut Vec<Batch>) {
+    for batch in events.drain(..) {
+        if let Err(e) = store.append_events(&batch.id, &batch.events).await {
+            // Publishing anyway keeps streams alive; the gap is in the log for operators.
+            tracing::error!(error = %e, execution_id = %batch.id, "persisting events");
+        }
+        if let Some(last) = batch.events.last() {
+            batch.log.publish(last.sequence);
         }
     }
 }

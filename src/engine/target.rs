@@ -7,6 +7,9 @@ use super::{
 };
 use crate::actions::ActionSpec;
 
+/// Kinds that live outside namespaces.
+const CLUSTER_SCOPED: &[&str] = &["Node", "Namespace"];
+
 /// The namespace used when neither the request nor the alert names one (kubectl's default).
 pub const DEFAULT_NAMESPACE: &str = "default";
 
@@ -84,12 +87,15 @@ pub fn resolve(
             format!("{name:?} is not a valid Kubernetes name"),
         ));
     }
-    let namespace = if !requested.namespace.is_empty() {
+    let namespace = if CLUSTER_SCOPED.contains(&kind.as_str()) {
+        // One node is one target whatever namespace a request names.
+        String::new()
+    } else if !requested.namespace.is_empty() {
         requested.namespace.clone()
     } else {
         label("namespace").unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
     };
-    if !is_dns_label(&namespace) {
+    if !namespace.is_empty() && !is_dns_label(&namespace) {
         return Err(EngineError::invalid(
             "target.namespace",
             format!("{namespace:?} is not a valid namespace name"),

@@ -149,8 +149,14 @@ impl ServeProcess {
                 &["--http-listen", "127.0.0.1:0"][..]
             })
             // History in the test's own directory, never in the working tree.
-            .arg("--store")
-            .arg(dir.path().join("history.db"))
+            .args(if extra.contains(&"--store") {
+                vec![]
+            } else {
+                vec![
+                    "--store".to_string(),
+                    dir.path().join("history.db").display().to_string(),
+                ]
+            })
             // Tests run many executions on the demo's few targets; cooldowns get their own test.
             .args(if extra.contains(&"--cooldown") {
                 &[][..]

@@ -1,0 +1,192 @@
+//! History survives the process: a SIGKILLed server restarts on the same store with every
+//! execution accounted for, its events intact, and nothing re-applied; request_id makes
+//! retries safe, also under concurrency and across restarts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{mk_request, mk_target, ServeProcess};
+use executor_service::{
+    api::proto::{
+        executor_service_client::ExecutorServiceClient, Execution, ExecutionEvent, ExecutionState,
+        GetExecutionRequest, ListExecutionsRequest,
+    },
+    engine::EngineConfig,
+    store,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    api::{Patch, PatchParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    Api,
+};
+use serde_json::json;
+use tonic::{transport::Channel, Code};
+
+async fn connect(addr: &str) -> ExecutorServiceClient<Channel> {
+    ExecutorServiceClient::connect(format!("http://{addr}")).await.expect("connect")
+}
+
+async fn get(client: &mut ExecutorServiceClient<Channel>, id: &str) -> (Execution, Vec<ExecutionEvent>) {
+    let got = client
+        .get_execution(GetExecutionRequest {
+            execution_id: id.into(),
+            include_events: true,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{id}: {e:?}"))
+        .into_inner();
+    (got.execution.unwrap(), got.events)
+}
+
+async fn kube_client(path: &std::path::Path) -> kube::Client {
+    let config = kube::Config::from_custom_kubeconfig(Kubeconfig::read_from(path).unwrap(), &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_server_restarts_with_every_execution_accounted_for_and_none_reapplied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("history.db").display().to_string();
+    let mut first = ServeProcess::start(&["--store", &store_path]);
+    let mut client = connect(&first.addr).await;
+
+    let mut finished = mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 4}));
+    finished.wait = true;
+    finished.request_id = "ticket-1".into();
+    let finished = client.execute(finished).await.unwrap().into_inner().execution.unwrap();
+    assert_eq!(finished.state, ExecutionState::Succeeded as i32, "{}", finished.message);
+
+    // A rollout that cannot finish: RUNNING when the process dies.
+    let kube = kube_client(&first.kubeconfig).await;
+    Api::<Deployment>::namespaced(kube, "production")
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "worker", "image": "example/worker:crashloop"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let running = client
+        .execute(mk_request("rolling_restart_deployment", mk_target("production", "Deployment", "worker"), json!({})))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    // Waits behind it for the same target: QUEUED when the process dies.
+    let queued = client
+        .execute(mk_request("scale_deployment", mk_target("production", "Deployment", "worker"), json!({"replicas": 3})))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    loop {
+        let (e, events) = get(&mut client, &running.id).await;
+        if e.state == ExecutionState::Running as i32 && events.iter().any(|e| e.progress.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, queued_before) = get(&mut client, &queued.id).await;
+    let (_, finished_before) = get(&mut client, &finished.id).await;
+    let (_, running_before) = get(&mut client, &running.id).await;
+
+    first.child.kill().expect("SIGKILL the server");
+    first.child.wait().unwrap();
+
+    let second = ServeProcess::start(&["--store", &store_path]);
+    let mut client = connect(&second.addr).await;
+    let (done, events) = get(&mut client, &finished.id).await;
+    assert_eq!(done.state, ExecutionState::Succeeded as i32);
+    assert_eq!(events, finished_before, "a finished execution's history is intact");
+
+    let (interrupted, events) = get(&mut client, &running.id).await;
+    assert_eq!(interrupted.state, ExecutionState::Interrupted as i32, "{}", interrupted.message);
+    assert!(events.len() > running_before.len(), "the interruption is recorded as an event");
+    // What was persisted before the kill is a prefix of what we saw (write-behind may lose the
+    // last few progress events, never reorder or invent them).
+    let kept = events.len() - 1;
+    assert!(kept <= running_before.len());
+    assert_eq!(&events[..kept], &running_before[..kept]);
+    let last = events.last().unwrap();
+    assert!(last.message.contains("it was not re-applied"), "{}", last.message);
+
+    let (never_started, events) = get(&mut client, &queued.id).await;
+    assert_eq!(never_started.state, ExecutionState::Interrupted as i32);
+    assert!(events.last().unwrap().message.contains("nothing was changed"), "{:?}", events.last());
+    assert_eq!(&events[..queued_before.len()], &queued_before[..]);
+
+    // Nothing is re-applied later either.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, again) = get(&mut client, &running.id).await;
+    assert_eq!(again, events_of(&mut client, &running.id).await);
+    assert_eq!(again.last().unwrap().state, ExecutionState::Interrupted as i32);
+
+    let listed = client.list_executions(ListExecutionsRequest::default()).await.unwrap().into_inner();
+    let ids: Vec<&str> = listed.executions.iter().map(|e| e.id.as_str()).collect();
+    for id in [&finished.id, &running.id, &queued.id] {
+        assert!(ids.contains(&id.as_str()), "{id} missing from {ids:?}");
+    }
+    assert!(listed.executions.iter().all(|e| e.state != ExecutionState::Running as i32));
+
+    // The same request_id after the restart is the same execution, not a second scale.
+    let mut retry = mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 4}));
+    retry.request_id = "ticket-1".into();
+    let same = client.execute(retry).await.unwrap().into_inner().execution.unwrap();
+    assert_eq!(same.id, finished.id);
+    // And WatchExecution replays a past execution's whole history.
+    let replayed = common::watch_all(&mut client, &finished.id, 0).await;
+    assert_eq!(replayed, finished_before);
+}
+
+async fn events_of(client: &mut ExecutorServiceClient<Channel>, id: &str) -> Vec<ExecutionEvent> {
+    get(client, id).await.1
+}
+
+async fn twenty_concurrent_executes_with_one_request_id_create_one_execution(config: EngineConfig) {
+    let h = common::Harness::start(config, executor_service::sim::Scenario::demo()).await;
+    let client = h.grpc().await;
+    let mut calls = Vec::new();
+    for _ in 0..20 {
+        let mut c = client.clone();
+        calls.push(tokio::spawn(async move {
+            let mut r = mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 5}));
+            r.request_id = "incident-42".into();
+            c.execute(r).await.unwrap().into_inner().execution.unwrap().id
+        }));
+    }
+    let mut ids = Vec::new();
+    for call in calls {
+        ids.push(call.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one execution for one request_id: {ids:?}");
+    let mut c = client.clone();
+    let listed = c.list_executions(ListExecutionsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.executions.len(), 1);
+    let mut different = mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 6}));
+    different.request_id = "incident-42".into();
+    let err = c.execute(different).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_under_concurrency_in_memory() {
+    twenty_concurrent_executes_with_one_request_id_create_one_execution(EngineConfig::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_under_concurrency_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(&dir.path().join("h.db").display().to_string()).await.unwrap();
+    twenty_concurrent_executes_with_one_request_id_create_one_execution(EngineConfig {
+        store: Some(store),
+        ..Default::default()
+    })
+    .await;
+}
