@@ -662,3 +662,29 @@ async fn bench_get_latency_and_a_thousand_pods() {
         big.controller_tick_cost()
     );
 }
+
+#[tokio::test]
+async fn a_streaming_list_watcher_gets_initial_events_and_the_end_bookmark() {
+    let cluster = start(Scenario::demo()).await;
+    let client = cluster.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, "production");
+    let cfg = watcher::Config::default()
+        .streaming_lists()
+        .labels("app=web");
+    let mut stream = watcher(pods.clone(), cfg).boxed();
+    let mut initial = 0;
+    let done = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = stream.try_next().await.unwrap() {
+            match ev {
+                watcher::Event::InitApply(_) => initial += 1,
+                watcher::Event::InitDone => return true,
+                _ => {}
+            }
+        }
+        false
+    })
+    .await
+    .expect("initial events end with a bookmark");
+    assert!(done);
+    assert_eq!(initial, 3);
+}
