@@ -238,6 +238,15 @@ async fn execute_answers_202_and_the_event_stream_replays_then_ends_with_the_ter
         .map(|s| s.to_string())
         .collect();
     assert_eq!(resumed_ids, expected);
+    // A browser reconnecting after the terminal event is told there is nothing more: 204
+    // stops EventSource's automatic reconnection.
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/v1/executions/{id}/events"))
+        .header("Last-Event-ID", events.len().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
     // The query parameter does the same for clients that cannot set headers.
     let from_query = read_sse(
         &format!("{base}/api/v1/executions/{id}/events?from_sequence={k}"),

@@ -14,7 +14,7 @@
 //! | `GET /api/v1/status/{id}`, `GET /api/v1/executions/{id}` | one execution and its events |
 //! | `GET /api/v1/executions` | filtered page newest first (`state`, `action`, `namespace`, `page_size`, `page_token`) |
 //! | `POST /api/v1/executions/{id}/cancel` | cancel, optional body `{"reason": "…"}` |
-//! | `GET /api/v1/executions/{id}/events` | Server-Sent Events: replay then live, `id:` = sequence, resumes after `Last-Event-ID` |
+//! | `GET /api/v1/executions/{id}/events` | Server-Sent Events: replay then live, `id:` = sequence, resumes after `Last-Event-ID`; 204 once nothing is left to send |
 //! | `GET /api/v1/actions` | the action catalog |
 //! | `GET /health` | 200 while the default cluster answers, 503 otherwise or while shutting down |
 
@@ -34,7 +34,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
@@ -243,7 +243,7 @@ async fn events(
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
-) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+) -> ApiResult<Response> {
     let id = execution_id(id)?;
     let Query(query) = query.map_err(|e| EngineError::invalid("query", e.body_text()))?;
     // A reconnecting EventSource sends the last id it saw; it wins over the query.
@@ -259,6 +259,12 @@ async fn events(
             None => 0,
         },
     };
+    // An EventSource reconnects whenever a stream ends, even after the terminal event; 204
+    // is the one answer that stops it, rather than a stream that would never send anything.
+    let (execution, _) = engine.get(&id).await?;
+    if execution.state.is_terminal() && from >= execution.last_sequence {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let events = engine.watch(&id, from).await?;
     // The producer runs in its own task: a client that goes away ends only its own stream.
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
@@ -283,7 +289,11 @@ async fn events(
         }
         .instrument(span),
     );
-    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
+    Ok(
+        Sse::new(ReceiverStream::<Result<SseEvent, Infallible>>::new(rx))
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+    )
 }
 
 async fn actions(State(engine): State<Engine>) -> Json<Value> {
