@@ -150,9 +150,7 @@ pub fn commit_update(
 ) -> Result<Value, ApiError> {
     admission::default(def, &mut new, st);
     admission::validate(def, &new, Some(old), st)?;
-    if old.get("spec") != new.get("spec")
-        || (def.kind == "DaemonSet" && old.get("spec") != new.get("spec"))
-    {
+    if old.get("spec") != new.get("spec") {
         let g = int_at(old, "/metadata/generation", 1);
         set_at(&mut new, "/metadata/generation", json!(g + 1));
     }
@@ -304,7 +302,6 @@ pub fn patch(
     sub: Option<&str>,
     pt: PatchType,
     body: &[u8],
-    q: &HashMap<String, String>,
     dry: bool,
 ) -> Result<(u16, Value), ApiError> {
     let Some(old) = st.get(def.plural, ns, name).cloned() else {
@@ -314,7 +311,6 @@ pub fn patch(
             let ns = if def.namespaced { Some(ns) } else { None };
             let mut obj = obj;
             set_at(&mut obj, "/metadata/name", json!(name));
-            let _ = q;
             return create(st, def, ns, obj, dry).map(|o| (201, o));
         }
         return Err(ApiError::not_found(def, name));

@@ -397,7 +397,7 @@ fn serve(
                 )
             })?;
             let mut st = sim.lock();
-            let (code, out) = api::patch(&mut st, def, ns, name, sub, pt, body, q, dry)?;
+            let (code, out) = api::patch(&mut st, def, ns, name, sub, pt, body, dry)?;
             Ok(value_response(code, &out))
         }
         ("delete", None) => {
@@ -601,7 +601,6 @@ fn watch(sim: Arc<Sim>, t: Target, q: &HashMap<String, String>, table: bool) -> 
                     match ev {
                         Ok(ev) => {
                             let ev: Arc<WatchEvent> = ev;
-                            if ev.rv <= last_rv && ev.rv <= start_rv { continue; }
                             last_rv = last_rv.max(ev.rv);
                             if ev.plural != plural { continue; }
                             let Some(t) = classify(&ev, &matches) else { continue };

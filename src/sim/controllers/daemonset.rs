@@ -80,7 +80,7 @@ fn reconcile(
     daemon_tolerations(&mut spec);
     let eligible: Vec<String> = nodes
         .iter()
-        .filter(|n| unfit_reason(n, &spec).is_none() || (kubelet_tolerant(n, &spec)))
+        .filter(|n| unfit_reason(n, &spec).is_none())
         .map(|n| str_at(n, "/metadata/name").to_string())
         .collect();
     let mut by_node: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
@@ -228,10 +228,4 @@ fn reconcile(
         }
     }
     st.replace(def, new);
-}
-
-/// Daemon pods also run on NotReady nodes? No: only on Ready ones, like the real
-/// controller's scheduling predicates; this hook keeps that decision in one place.
-fn kubelet_tolerant(_node: &Value, _spec: &Value) -> bool {
-    false
 }

@@ -216,7 +216,7 @@ fn reconcile(st: &mut State, d: &Value, mut rss: Vec<Arc<Value>>) {
 
     // Rollback to an older template: its ReplicaSet becomes the newest revision again.
     if let Some(n) = new_rs.as_mut() {
-        if revision(n) < max_rev || (revision(n) == 0 && max_rev == 0) {
+        if revision(n) < max_rev {
             let mut bumped = n.clone();
             set_at(&mut bumped, REVISION_PTR, json!((max_rev + 1).to_string()));
             *n = (*st.replace(rs_def, bumped)).clone();

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{
-    emit_event, is_active_pod, is_terminating, kubelet, owner_ref, sim_elapsed, PodsByOwner,
-};
+use super::{emit_event, is_active_pod, is_terminating, kubelet, owner_ref, PodsByOwner};
 use crate::sim::api::{self, random_suffix, DeleteOpts};
 use crate::sim::resources::by_plural;
 use crate::sim::store::{at, int_at, set_at, str_at, State};
@@ -173,6 +171,5 @@ fn reconcile(st: &mut State, rs: &Value, owned: Vec<Arc<Value>>) {
         "/status/observedGeneration",
         json!(int_at(rs, "/metadata/generation", 1)),
     );
-    let _ = sim_elapsed;
     st.replace(rs_def, new);
 }

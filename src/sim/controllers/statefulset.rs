@@ -97,7 +97,6 @@ fn reconcile(st: &mut State, s: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<Va
     let replicas = int_at(s, "/spec/replicas", 1).max(0);
     let ordered = str_at(s, "/spec/podManagementPolicy") != "Parallel";
     let update_rev = ensure_revision(st, s, &revs);
-    let rev_hash = update_rev.rsplit('-').next().unwrap_or("").to_string();
     let current_rev = match str_at(s, "/status/currentRevision") {
         "" => update_rev.clone(),
         r => r.to_string(),
@@ -272,6 +271,5 @@ fn reconcile(st: &mut State, s: &Value, owned: Vec<Arc<Value>>, revs: Vec<Arc<Va
     set_at(&mut new, "/status/currentRevision", json!(current_rev));
     set_at(&mut new, "/status/updateRevision", json!(update_rev));
     set_at(&mut new, "/status/collisionCount", json!(0));
-    let _ = rev_hash;
     st.replace(def, new);
 }
