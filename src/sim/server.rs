@@ -623,3 +623,74 @@ fn watch(sim: Arc<Sim>, t: Target, q: &HashMap<String, String>, table: bool) -> 
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(etype: EventType, now: Value, prev: Option<Value>) -> WatchEvent {
+        WatchEvent {
+            rv: 1,
+            plural: "pods",
+            etype,
+            object: Arc::new(now),
+            prev: prev.map(Arc::new),
+        }
+    }
+
+    #[test]
+    fn selector_watches_turn_label_changes_into_added_and_deleted() {
+        let sel = LabelSelector::parse("app=web").unwrap();
+        let m = |o: &Value| sel.matches_obj(o);
+        let web = json!({"metadata": {"labels": {"app": "web"}}});
+        let other = json!({"metadata": {"labels": {"app": "api"}}});
+        let c = |e| classify(&e, &m);
+        assert_eq!(
+            c(ev(EventType::Modified, web.clone(), Some(web.clone()))),
+            Some("MODIFIED")
+        );
+        assert_eq!(
+            c(ev(EventType::Modified, web.clone(), Some(other.clone()))),
+            Some("ADDED")
+        );
+        assert_eq!(
+            c(ev(EventType::Modified, other.clone(), Some(web.clone()))),
+            Some("DELETED")
+        );
+        assert_eq!(
+            c(ev(EventType::Modified, other.clone(), Some(other.clone()))),
+            None
+        );
+        assert_eq!(c(ev(EventType::Added, other.clone(), None)), None);
+        assert_eq!(c(ev(EventType::Deleted, web, None)), Some("DELETED"));
+    }
+
+    #[test]
+    fn paths_parse_into_resource_namespace_name_and_subresource() {
+        let t = parse_target(
+            "apps",
+            "v1",
+            &["namespaces", "prod", "deployments", "web", "scale"],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                t.def.plural,
+                t.ns.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("deployments", Some("prod"), Some("web"), Some("scale"))
+        );
+        let t = parse_target("", "v1", &["namespaces", "prod"]).unwrap();
+        assert_eq!(
+            (t.def.plural, t.name.as_deref()),
+            ("namespaces", Some("prod"))
+        );
+        let t = parse_target("", "v1", &["pods"]).unwrap();
+        assert_eq!((t.def.plural, t.ns), ("pods", None));
+        assert!(parse_target("", "v1", &["namespaces", "prod", "pods", "p", "exec"]).is_err());
+        assert!(parse_target("", "v1", &["widgets"]).is_err());
+        assert!(parse_target("", "v1", &["namespaces", "a", "pods", "b", "log", "x"]).is_err());
+    }
+}

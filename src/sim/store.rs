@@ -333,6 +333,21 @@ mod tests {
     use crate::sim::resources::by_plural;
 
     #[test]
+    fn resuming_before_the_retained_history_is_expired() {
+        let cm = by_plural("configmaps").unwrap();
+        let mut st = State::new(1.0);
+        for i in 0..HISTORY_CAPACITY + 10 {
+            let mut obj = json!({"metadata": {"name": format!("c{i}"), "namespace": "ns"}});
+            State::prepare_new(cm, &mut obj);
+            st.insert(cm, obj);
+        }
+        assert!(st.watch_from("configmaps", 2).is_err());
+        let recent = st.rv() - 5;
+        let (backlog, _) = st.watch_from("configmaps", recent).unwrap();
+        assert_eq!(backlog.len(), 5);
+    }
+
+    #[test]
     fn at_matches_json_pointer() {
         let v = json!({"a": {"b/c": [1, {"d": "x"}], "e~f": 2}});
         for p in [

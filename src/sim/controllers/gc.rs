@@ -51,6 +51,13 @@ pub fn run(st: &mut State) {
             }
         }
     }
+    // Forget controller bookkeeping of objects that no longer exist.
+    st.rt.pod_seen.retain(|k, _| uids.contains(k));
+    st.rt.pod_term.retain(|k, _| uids.contains(k));
+    st.rt.next_restart.retain(|k, _| uids.contains(k));
+    st.rt.progress.retain(|k, _| uids.contains(k));
+    st.rt.unschedulable.retain(|k| uids.contains(k));
+    st.rt.pvc_timer.retain(|k, _| uids.contains(k));
     // Dependents whose owners are all gone.
     for (owner, deps) in &dependents {
         if uids.contains(owner) {
