@@ -14,7 +14,10 @@ use std::{
 };
 
 use common::tool;
-use executor_service::sim::{Scenario, SimCluster, SimConfig};
+use executor_service::{
+    policy::{Policy, PolicyConfig},
+    sim::{Scenario, SimCluster, SimConfig},
+};
 use serde_yaml::Value;
 
 fn kustomize() -> Vec<Value> {
@@ -176,7 +179,33 @@ fn the_cluster_role_grants_only_named_verbs_on_named_resources() {
         .filter_map(|p| p["port"].as_i64())
         .collect();
     assert_eq!(ports, [8084, 8085]);
-    assert!(one(&docs, "ConfigMap")["data"]["policy.rego"].is_string());
+}
+
+#[test]
+fn the_policy_config_map_holds_a_policy_the_service_loads() {
+    let docs = kustomize();
+    let config_map = one(&docs, "ConfigMap");
+    let rego = config_map["data"]["policy.rego"]
+        .as_str()
+        .expect("policy.rego in the ConfigMap");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.rego");
+    std::fs::write(&path, rego).unwrap();
+    if let Err(e) = Policy::from_file(&path, &PolicyConfig::default()) {
+        panic!("deploy/policy.rego does not load: {e}");
+    }
+    // The Deployment mounts the generated (hash-suffixed) ConfigMap and points --policy at it.
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "policy")
+        .expect("policy volume");
+    assert_eq!(volume["configMap"]["name"], config_map["metadata"]["name"]);
+    let env = pod["containers"][0]["env"].as_sequence().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "EXECUTOR_POLICY"
+        && e["value"] == "/etc/executor-service/policy/policy.rego"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
