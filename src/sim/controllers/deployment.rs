@@ -63,6 +63,26 @@ pub fn new_rs_target(desired: i64, surge: i64, new_current: i64, all_current: i6
     new_current + (max_total - all_current).min(desired - new_current)
 }
 
+/// Spreads `allowed` pods over ReplicaSets of `sizes` in proportion (inactive ones stay at
+/// 0); the rounding leftover goes to the largest, as the real controller's proportional
+/// scaling.
+pub fn proportional(sizes: &[i64], allowed: i64) -> Vec<i64> {
+    let total: i64 = sizes.iter().sum();
+    if total <= 0 {
+        return sizes.to_vec();
+    }
+    let mut out: Vec<i64> = sizes.iter().map(|s| s * allowed / total).collect();
+    let leftover = allowed - out.iter().sum::<i64>();
+    if let Some((i, _)) = sizes
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, s)| (**s, std::cmp::Reverse(*i)))
+    {
+        out[i] = (out[i] + leftover).max(0);
+    }
+    out
+}
+
 /// How many old pods may go now: total - minAvailable - new RS's unavailable pods.
 pub fn max_scale_down(desired: i64, unavail: i64, all_current: i64, new_unavailable: i64) -> i64 {
     all_current - (desired - unavail) - new_unavailable
@@ -225,7 +245,26 @@ fn reconcile(st: &mut State, d: &Value, mut rss: Vec<Arc<Value>>) {
     }
 
     if let Some(mut n) = new_rs.clone() {
-        if paused {
+        let active = 1 + olds.iter().filter(|o| replicas(o) > 0).count();
+        let scaling_event = std::iter::once(&n)
+            .chain(olds.iter())
+            .filter(|r| replicas(r) > 0)
+            .any(|r| str_at(r, DESIRED_PTR) != desired.to_string());
+        if !recreate && active > 1 && scaling_event {
+            // Scaled mid-rollout: spread the change over the active ReplicaSets in proportion
+            // to their size, as the real controller does, instead of rolling this tick.
+            let mut sets: Vec<Value> = std::iter::once(n.clone())
+                .chain(olds.iter().cloned())
+                .collect();
+            let sizes: Vec<i64> = sets.iter().map(replicas).collect();
+            let targets = proportional(&sizes, desired + surge);
+            for (rs, to) in sets.iter_mut().zip(targets) {
+                *rs = scale_rs(st, d, rs, to, desired + surge);
+            }
+            n = sets.remove(0);
+            olds = sets;
+            progressed = true;
+        } else if paused {
             // Paused: only keep the size in line when there is nothing to roll.
             if olds.iter().all(|o| replicas(o) == 0) && replicas(&n) != desired {
                 n = scale_rs(st, d, &n, desired, desired + surge);
@@ -519,6 +558,15 @@ mod tests {
         assert_eq!(new_rs_target(3, 1, 1, 3), 2);
         // No old pods: straight to the desired size (a scale-up).
         assert_eq!(new_rs_target(5, 2, 3, 3), 5);
+    }
+
+    #[test]
+    fn scaling_mid_rollout_is_proportional() {
+        // 1 new + 3 old (total 4 = 3 + surge 1), scaled to 6 (surge 2): room for 8.
+        assert_eq!(proportional(&[1, 3], 8), vec![2, 6]);
+        assert_eq!(proportional(&[2, 2], 3), vec![2, 1]);
+        assert_eq!(proportional(&[0, 5], 2), vec![0, 2]);
+        assert_eq!(proportional(&[0, 0], 2), vec![0, 0]);
     }
 
     #[test]
