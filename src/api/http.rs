@@ -12,7 +12,7 @@
 //! | `POST /api/v1/execute` | Execute: 202 with the QUEUED execution, 200 with the final one when `wait` |
 //! | `POST /api/v1/dry-run` | DryRun: target, parameters, summary, changes with JSON patches, warnings |
 //! | `GET /api/v1/status/{id}`, `GET /api/v1/executions/{id}` | one execution and its events |
-//! | `GET /api/v1/executions` | filtered page newest first (`state`, `action`, `namespace`, `page_size`, `page_token`) |
+//! | `GET /api/v1/executions` | filtered page newest first (`state`, `action`, `namespace`, `requester`, `page_size`, `page_token`) |
 //! | `POST /api/v1/executions/{id}/cancel` | cancel, optional body `{"reason": "…"}` |
 //! | `GET /api/v1/executions/{id}/events` | Server-Sent Events: replay then live, `id:` = sequence, resumes after `Last-Event-ID`; 204 once nothing is left to send |
 //! | `GET /api/v1/actions` | the action catalog |
@@ -40,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
+use super::Caller;
 use crate::{
     actions::{ActionSpec, ParamType},
     engine::{
@@ -76,6 +77,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/executions/{id}/events", get(events))
         .route("/api/v1/actions", get(actions))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .with_state(engine)
 }
 
@@ -132,11 +134,13 @@ type ApiResult<T> = Result<T, EngineError>;
 
 async fn execute(
     State(engine): State<Engine>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let body = json_object(body)?;
     let wait = optional_bool(&body, "wait")?;
-    let request = execution_request(&body)?;
+    let mut request = execution_request(&body)?;
+    request.requester = caller.identity;
     let mut execution = engine.submit(request).await?;
     let status = if wait {
         execution = engine.wait(&execution.id).await?;
@@ -153,6 +157,7 @@ async fn execute(
 
 async fn dry_run(
     State(engine): State<Engine>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let body = json_object(body)?;
@@ -169,6 +174,7 @@ async fn dry_run(
             target,
             parameters,
             alert,
+            requester: caller.identity,
             ..Default::default()
         })
         .await?;
@@ -199,16 +205,17 @@ async fn list(
             "state" if !value.is_empty() => filter.state = Some(state_from(value)?),
             "action" if !value.is_empty() => filter.action = Some(value.to_string()),
             "namespace" if !value.is_empty() => filter.namespace = Some(value.to_string()),
+            "requester" if !value.is_empty() => filter.requester = Some(value.to_string()),
             "page_size" if !value.is_empty() => {
                 filter.page_size = value.parse().map_err(|_| {
                     EngineError::invalid("page_size", format!("must be a number, got {value:?}"))
                 })?
             }
             "page_token" => filter.page_token = value.to_string(),
-            "state" | "action" | "namespace" | "page_size" => {}
+            "state" | "action" | "namespace" | "requester" | "page_size" => {}
             other => return Err(EngineError::invalid(
                 other,
-                "unknown query parameter (known: state, action, namespace, page_size, page_token)",
+                "unknown query parameter (known: state, action, namespace, requester, page_size, page_token)",
             )),
         }
     }
@@ -221,6 +228,7 @@ async fn list(
 
 async fn cancel(
     State(engine): State<Engine>,
+    caller: Caller,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
@@ -234,7 +242,7 @@ async fn cancel(
     } else {
         optional_string(&json_object(body)?, "reason")?
     };
-    let execution = engine.cancel(&id, &reason).await?;
+    let execution = engine.cancel_as(&id, &reason, &caller.identity).await?;
     Ok(Json(json!({ "execution": execution_json(&execution) })))
 }
 
@@ -676,4 +684,16 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
     }
+}
+
+/// Prometheus text exposition (format 0.0.4).
+async fn metrics(State(engine): State<Engine>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        engine.metrics_text(),
+    )
+        .into_response()
 }

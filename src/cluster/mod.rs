@@ -32,9 +32,22 @@ pub enum ClusterError {
 
 /// A client without kube's built-in silent retries: the executor retries transient errors
 /// itself (`with_retries`), visibly, and must see a PodDisruptionBudget's 429 at once.
+///
+/// Every failed call is counted in the `executor_kubernetes_api_errors` metric.
 fn client_for(mut config: kube::Config) -> Result<kube::Client, String> {
     config.default_retry = false;
-    kube::Client::try_from(config).map_err(|e| e.to_string())
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| e.to_string())?;
+    let count_errors = tower::util::MapResponseLayer::new(|response: http::Response<Box<kube::client::DynBody>>| {
+        if response.status().as_u16() >= 400 {
+            crate::telemetry::metrics().kube_error(response.status().as_str());
+        }
+        response
+    });
+    let count_transport = tower::util::MapErrLayer::new(|error: tower::BoxError| {
+        crate::telemetry::metrics().kube_error("transport");
+        error
+    });
+    Ok(builder.with_layer(&count_errors).with_layer(&count_transport).build())
 }
 
 /// Kube clients by cluster name (kubeconfig context). The empty name means the default.

@@ -90,6 +90,7 @@ impl EventLog {
         // Subscribe first: anything appended from here on is in `live` or in the backlog.
         let mut live = self.live.subscribe();
         async_stream::stream! {
+            let _counted = crate::telemetry::metrics().subscriber();
             let mut last = from_sequence;
             for event in self.after(last) {
                 last = event.sequence;

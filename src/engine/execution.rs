@@ -91,6 +91,10 @@ impl Execution {
             !self.persister.is_durable(),
         );
         self.persister.event(&self.id, &event, &self.log);
+        if state.is_terminal() {
+            let ran = p.started_at.and_then(|start| (now - start).to_std().ok());
+            crate::telemetry::metrics().execution_ended(&self.action, state.as_str(), ran);
+        }
         if changed || state.is_terminal() {
             drop(p);
             self.persister.snapshot(self.view());

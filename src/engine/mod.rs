@@ -4,6 +4,7 @@
 //! the store, never proto types.
 
 mod admission;
+pub mod authz;
 mod events;
 mod execution;
 mod locks;
@@ -160,6 +161,8 @@ pub struct EngineConfig {
     pub policy: Option<Arc<Policy>>,
     /// `None` keeps history in memory only.
     pub store: Option<Arc<dyn Store>>,
+    /// Who may run and approve what where (`--authz`); `None` allows everyone everything.
+    pub authorizer: Option<Arc<authz::Authorizer>>,
 }
 
 impl Default for EngineConfig {
@@ -174,6 +177,7 @@ impl Default for EngineConfig {
             approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
             policy: None,
             store: None,
+            authorizer: None,
         }
     }
 }
@@ -352,6 +356,7 @@ impl Engine {
     /// Invalid requests, a missing target, or a state the action refuses.
     pub async fn dry_run(&self, request: ExecutionRequest) -> Result<DryRunReport, EngineError> {
         let v = self.validate(&request)?;
+        self.authorize_run(&request, &v)?;
         let plan = v.action.plan(&Self::context(&v, Reporter::discard())).await?;
         let decision = self.decide(&v, &plan, &requester_of(&request)).await?;
         Ok(DryRunReport {
@@ -385,6 +390,7 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         let v = self.validate(&request)?;
+        self.authorize_run(&request, &v)?;
         let fingerprint = fingerprint(&request, &v);
         let _same_request = match request.request_id.as_str() {
             "" => None,
@@ -738,6 +744,7 @@ impl Engine {
                 )));
             }
         };
+        self.authorize_approval(approver, &execution)?;
         if approve && execution.requester != ANONYMOUS && execution.requester == approver {
             return Err(EngineError::PermissionDenied(format!(
                 "{approver} requested execution {id} and cannot approve it"
@@ -847,6 +854,24 @@ impl Engine {
     pub fn abort(&self) {
         self.inner.tasks.close();
         self.inner.closed.cancel();
+    }
+
+    /// Sets the state gauges from the executions in memory and returns the Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        let (mut queued, mut running, mut waiting) = (0, 0, 0);
+        for execution in self.inner.history.read().unwrap_or_else(|e| e.into_inner()).ordered.iter() {
+            match execution.state() {
+                ExecutionState::Queued => queued += 1,
+                ExecutionState::Running | ExecutionState::RollingBack => running += 1,
+                ExecutionState::WaitingApproval => waiting += 1,
+                _ => {}
+            }
+        }
+        let metrics = crate::telemetry::metrics();
+        metrics.queue_depth.set(queued);
+        metrics.in_flight.set(running);
+        metrics.waiting_approval.set(waiting);
+        metrics.encode()
     }
 
     /// Whether `shutdown` or `abort` began.
