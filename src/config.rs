@@ -103,6 +103,25 @@ pub struct ServeArgs {
     /// How long an execution waits for an approval before it is rejected.
     #[arg(long, env = "EXECUTOR_APPROVAL_TIMEOUT", default_value = "1h")]
     pub approval_timeout: humantime::Duration,
+    /// TLS certificate chain (PEM) for gRPC and HTTP; needs `--tls-key`.
+    #[arg(long, env = "EXECUTOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "EXECUTOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) client certificates must chain to: mutual TLS, every client needs a
+    /// certificate, whose subject CN (or first DNS name) is its identity.
+    #[arg(long, env = "EXECUTOR_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Bearer tokens (YAML/JSON `tokens: [{identity, sha256 | token}]`): every API call then
+    /// needs `authorization: Bearer TOKEN`; health, reflection and /metrics stay open.
+    #[arg(long, env = "EXECUTOR_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
+    /// Authorization rules (YAML/JSON `rules: [{identity, actions, namespaces, approve}]`),
+    /// checked on the resolved target before the policy; needs `--auth-tokens` or
+    /// `--tls-client-ca`. Without it every caller may do everything.
+    #[arg(long, env = "EXECUTOR_AUTHZ")]
+    pub authz: Option<PathBuf>,
 }
 
 fn parse_action_cooldown(text: &str) -> Result<(String, std::time::Duration), String> {

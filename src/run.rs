@@ -10,7 +10,7 @@ use crate::{
     api,
     cluster::Clusters,
     config::ServeArgs,
-    engine::{Engine, EngineConfig},
+    engine::{authz::Authorizer, Engine, EngineConfig},
     policy::{Policy, PolicyConfig},
     sim::{Scenario, SimCluster, SimConfig},
 };
@@ -20,6 +20,15 @@ use crate::{
 /// # Errors
 /// Bad cluster configuration, an address that cannot be bound, a transport failure.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let security = api::Security::load(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_client_ca.as_deref(),
+        args.auth_tokens.as_deref(),
+    )?;
+    if args.authz.is_some() && !security.authenticator.is_enabled() {
+        anyhow::bail!("--authz needs --auth-tokens or --tls-client-ca: without authentication every caller is anonymous");
+    }
     // Kept alive for as long as the server runs.
     let mut embedded: Option<SimCluster> = None;
     let clusters = if let Some(path) = &args.kubeconfig {
@@ -58,10 +67,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(recovered, "executions left unfinished by a previous run are now INTERRUPTED");
     }
     spawn_retention(engine.clone(), args.retention_max_age.into(), args.retention_max_count);
-    let listener = api::bind(args.listen).await?;
+    let listener = api::bind_with(args.listen, &security).await?;
     let addr = listener.local_addr()?;
     let http_listener = match args.http_listen.0 {
-        Some(http_addr) => Some(api::bind(http_addr).await?),
+        Some(http_addr) => Some(api::bind_with(http_addr, &security).await?),
         None => None,
     };
     // Tests and scripts read these lines to find ports chosen by the OS; the gRPC line comes
@@ -104,13 +113,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(http_listener) => {
                 tracing::info!(addr = %http_listener.local_addr()?, "HTTP listening");
                 let app = api::http::router(engine.clone());
-                api::http::serve(http_listener, app, stop.clone().cancelled_owned()).await
+                api::serve_http(
+                    http_listener,
+                    app,
+                    &security,
+                    stop.clone().cancelled_owned(),
+                )
+                .await
             }
             None => Ok(()),
         }
     };
     tokio::try_join!(
-        api::serve(listener, engine.clone(), stop.clone().cancelled_owned()),
+        api::serve_with(
+            listener,
+            engine.clone(),
+            security.clone(),
+            stop.clone().cancelled_owned()
+        ),
         http
     )?;
     if let Some(sim) = embedded {
@@ -143,7 +163,19 @@ async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
         approval_timeout: args.approval_timeout.into(),
         policy: Some(Arc::new(policy)),
         store: Some(store),
+        authorizer: authorizer(args)?,
     })
+}
+
+/// `--authz`, its action names checked against the registry.
+fn authorizer(args: &ServeArgs) -> anyhow::Result<Option<Arc<Authorizer>>> {
+    let Some(path) = &args.authz else {
+        return Ok(None);
+    };
+    let known: Vec<&str> = Registry::builtin().specs().iter().map(|s| s.name).collect();
+    let authz = Authorizer::from_file(path, &known)?;
+    tracing::info!(rules = authz.len(), authz = %authz.origin(), "authorization rules loaded");
+    Ok(Some(Arc::new(authz)))
 }
 
 /// How often old history is pruned.

@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{convert, proto};
+use super::{auth::grpc_caller, convert, proto};
 use crate::engine::{model::ListFilter, Engine};
 
 /// Events buffered per WatchExecution stream between its producer task and the client.
@@ -32,12 +32,12 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         &self,
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
+        let caller = grpc_caller(&request);
         let request = request.into_inner();
         let wait = request.wait;
-        let mut execution = self
-            .engine
-            .submit(convert::execute_request(request)?)
-            .await?;
+        let mut domain = convert::execute_request(request)?;
+        domain.requester = caller.identity;
+        let mut execution = self.engine.submit(domain).await?;
         if wait {
             execution = self.engine.wait(&execution.id).await?;
         }
@@ -50,10 +50,10 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         &self,
         request: Request<proto::DryRunRequest>,
     ) -> Result<Response<proto::DryRunResponse>, Status> {
-        let report = self
-            .engine
-            .dry_run(convert::dry_run_request(request.into_inner()))
-            .await?;
+        let caller = grpc_caller(&request);
+        let mut domain = convert::dry_run_request(request.into_inner());
+        domain.requester = caller.identity;
+        let report = self.engine.dry_run(domain).await?;
         Ok(Response::new(convert::dry_run_to(&report)))
     }
 
@@ -126,8 +126,12 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         &self,
         request: Request<proto::CancelExecutionRequest>,
     ) -> Result<Response<proto::CancelExecutionResponse>, Status> {
+        let caller = grpc_caller(&request);
         let r = request.into_inner();
-        let execution = self.engine.cancel(&r.execution_id, &r.reason).await?;
+        let execution = self
+            .engine
+            .cancel_as(&r.execution_id, &r.reason, &caller.identity)
+            .await?;
         Ok(Response::new(proto::CancelExecutionResponse {
             execution: Some(convert::execution_to(&execution)),
         }))
@@ -137,10 +141,16 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         &self,
         request: Request<proto::ApproveExecutionRequest>,
     ) -> Result<Response<proto::ApproveExecutionResponse>, Status> {
+        let approver = grpc_caller(&request);
         let r = request.into_inner();
         let execution = self
             .engine
-            .decide_approval(&r.execution_id, true, &r.approver, &r.reason)
+            .decide_approval(
+                &r.execution_id,
+                true,
+                &approver.approver(&r.approver),
+                &r.reason,
+            )
             .await?;
         Ok(Response::new(proto::ApproveExecutionResponse {
             execution: Some(convert::execution_to(&execution)),
@@ -151,10 +161,16 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         &self,
         request: Request<proto::RejectExecutionRequest>,
     ) -> Result<Response<proto::RejectExecutionResponse>, Status> {
+        let approver = grpc_caller(&request);
         let r = request.into_inner();
         let execution = self
             .engine
-            .decide_approval(&r.execution_id, false, &r.approver, &r.reason)
+            .decide_approval(
+                &r.execution_id,
+                false,
+                &approver.approver(&r.approver),
+                &r.reason,
+            )
             .await?;
         Ok(Response::new(proto::RejectExecutionResponse {
             execution: Some(convert::execution_to(&execution)),

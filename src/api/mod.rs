@@ -1,10 +1,12 @@
 //! The gRPC edge (the generated types, the service, health, reflection, grpc-web) and the
 //! HTTP/JSON edge ([`http`]). Translation only; the engine does the work.
 
+pub mod auth;
 pub(crate) mod convert;
 mod grpc;
 pub mod http;
 mod status;
+pub mod tls;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
@@ -23,6 +25,7 @@ pub mod proto {
         include_bytes!(concat!(env!("OUT_DIR"), "/executor_descriptor.bin"));
 }
 
+pub use auth::{Caller, Security};
 pub use grpc::GrpcApi;
 
 /// How often health re-checks that the cluster answers.
@@ -37,6 +40,20 @@ const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with(listener, engine, Security::default(), shutdown).await
+}
+
+/// [`serve`] with TLS and authentication: ExecutorService calls go through the
+/// authentication interceptor; health and reflection stay open.
+///
+/// # Errors
+/// When the TLS configuration or the transport fails.
+pub async fn serve_with(
+    listener: TcpListener,
+    engine: Engine,
+    security: Security,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -72,27 +89,71 @@ pub async fn serve(
         .build_v1alpha()?;
     // HTTP/1.1 and the grpc-web layer let a browser call the API (WatchExecution included)
     // without a proxy; HTTP/2 gRPC clients are unaffected.
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &security.tls {
+        server = server.tls_config(tls.grpc_config())?;
+    }
+    server
         .accept_http1(true)
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(proto::executor_service_server::ExecutorServiceServer::new(
-            GrpcApi::new(engine),
-        ))
+        .add_service(
+            proto::executor_service_server::ExecutorServiceServer::with_interceptor(
+                GrpcApi::new(engine),
+                security.grpc(),
+            ),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
 }
 
-/// Binds `addr`, warning when it is not loopback: there is no TLS or authentication yet.
+/// Binds `addr`, warning when it is not loopback (no TLS or authentication here).
 ///
 /// # Errors
 /// When the address cannot be bound.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    bind_with(addr, &Security::default()).await
+}
+
+/// Binds `addr`, warning when a non-loopback address lacks TLS or authentication.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind_with(addr: SocketAddr, security: &Security) -> anyhow::Result<TcpListener> {
     if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "listening on a non-loopback address without TLS or authentication: anyone who can reach it can run actions");
+        match (security.tls.is_some(), security.authenticator.is_enabled()) {
+            (true, true) => {}
+            (false, false) => {
+                tracing::warn!(%addr, "listening on a non-loopback address without TLS or authentication: anyone who can reach it can run actions")
+            }
+            (true, false) => {
+                tracing::warn!(%addr, "listening on a non-loopback address without authentication: anyone who can reach it can run actions")
+            }
+            (false, true) => {
+                tracing::warn!(%addr, "listening on a non-loopback address without TLS: bearer tokens cross the network in clear text")
+            }
+        }
     }
     Ok(TcpListener::bind(addr).await?)
+}
+
+/// Serves the HTTP API `app` on `listener`, over TLS when configured, with every route but
+/// health and metrics behind authentication when configured.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    security: &Security,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = security.protect_http(app);
+    match &security.tls {
+        Some(tls) => tls.serve_http(listener, app, shutdown).await,
+        None => http::serve(listener, app, shutdown).await,
+    }
 }
