@@ -342,6 +342,8 @@ async fn dry_run_list_actions_health_and_cancel_speak_json() {
         (status, page["executions"].as_array().unwrap().len()),
         (200, 0)
     );
+    let (_, page) = get(&format!("{base}/api/v1/executions?requester=someone-else")).await;
+    assert_eq!(page["executions"].as_array().unwrap().len(), 0);
     let (status, error) = post(&format!("{base}/api/v1/executions/{id}/cancel"), "").await;
     assert_eq!(status, 409, "{error}");
     assert_eq!(error["error"]["code"], "FAILED_PRECONDITION");
