@@ -304,6 +304,18 @@ async fn events(
     )
 }
 
+/// Prometheus text exposition (format 0.0.4).
+async fn metrics(State(engine): State<Engine>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        engine.metrics_text(),
+    )
+        .into_response()
+}
+
 async fn actions(State(engine): State<Engine>) -> Json<Value> {
     Json(json!({
         "actions": engine.actions().iter().map(action_json).collect::<Vec<_>>(),
@@ -684,16 +696,4 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
     }
-}
-
-/// Prometheus text exposition (format 0.0.4).
-async fn metrics(State(engine): State<Engine>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        engine.metrics_text(),
-    )
-        .into_response()
 }
