@@ -688,3 +688,25 @@ async fn a_streaming_list_watcher_gets_initial_events_and_the_end_bookmark() {
     assert!(done);
     assert_eq!(initial, 3);
 }
+
+#[tokio::test]
+async fn the_kubeconfig_names_one_sim_context_pointing_at_the_server() {
+    let cluster = start(Scenario::empty()).await;
+    let kc = cluster.kubeconfig();
+    assert_eq!(kc.current_context.as_deref(), Some("sim"));
+    let server = kc.clusters[0].cluster.as_ref().unwrap().server.clone();
+    assert_eq!(server.as_deref(), Some(cluster.url().as_str()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&path).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(config.default_namespace, "default");
+    let client = kube::Client::try_from(config).unwrap();
+    let v = client.apiserver_version().await.unwrap();
+    assert_eq!(v.major, "1");
+}

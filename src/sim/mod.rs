@@ -25,6 +25,16 @@
 //!   Forbidden`, as the real admission plugin); capacity follows after ~5 s (simulated).
 //! - There are no metrics: HPAs report status but never scale.
 //!
+//! # Caveats
+//! - JSON (and YAML) only. kubectl's generated clients send protobuf bodies for
+//!   `kubectl create <kind> NAME ...`, `run` and `expose`; those get `415
+//!   UnsupportedMediaType`. `kubectl create -f`, `apply` (client- and server-side), `patch`,
+//!   `scale`, `rollout`, `set`, `drain`, `delete`, `label`, `annotate` all speak JSON.
+//! - OpenAPI v3 documents are skeletal (enough for `kubectl apply` validation, not for
+//!   `kubectl explain`); there is no `/openapi/v2`.
+//! - kube-rs retries 429/503 by default, also a PDB-blocked eviction's 429 (the real server
+//!   answers the same way); build the client with `default_retry = false` to see them.
+//!
 //! # Layout
 //! - `mod.rs` — public API: [`SimConfig`], [`SimCluster`], [`SimArgs`], [`run_standalone`].
 //! - `resources.rs` — the table of served types; `discovery.rs` — discovery documents.
