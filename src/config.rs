@@ -103,6 +103,15 @@ pub struct ServeArgs {
     /// How long an execution waits for an approval before it is rejected.
     #[arg(long, env = "EXECUTOR_APPROVAL_TIMEOUT", default_value = "1h")]
     pub approval_timeout: humantime::Duration,
+    /// TLS, authentication and authorization (boxed: they are rarely set and would make
+    /// every `Command` as large as `serve`).
+    #[command(flatten)]
+    pub security: Box<SecurityArgs>,
+}
+
+/// `serve`'s TLS, authentication and authorization flags; see the README's Security section.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SecurityArgs {
     /// TLS certificate chain (PEM) for gRPC and HTTP; needs `--tls-key`.
     #[arg(long, env = "EXECUTOR_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -21,12 +21,12 @@ use crate::{
 /// Bad cluster configuration, an address that cannot be bound, a transport failure.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let security = api::Security::load(
-        args.tls_cert.as_deref(),
-        args.tls_key.as_deref(),
-        args.tls_client_ca.as_deref(),
-        args.auth_tokens.as_deref(),
+        args.security.tls_cert.as_deref(),
+        args.security.tls_key.as_deref(),
+        args.security.tls_client_ca.as_deref(),
+        args.security.auth_tokens.as_deref(),
     )?;
-    if args.authz.is_some() && !security.authenticator.is_enabled() {
+    if args.security.authz.is_some() && !security.authenticator.is_enabled() {
         anyhow::bail!("--authz needs --auth-tokens or --tls-client-ca: without authentication every caller is anonymous");
     }
     // Kept alive for as long as the server runs.
@@ -169,7 +169,7 @@ async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
 
 /// `--authz`, its action names checked against the registry.
 fn authorizer(args: &ServeArgs) -> anyhow::Result<Option<Arc<Authorizer>>> {
-    let Some(path) = &args.authz else {
+    let Some(path) = &args.security.authz else {
         return Ok(None);
     };
     let known: Vec<&str> = Registry::builtin().specs().iter().map(|s| s.name).collect();
