@@ -231,3 +231,52 @@ fn bad_usage_exits_two_naming_the_field_and_the_read_only_commands_show_the_cata
     ]));
     assert_eq!(replicas, "3", "a dry run changed the cluster");
 }
+
+#[test]
+fn with_authentication_the_cli_needs_its_token_and_runs_as_its_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(&tokens, "tokens:\n  - identity: ci\n    token: ci-secret\n").unwrap();
+    let server = ServeProcess::start(&["--auth-tokens", tokens.to_str().unwrap()]);
+
+    let out = cli(&server, &["actions"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("UNAUTHENTICATED"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(&server, &["actions", "--token", "wrong"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = cli(
+        &server,
+        &[
+            "exec",
+            "scale_deployment",
+            "-n",
+            "production",
+            "deployment/worker",
+            "--set",
+            "replicas=3",
+            "--wait",
+            "--token",
+            "ci-secret",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("execution "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_executor-service"))
+        .args(["get", &id, "--server", &server.addr])
+        .env("EXECUTOR_TOKEN", "ci-secret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("requester:   ci"));
+}

@@ -33,6 +33,7 @@ pub async fn run(args: GetArgs) -> Result<ExitCode, CliError> {
         "parameters:  {}",
         struct_json(e.parameters.as_ref())
     ));
+    emit(format!("requester:   {}", e.requester));
     emit(format!("state:       {}", state_name(e.state)));
     emit(format!("message:     {}", e.message));
     emit(format!("created:     {}", timestamp(e.created_at.as_ref())));

@@ -13,10 +13,15 @@ mod exec;
 mod get;
 mod watch;
 
-use std::{fmt::Display, io::Write, process::ExitCode, time::Duration};
+use std::{fmt::Display, io::Write, path::PathBuf, process::ExitCode, time::Duration};
 
 use serde_json::Value;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{interceptor::InterceptedService, Interceptor},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+    Status,
+};
 
 use crate::api::{
     convert,
@@ -54,12 +59,25 @@ pub enum ClientCommand {
     Cancel(cancel::CancelArgs),
 }
 
-/// The server a client command talks to.
+/// The server a client command talks to, and how to prove who is calling.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// The executor's gRPC address (`http://` is assumed without a scheme).
+    /// The executor's gRPC address (`http://` is assumed without a scheme; `https://` needs
+    /// `--ca-cert`).
     #[arg(long, env = "EXECUTOR_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
+    /// Bearer token sent as `authorization: Bearer TOKEN` (servers with `--auth-tokens`).
+    #[arg(long, env = "EXECUTOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) that signed the server's certificate, for `https://` servers.
+    #[arg(long, env = "EXECUTOR_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require mutual TLS; needs `--client-key`.
+    #[arg(long, env = "EXECUTOR_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--client-cert`.
+    #[arg(long, env = "EXECUTOR_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// The target and parameters of `exec` and `dry-run`.
@@ -173,23 +191,71 @@ pub async fn run(command: ClientCommand) -> ExitCode {
     }
 }
 
-type Client = ExecutorServiceClient<Channel>;
+type Client = ExecutorServiceClient<InterceptedService<Channel, Bearer>>;
 
-async fn connect(server: &ServerArgs) -> Result<Client, CliError> {
-    let server = server.server.trim();
+/// Adds `authorization: Bearer TOKEN` to every call when a token is given.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+async fn connect(args: &ServerArgs) -> Result<Client, CliError> {
+    let server = args.server.trim();
     let uri = if server.contains("://") {
         server.to_string()
     } else {
         format!("http://{server}")
     };
-    let endpoint = Endpoint::from_shared(uri)
+    let mut endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|e| CliError::Usage(format!("--server {server:?}: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT);
+    if uri.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(tls_config(args)?)
+            .map_err(|e| CliError::Usage(format!("TLS: {e}")))?;
+    } else if args.ca_cert.is_some() || args.client_cert.is_some() {
+        return Err(CliError::Usage(format!(
+            "--ca-cert and --client-cert need an https:// --server, not {server:?}"
+        )));
+    }
+    let bearer = match args.token.as_deref().map(str::trim) {
+        None | Some("") => Bearer(None),
+        Some(token) => Bearer(Some(format!("Bearer {token}").parse().map_err(|_| {
+            CliError::Usage("--token: not a valid header value".to_string())
+        })?)),
+    };
     let channel = endpoint
         .connect()
         .await
         .map_err(|e| CliError::Unreachable(format!("cannot reach the server at {server}: {e}")))?;
-    Ok(ExecutorServiceClient::new(channel))
+    Ok(ExecutorServiceClient::with_interceptor(channel, bearer))
+}
+
+fn tls_config(args: &ServerArgs) -> Result<ClientTlsConfig, CliError> {
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| CliError::Usage(format!("{flag} {}: {e}", path.display())))
+    };
+    let ca = args.ca_cert.as_ref().ok_or_else(|| {
+        CliError::Usage("an https:// --server needs --ca-cert (the CA of its certificate)".into())
+    })?;
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca-cert", ca)?));
+    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+        tls = tls.identity(Identity::from_pem(
+            read("--client-cert", cert)?,
+            read("--client-key", key)?,
+        ));
+    }
+    Ok(tls)
 }
 
 /// Writes a line to stdout; a closed pipe (`| head`) is not an error worth a panic.
