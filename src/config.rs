@@ -15,6 +15,10 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "EXECUTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this endpoint (e.g. `http://127.0.0.1:4317`); off
+    /// when absent.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

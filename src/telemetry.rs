@@ -1,5 +1,6 @@
-//! Telemetry in one place: logging (human or JSON, `RUST_LOG` filters) and the Prometheus
-//! metrics every layer reports to.
+//! Telemetry in one place: logging (human or JSON, `RUST_LOG` filters), OpenTelemetry traces
+//! over OTLP (a span per RPC continuing the caller's `traceparent`, one per execution, one per
+//! Kubernetes call), and the Prometheus metrics every layer reports to.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -11,21 +12,101 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber; a second call is a no-op (tests).
-pub fn init(format: LogFormat) {
+/// Flushes and stops trace export when dropped (at the end of `main`).
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("flushing traces: {e}");
+            }
+        }
+    }
+}
+
+/// Spans sent to OTLP besides the service's own: kube's per-request `HTTP` spans are at debug.
+const OTLP_FILTER: &str = "info,kube_client::client::builder=debug";
+
+/// Installs logging, and trace export over OTLP/gRPC to `otlp_endpoint` when given (W3C trace
+/// context propagation). A second call is a no-op (tests).
+///
+/// # Errors
+/// When the OTLP exporter cannot be built.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube=warn,tower=warn,h2=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Human => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    let (otel, provider) = match otlp_endpoint.filter(|e| !e.is_empty()) {
+        None => (None, None),
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()?;
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(Resource::builder().with_service_name("executor-service").build())
+                .build();
+            opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+            opentelemetry::global::set_tracer_provider(provider.clone());
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("executor-service"))
+                .with_filter(EnvFilter::new(OTLP_FILTER));
+            (Some(layer), Some(provider))
+        }
+    };
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
+        .try_init();
+    Ok(TelemetryGuard { provider })
+}
+
+/// Reads W3C trace context (`traceparent`, `tracestate`) from HTTP or gRPC headers.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// A server span for one request, continuing the caller's trace when its headers carry one.
+pub fn request_span(protocol: &'static str, name: &str, headers: &http::HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!("request", otel.name = %name, otel.kind = "server", rpc.system = protocol);
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+    // Fails only when no OpenTelemetry layer is installed: then there is nothing to continue.
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// The trace id of the current span, empty when traces are not exported.
+pub fn current_trace_id() -> String {
+    let context = tracing::Span::current().context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span_context.trace_id().to_string()
+    } else {
+        String::new()
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

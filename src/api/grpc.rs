@@ -37,6 +37,7 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         let wait = request.wait;
         let mut domain = convert::execute_request(request)?;
         domain.requester = caller.identity;
+        domain.trace_id = crate::telemetry::current_trace_id();
         let mut execution = self.engine.submit(domain).await?;
         if wait {
             execution = self.engine.wait(&execution.id).await?;

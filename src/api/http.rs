@@ -78,6 +78,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/actions", get(actions))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        // A span per request, continuing the caller's W3C `traceparent`.
+        .layer(axum::middleware::from_fn(traced))
         .with_state(engine)
 }
 
@@ -141,6 +143,7 @@ async fn execute(
     let wait = optional_bool(&body, "wait")?;
     let mut request = execution_request(&body)?;
     request.requester = caller.identity;
+    request.trace_id = crate::telemetry::current_trace_id();
     let mut execution = engine.submit(request).await?;
     let status = if wait {
         execution = engine.wait(&execution.id).await?;
@@ -696,4 +699,11 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
     }
+}
+
+async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let name = format!("{} {}", request.method(), request.uri().path());
+    let span = crate::telemetry::request_span("http", &name, request.headers());
+    next.run(request).instrument(span).await
 }

@@ -94,6 +94,8 @@ pub async fn serve_with(
         server = server.tls_config(tls.grpc_config())?;
     }
     server
+        // A span per RPC, continuing the caller's W3C `traceparent`.
+        .trace_fn(|request| crate::telemetry::request_span("grpc", request.uri().path(), request.headers()))
         .accept_http1(true)
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health_service)
