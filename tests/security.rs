@@ -25,6 +25,7 @@ use tonic::{
 
 const ALICE_TOKEN: &str = "alice-token-0123456789";
 const ONCALL_TOKEN: &str = "oncall-token-9876543210";
+const LEAD_TOKEN: &str = "lead-token-5555555555";
 /// The CN of the client certificate, and so the identity of an mTLS caller.
 const CLIENT_CN: &str = "deploy-bot";
 
@@ -128,7 +129,7 @@ fn write_auth_files(dir: &Path) -> (String, String) {
     std::fs::write(
         &tokens,
         format!(
-            "tokens:\n  - identity: alice\n    sha256: {}\n  - identity: oncall\n    token: {ONCALL_TOKEN}\n",
+            "tokens:\n  - identity: alice\n    sha256: {}\n  - identity: oncall\n    token: {ONCALL_TOKEN}\n  - identity: lead\n    token: {LEAD_TOKEN}\n",
             sha256_hex(ALICE_TOKEN)
         ),
     )
@@ -148,6 +149,11 @@ fn write_auth_files(dir: &Path) -> (String, String) {
   - identity: {CLIENT_CN}
     actions: [scale_deployment]
     namespaces: [production]
+  - identity: lead
+    actions: [drain_node]
+    namespaces: ["*"]
+    run: false
+    approve: true
 "#
         ),
     )
@@ -465,6 +471,73 @@ async fn an_allowed_token_runs_and_its_identity_is_the_requester() {
     assert_eq!(body["execution"]["state"], "SUCCEEDED", "{body}");
     assert_eq!(body["execution"]["requester"], "oncall");
     assert_eq!(replicas(&kube, "production", "web").await, 4);
+}
+
+#[tokio::test]
+async fn the_approver_is_the_authenticated_caller_and_must_be_allowed_to_approve() {
+    use executor_service::api::proto::ApproveExecutionRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_tokens(dir.path());
+    let mut client = plain_client(&server).await;
+    let drain = mk_request(
+        "drain_node",
+        mk_target("", "Node", "node-3"),
+        json!({"eviction_retry_seconds": 1, "timeout_seconds": 60}),
+    );
+    let status = client
+        .execute(with_token(drain.clone(), LEAD_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "an approver-only rule runs nothing"
+    );
+    let waiting = client
+        .execute(with_token(drain, ONCALL_TOKEN))
+        .await
+        .expect("oncall may drain")
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(
+        waiting.state,
+        ExecutionState::WaitingApproval as i32,
+        "{}",
+        waiting.message
+    );
+    let approve = |approver: &str| ApproveExecutionRequest {
+        execution_id: waiting.id.clone(),
+        approver: approver.into(),
+        reason: "failing disk".into(),
+    };
+    // The requester cannot approve by naming someone else: the caller is the approver.
+    let status = client
+        .approve_execution(with_token(approve("lead"), ONCALL_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("oncall requested"), "{status:?}");
+    let status = client
+        .approve_execution(with_token(approve("lead"), ALICE_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "alice may not approve drain_node on node/node-3"
+    );
+    let approved = client
+        .approve_execution(with_token(approve("somebody-else"), LEAD_TOKEN))
+        .await
+        .expect("lead may approve drains")
+        .into_inner()
+        .execution
+        .unwrap();
+    let approval = approved.approval.expect("the approval is recorded");
+    assert!(approval.approved);
+    assert_eq!(approval.approver, "lead");
+    assert_eq!(approved.requester, "oncall");
 }
 
 #[tokio::test]
