@@ -517,6 +517,29 @@ async fn logs_print_the_container_output() {
         .kubectl(&["-n", "production", "logs", "db-0", "-c", "nope"])
         .await;
     assert!(!missing.status.success());
+    // `logs -f` keeps streaming what the container writes.
+    let mut follow = tokio::process::Command::new(common::tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(["-n", "production", "logs", "-f", "db-0", "--tail=1"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = follow.stdout.take().unwrap();
+    let mut buf = Vec::new();
+    let ended = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut buf),
+    )
+    .await;
+    assert!(ended.is_err(), "logs -f must keep the stream open");
+    let _ = follow.kill().await;
+    let streamed = String::from_utf8_lossy(&buf);
+    assert!(
+        streamed.lines().count() >= 3,
+        "follow streamed:\n{streamed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

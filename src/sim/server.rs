@@ -255,6 +255,12 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         }
     }
     let table = wants_table(&parts.headers);
+    if verb == "get"
+        && target.sub.as_deref() == Some("log")
+        && query.get("follow").is_some_and(|f| f == "true")
+    {
+        return follow_logs(sim, &target, &query);
+    }
     if verb == "watch" {
         return watch(sim, target, &query, table);
     }
@@ -473,6 +479,55 @@ fn bookmark(def: &ResourceDef, rv: u64, initial_end: bool) -> Bytes {
         "BOOKMARK",
         &json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": meta}),
     )
+}
+
+/// How often a followed log is re-read, in simulated seconds.
+const LOG_FOLLOW_SECS: f64 = 5.0;
+
+/// `pods/log?follow=true`: the log so far, then new lines as the container writes them,
+/// until the pod goes away, the server shuts down or the client hangs up.
+fn follow_logs(sim: Arc<Sim>, t: &Target, q: &HashMap<String, String>) -> Response {
+    let ns = namespace_of(t).to_string();
+    let name = t.name.clone().unwrap_or_default();
+    let mut whole = q.clone();
+    whole.remove("tailLines");
+    whole.remove("limitBytes");
+    let (first, mut sent, speed) = {
+        let st = sim.lock();
+        let first = match api::pod_log(&st, &ns, &name, q) {
+            Ok(text) => text,
+            Err(e) => return e.into_response(),
+        };
+        let sent = api::pod_log(&st, &ns, &name, &whole).map_or(0, |t| t.lines().count());
+        (first, sent, st.speed)
+    };
+    let every = Duration::from_secs_f64((LOG_FOLLOW_SECS / speed).max(0.05));
+    let shutdown = sim.shutdown.clone();
+    let stream = async_stream::stream! {
+        yield Ok::<Bytes, std::io::Error>(Bytes::from(first));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let next = {
+                let st = sim.lock();
+                api::pod_log(&st, &ns, &name, &whole)
+            };
+            let Ok(text) = next else { break };
+            let lines: Vec<&str> = text.lines().collect();
+            if lines.len() > sent {
+                let mut chunk = lines[sent..].join("\n");
+                chunk.push('\n');
+                sent = lines.len();
+                yield Ok(Bytes::from(chunk));
+            }
+        }
+    };
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// The event type a selector watch reports for `ev`, if any: a change that makes an object
