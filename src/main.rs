@@ -3,8 +3,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use executor_service::{
+    cli,
     config::{Cli, Command},
-    cli, run, sim, telemetry,
+    run, sim, telemetry,
 };
 
 #[tokio::main]

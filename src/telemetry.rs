@@ -7,14 +7,14 @@ use std::{
     time::Duration,
 };
 
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
@@ -60,7 +60,11 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Te
                 .build()?;
             let provider = SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
-                .with_resource(Resource::builder().with_service_name("executor-service").build())
+                .with_resource(
+                    Resource::builder()
+                        .with_service_name("executor-service")
+                        .build(),
+                )
                 .build();
             opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
             opentelemetry::global::set_tracer_provider(provider.clone());
@@ -90,7 +94,11 @@ impl opentelemetry::propagation::Extractor for Headers<'_> {
 }
 
 /// A server span for one request, continuing the caller's trace when its headers carry one.
-pub fn request_span(protocol: &'static str, name: &str, headers: &http::HeaderMap) -> tracing::Span {
+pub fn request_span(
+    protocol: &'static str,
+    name: &str,
+    headers: &http::HeaderMap,
+) -> tracing::Span {
     let span = tracing::info_span!("request", otel.name = %name, otel.kind = "server", rpc.system = protocol);
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
     // Fails only when no OpenTelemetry layer is installed: then there is nothing to continue.
@@ -126,7 +134,9 @@ struct Code {
 }
 
 /// Execution durations from a fraction of a second (a scale) to an hour (a long drain).
-const DURATION_BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
+const DURATION_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+];
 
 /// The service's metrics. Counters are process-wide; the gauges are set from the engine's
 /// state when scraped, so they can never drift.
@@ -145,21 +155,38 @@ impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("executor");
         let executions = Family::<Outcome, Counter>::default();
-        registry.register("executions", "Executions ended, by action and final state", executions.clone());
-        let duration = Family::<Action, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        registry.register(
+            "executions",
+            "Executions ended, by action and final state",
+            executions.clone(),
+        );
+        let duration =
+            Family::<Action, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
         registry.register(
             "execution_duration_seconds",
             "Running time of executions, from start to final state",
             duration.clone(),
         );
         let queue_depth = Gauge::default();
-        registry.register("queue_depth", "Executions queued, waiting for a target or a worker", queue_depth.clone());
+        registry.register(
+            "queue_depth",
+            "Executions queued, waiting for a target or a worker",
+            queue_depth.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register("in_flight", "Executions running now", in_flight.clone());
         let waiting_approval = Gauge::default();
-        registry.register("waiting_approval", "Executions waiting for an approval", waiting_approval.clone());
+        registry.register(
+            "waiting_approval",
+            "Executions waiting for an approval",
+            waiting_approval.clone(),
+        );
         let subscribers = Gauge::default();
-        registry.register("stream_subscribers", "Open execution event streams", subscribers.clone());
+        registry.register(
+            "stream_subscribers",
+            "Open execution event streams",
+            subscribers.clone(),
+        );
         let kube_errors = Family::<Code, Counter>::default();
         registry.register(
             "kubernetes_api_errors",
@@ -197,7 +224,11 @@ impl Metrics {
 
     /// A Kubernetes API call failed with `code` (an HTTP status, or `transport`).
     pub fn kube_error(&self, code: &str) {
-        self.kube_errors.get_or_create(&Code { code: code.to_string() }).inc();
+        self.kube_errors
+            .get_or_create(&Code {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     /// Counts an open event stream until the guard is dropped.

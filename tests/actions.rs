@@ -8,7 +8,8 @@ use std::time::Duration;
 use common::{mk_request, mk_target, watch_all, Harness};
 use executor_service::{
     api::proto::{
-        executor_service_client::ExecutorServiceClient, Execution, ExecutionState, ListActionsRequest, ParameterType,
+        executor_service_client::ExecutorServiceClient, Execution, ExecutionState,
+        ListActionsRequest, ParameterType,
     },
     engine::EngineConfig,
     sim::{mk_daemonset, mk_deployment, mk_pod, mk_pvc, mk_storage_class, Scenario},
@@ -32,7 +33,13 @@ async fn run(
 ) -> Execution {
     let mut request = mk_request(action, target, params);
     request.wait = true;
-    client.execute(request).await.expect("execute").into_inner().execution.unwrap()
+    client
+        .execute(request)
+        .await
+        .expect("execute")
+        .into_inner()
+        .execution
+        .unwrap()
 }
 
 fn field<'a>(s: &'a Option<prost_types::Struct>, name: &str) -> &'a Kind {
@@ -43,7 +50,12 @@ fn field<'a>(s: &'a Option<prost_types::Struct>, name: &str) -> &'a Kind {
 async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them() {
     let h = Harness::demo().await;
     let mut client = h.grpc().await;
-    let actions = client.list_actions(ListActionsRequest {}).await.unwrap().into_inner().actions;
+    let actions = client
+        .list_actions(ListActionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .actions;
     let names: Vec<&str> = actions.iter().map(|a| a.name.as_str()).collect();
     for expected in [
         "restart_pod",
@@ -66,11 +78,18 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "restart_daemonset",
         "update_hpa",
     ] {
-        assert!(names.contains(&expected), "{expected} missing from ListActions: {names:?}");
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from ListActions: {names:?}"
+        );
     }
     let mut checked = 0;
     for action in &actions {
-        assert!(!action.description.is_empty(), "{} has no description", action.name);
+        assert!(
+            !action.description.is_empty(),
+            "{} has no description",
+            action.name
+        );
         let target = mk_target("production", &action.target_kinds[0], "x");
         for p in &action.parameters {
             let mut bad = vec![];
@@ -96,11 +115,22 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
                 ParameterType::Unspecified => panic!("{}.{} has no type", action.name, p.name),
             }
             for value in bad {
-                let request = mk_request(&action.name, target.clone(), json!({ p.name.clone(): value }));
+                let request = mk_request(
+                    &action.name,
+                    target.clone(),
+                    json!({ p.name.clone(): value }),
+                );
                 let err = client.execute(request).await.unwrap_err();
-                assert_eq!(err.code(), Code::InvalidArgument, "{}.{} = {value}: {err:?}", action.name, p.name);
+                assert_eq!(
+                    err.code(),
+                    Code::InvalidArgument,
+                    "{}.{} = {value}: {err:?}",
+                    action.name,
+                    p.name
+                );
                 assert!(
-                    err.message().starts_with(&format!("parameters.{}:", p.name)),
+                    err.message()
+                        .starts_with(&format!("parameters.{}:", p.name)),
                     "{}.{} = {value}: {}",
                     action.name,
                     p.name,
@@ -120,7 +150,10 @@ async fn expand_pvc_grows_the_claim_and_waits_for_the_capacity() {
     let claims = Api::<PersistentVolumeClaim>::namespaced(h.kube.clone(), "production");
     let claim = loop {
         let list = claims.list(&ListParams::default()).await.unwrap().items;
-        if let Some(c) = list.into_iter().find(|c| c.name_any().starts_with("data-db-")) {
+        if let Some(c) = list
+            .into_iter()
+            .find(|c| c.name_any().starts_with("data-db-"))
+        {
             break c;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -128,13 +161,26 @@ async fn expand_pvc_grows_the_claim_and_waits_for_the_capacity() {
     let name = claim.name_any();
     let target = mk_target("production", "PersistentVolumeClaim", &name);
     let err = client
-        .execute(mk_request("expand_pvc", target.clone(), json!({"size": "5Gi"})))
+        .execute(mk_request(
+            "expand_pvc",
+            target.clone(),
+            json!({"size": "5Gi"}),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("parameters.size: must be larger"), "{}", err.message());
+    assert!(
+        err.message().starts_with("parameters.size: must be larger"),
+        "{}",
+        err.message()
+    );
     let done = run(&mut client, "expand_pvc", target, json!({"size": "20Gi"})).await;
-    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
     let after = claims.get(&name).await.unwrap();
     let capacity = after.status.unwrap().capacity.unwrap()["storage"].0.clone();
     assert_eq!(capacity, "20Gi");
@@ -159,7 +205,11 @@ async fn expand_pvc_refuses_a_storage_class_without_expansion() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("does not allow volume expansion"), "{}", err.message());
+    assert!(
+        err.message().contains("does not allow volume expansion"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -168,27 +218,56 @@ async fn update_hpa_changes_the_bounds_and_refuses_min_above_max() {
     let mut client = h.grpc().await;
     let target = mk_target("production", "HorizontalPodAutoscaler", "api");
     let err = client
-        .execute(mk_request("update_hpa", target.clone(), json!({"min_replicas": 8})))
+        .execute(mk_request(
+            "update_hpa",
+            target.clone(),
+            json!({"min_replicas": 8}),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("parameters.min_replicas"), "{}", err.message());
-    let done = run(&mut client, "update_hpa", target, json!({"min_replicas": 3, "max_replicas": 10})).await;
-    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    assert!(
+        err.message().starts_with("parameters.min_replicas"),
+        "{}",
+        err.message()
+    );
+    let done = run(
+        &mut client,
+        "update_hpa",
+        target,
+        json!({"min_replicas": 3, "max_replicas": 10}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
     let hpa = Api::<HorizontalPodAutoscaler>::namespaced(h.kube.clone(), "production")
         .get("api")
         .await
         .unwrap();
     let spec = hpa.spec.unwrap();
     assert_eq!((spec.min_replicas, spec.max_replicas), (Some(3), 10));
-    assert_eq!(field(&done.rollback_data, "max_replicas"), &Kind::NumberValue(6.0));
+    assert_eq!(
+        field(&done.rollback_data, "max_replicas"),
+        &Kind::NumberValue(6.0)
+    );
 }
 
 async fn first_pod(h: &Harness, ns: &str, app: &str) -> Pod {
     let pods = Api::<Pod>::namespaced(h.kube.clone(), ns);
     loop {
-        let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.unwrap();
-        if let Some(p) = list.items.into_iter().find(|p| p.metadata.deletion_timestamp.is_none()) {
+        let list = pods
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+            .unwrap();
+        if let Some(p) = list
+            .items
+            .into_iter()
+            .find(|p| p.metadata.deletion_timestamp.is_none())
+        {
             return p;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -201,31 +280,63 @@ async fn quarantine_pod_labels_the_pod_and_isolates_it_once() {
     let mut client = h.grpc().await;
     let pod = first_pod(&h, "production", "api").await;
     let target = mk_target("production", "Pod", &pod.name_any());
-    let done = run(&mut client, "quarantine_pod", target.clone(), json!({"reason": "suspicious egress"})).await;
-    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    let done = run(
+        &mut client,
+        "quarantine_pod",
+        target.clone(),
+        json!({"reason": "suspicious egress"}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
     let pods = Api::<Pod>::namespaced(h.kube.clone(), "production");
     let labelled = pods.get(&pod.name_any()).await.unwrap();
-    assert_eq!(labelled.labels().get("executor-service.io/quarantine").map(String::as_str), Some("true"));
+    assert_eq!(
+        labelled
+            .labels()
+            .get("executor-service.io/quarantine")
+            .map(String::as_str),
+        Some("true")
+    );
     let policy = Api::<NetworkPolicy>::namespaced(h.kube.clone(), "production")
         .get("executor-service-quarantine")
         .await
         .unwrap();
     let spec = serde_json::to_value(policy.spec.unwrap()).unwrap();
-    assert_eq!(spec["podSelector"]["matchLabels"]["executor-service.io/quarantine"], json!("true"));
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["executor-service.io/quarantine"],
+        json!("true")
+    );
     assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
     assert_eq!(spec["egress"][0]["ports"][0]["port"], json!(53));
     let rv = labelled.resource_version();
     let again = run(&mut client, "quarantine_pod", target, json!({})).await;
     assert_eq!(again.state, ExecutionState::Succeeded as i32);
-    assert!(again.message.contains("already quarantined"), "{}", again.message);
-    assert_eq!(pods.get(&pod.name_any()).await.unwrap().resource_version(), rv);
+    assert!(
+        again.message.contains("already quarantined"),
+        "{}",
+        again.message
+    );
+    assert_eq!(
+        pods.get(&pod.name_any()).await.unwrap().resource_version(),
+        rv
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn collect_diagnostics_reports_crashing_containers_logs_and_events_without_secrets() {
     let h = Harness::start(
         EngineConfig::default(),
-        Scenario::empty().with(mk_deployment("default", "broken", 2, "example/broken:crashloop")),
+        Scenario::empty().with(mk_deployment(
+            "default",
+            "broken",
+            2,
+            "example/broken:crashloop",
+        )),
     )
     .await;
     let mut client = h.grpc().await;
@@ -238,7 +349,12 @@ async fn collect_diagnostics_reports_crashing_containers_logs_and_events_without
         json!({"tail_lines": 5}),
     )
     .await;
-    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
     assert!(done.message.contains("unhealthy"), "{}", done.message);
     let Kind::StructValue(artifact) = field(&done.result, "diagnostics") else {
         panic!("no diagnostics artifact")
@@ -248,7 +364,12 @@ async fn collect_diagnostics_reports_crashing_containers_logs_and_events_without
     assert!(artifact.contains("logs"), "{artifact}");
     assert!(!artifact.contains("s3cr3t"));
     let events = watch_all(&mut client, &done.id, 0).await;
-    assert!(events.iter().any(|e| e.message.starts_with("collected pod broken-")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.starts_with("collected pod broken-")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -256,7 +377,12 @@ async fn notify_only_records_the_message_and_touches_nothing() {
     let h = Harness::demo().await;
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let mut client = h.grpc().await;
-    let before = Api::<Pod>::all(h.kube.clone()).list(&ListParams::default()).await.unwrap().metadata.resource_version;
+    let before = Api::<Pod>::all(h.kube.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
     let done = run(
         &mut client,
         "notify_only",
@@ -267,7 +393,12 @@ async fn notify_only_records_the_message_and_touches_nothing() {
     assert_eq!(done.state, ExecutionState::Succeeded as i32);
     let events = watch_all(&mut client, &done.id, 0).await;
     assert!(events.iter().any(|e| e.message == "latency above SLO"));
-    let after = Api::<Pod>::all(h.kube.clone()).list(&ListParams::default()).await.unwrap().metadata.resource_version;
+    let after = Api::<Pod>::all(h.kube.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
     assert_eq!(before, after);
 }
 
@@ -280,20 +411,56 @@ async fn delete_pod_waits_until_the_pod_is_gone() {
     .await;
     let mut client = h.grpc().await;
     let target = mk_target("default", "Pod", "scratch");
-    let err = client.execute(mk_request("delete_pod", target.clone(), json!({}))).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "unmanaged pods need force: {err:?}");
-    let done = run(&mut client, "delete_pod", target, json!({"force": true, "grace_period_seconds": 0})).await;
-    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
-    assert!(Api::<Pod>::namespaced(h.kube.clone(), "default").get_opt("scratch").await.unwrap().is_none());
+    let err = client
+        .execute(mk_request("delete_pod", target.clone(), json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "unmanaged pods need force: {err:?}"
+    );
+    let done = run(
+        &mut client,
+        "delete_pod",
+        target,
+        json!({"force": true, "grace_period_seconds": 0}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    assert!(Api::<Pod>::namespaced(h.kube.clone(), "default")
+        .get_opt("scratch")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_statefulset_follows_the_ordered_rollout() {
     let h = Harness::demo().await;
     let mut client = h.grpc().await;
-    let done = run(&mut client, "scale_statefulset", mk_target("production", "StatefulSet", "db"), json!({"replicas": 3})).await;
-    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
-    let sts = Api::<StatefulSet>::namespaced(h.kube.clone(), "production").get("db").await.unwrap();
+    let done = run(
+        &mut client,
+        "scale_statefulset",
+        mk_target("production", "StatefulSet", "db"),
+        json!({"replicas": 3}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let sts = Api::<StatefulSet>::namespaced(h.kube.clone(), "production")
+        .get("db")
+        .await
+        .unwrap();
     assert_eq!(sts.status.unwrap().ready_replicas, Some(3));
     let pods = Api::<Pod>::namespaced(h.kube.clone(), "production");
     assert!(pods.get("db-2").await.is_ok(), "the third ordinal exists");
@@ -310,14 +477,46 @@ async fn restart_statefulset_and_daemonset_roll_every_pod() {
     let pods = Api::<Pod>::namespaced(h.kube.clone(), "production");
     let old_db0 = pods.get("db-0").await.unwrap().uid();
     let mut client = h.grpc().await;
-    let done = run(&mut client, "restart_statefulset", mk_target("production", "StatefulSet", "db"), json!({})).await;
-    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
-    assert_ne!(pods.get("db-0").await.unwrap().uid(), old_db0, "db-0 was replaced");
-    let done = run(&mut client, "restart_daemonset", mk_target("default", "DaemonSet", "agent"), json!({})).await;
-    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
-    let ds = Api::<DaemonSet>::namespaced(h.kube.clone(), "default").get("agent").await.unwrap();
+    let done = run(
+        &mut client,
+        "restart_statefulset",
+        mk_target("production", "StatefulSet", "db"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    assert_ne!(
+        pods.get("db-0").await.unwrap().uid(),
+        old_db0,
+        "db-0 was replaced"
+    );
+    let done = run(
+        &mut client,
+        "restart_daemonset",
+        mk_target("default", "DaemonSet", "agent"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let ds = Api::<DaemonSet>::namespaced(h.kube.clone(), "default")
+        .get("agent")
+        .await
+        .unwrap();
     let status = ds.status.unwrap();
-    assert_eq!(status.updated_number_scheduled, Some(status.desired_number_scheduled));
+    assert_eq!(
+        status.updated_number_scheduled,
+        Some(status.desired_number_scheduled)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -326,11 +525,18 @@ async fn rollback_without_history_fails_with_kubectls_message() {
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let mut client = h.grpc().await;
     let err = client
-        .execute(mk_request("rollback_deployment", mk_target("production", "Deployment", "web"), json!({})))
+        .execute(mk_request(
+            "rollback_deployment",
+            mk_target("production", "Deployment", "web"),
+            json!({}),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert_eq!(err.message(), "no rollout history found for deployment \"web\"");
+    assert_eq!(
+        err.message(),
+        "no rollout history found for deployment \"web\""
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -345,7 +551,22 @@ async fn a_rollout_to_a_crashing_image_fails_on_the_progress_deadline() {
     )
     .await;
     let mut client = h.grpc().await;
-    let done = run(&mut client, "rolling_restart_deployment", mk_target("default", "Deployment", "shaky"), json!({})).await;
-    assert_eq!(done.state, ExecutionState::Failed as i32, "{}", done.message);
-    assert!(done.message.contains("exceeded its progress deadline"), "{}", done.message);
+    let done = run(
+        &mut client,
+        "rolling_restart_deployment",
+        mk_target("default", "Deployment", "shaky"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Failed as i32,
+        "{}",
+        done.message
+    );
+    assert!(
+        done.message.contains("exceeded its progress deadline"),
+        "{}",
+        done.message
+    );
 }

@@ -25,10 +25,15 @@ use serde_json::json;
 use tonic::{transport::Channel, Code};
 
 async fn connect(addr: &str) -> ExecutorServiceClient<Channel> {
-    ExecutorServiceClient::connect(format!("http://{addr}")).await.expect("connect")
+    ExecutorServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
 }
 
-async fn get(client: &mut ExecutorServiceClient<Channel>, id: &str) -> (Execution, Vec<ExecutionEvent>) {
+async fn get(
+    client: &mut ExecutorServiceClient<Channel>,
+    id: &str,
+) -> (Execution, Vec<ExecutionEvent>) {
     let got = client
         .get_execution(GetExecutionRequest {
             execution_id: id.into(),
@@ -41,9 +46,12 @@ async fn get(client: &mut ExecutorServiceClient<Channel>, id: &str) -> (Executio
 }
 
 async fn kube_client(path: &std::path::Path) -> kube::Client {
-    let config = kube::Config::from_custom_kubeconfig(Kubeconfig::read_from(path).unwrap(), &KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(path).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
     kube::Client::try_from(config).unwrap()
 }
 
@@ -54,11 +62,26 @@ async fn a_killed_server_restarts_with_every_execution_accounted_for_and_none_re
     let mut first = ServeProcess::start(&["--store", &store_path]);
     let mut client = connect(&first.addr).await;
 
-    let mut finished = mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 4}));
+    let mut finished = mk_request(
+        "scale_deployment",
+        mk_target("production", "Deployment", "web"),
+        json!({"replicas": 4}),
+    );
     finished.wait = true;
     finished.request_id = "ticket-1".into();
-    let finished = client.execute(finished).await.unwrap().into_inner().execution.unwrap();
-    assert_eq!(finished.state, ExecutionState::Succeeded as i32, "{}", finished.message);
+    let finished = client
+        .execute(finished)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(
+        finished.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        finished.message
+    );
 
     // A rollout that cannot finish: RUNNING when the process dies.
     let kube = kube_client(&first.kubeconfig).await;
@@ -71,7 +94,11 @@ async fn a_killed_server_restarts_with_every_execution_accounted_for_and_none_re
         .await
         .unwrap();
     let running = client
-        .execute(mk_request("rolling_restart_deployment", mk_target("production", "Deployment", "worker"), json!({})))
+        .execute(mk_request(
+            "rolling_restart_deployment",
+            mk_target("production", "Deployment", "worker"),
+            json!({}),
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -79,7 +106,11 @@ async fn a_killed_server_restarts_with_every_execution_accounted_for_and_none_re
         .unwrap();
     // Waits behind it for the same target: QUEUED when the process dies.
     let queued = client
-        .execute(mk_request("scale_deployment", mk_target("production", "Deployment", "worker"), json!({"replicas": 3})))
+        .execute(mk_request(
+            "scale_deployment",
+            mk_target("production", "Deployment", "worker"),
+            json!({"replicas": 3}),
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -87,7 +118,8 @@ async fn a_killed_server_restarts_with_every_execution_accounted_for_and_none_re
         .unwrap();
     loop {
         let (e, events) = get(&mut client, &running.id).await;
-        if e.state == ExecutionState::Running as i32 && events.iter().any(|e| e.progress.is_some()) {
+        if e.state == ExecutionState::Running as i32 && events.iter().any(|e| e.progress.is_some())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -103,41 +135,84 @@ async fn a_killed_server_restarts_with_every_execution_accounted_for_and_none_re
     let mut client = connect(&second.addr).await;
     let (done, events) = get(&mut client, &finished.id).await;
     assert_eq!(done.state, ExecutionState::Succeeded as i32);
-    assert_eq!(events, finished_before, "a finished execution's history is intact");
+    assert_eq!(
+        events, finished_before,
+        "a finished execution's history is intact"
+    );
 
     let (interrupted, events) = get(&mut client, &running.id).await;
-    assert_eq!(interrupted.state, ExecutionState::Interrupted as i32, "{}", interrupted.message);
-    assert!(events.len() > running_before.len(), "the interruption is recorded as an event");
+    assert_eq!(
+        interrupted.state,
+        ExecutionState::Interrupted as i32,
+        "{}",
+        interrupted.message
+    );
+    assert!(
+        events.len() > running_before.len(),
+        "the interruption is recorded as an event"
+    );
     // What was persisted before the kill is a prefix of what we saw (write-behind may lose the
     // last few progress events, never reorder or invent them).
     let kept = events.len() - 1;
     assert!(kept <= running_before.len());
     assert_eq!(&events[..kept], &running_before[..kept]);
     let last = events.last().unwrap();
-    assert!(last.message.contains("it was not re-applied"), "{}", last.message);
+    assert!(
+        last.message.contains("it was not re-applied"),
+        "{}",
+        last.message
+    );
 
     let (never_started, events) = get(&mut client, &queued.id).await;
     assert_eq!(never_started.state, ExecutionState::Interrupted as i32);
-    assert!(events.last().unwrap().message.contains("nothing was changed"), "{:?}", events.last());
+    assert!(
+        events
+            .last()
+            .unwrap()
+            .message
+            .contains("nothing was changed"),
+        "{:?}",
+        events.last()
+    );
     assert_eq!(&events[..queued_before.len()], &queued_before[..]);
 
     // Nothing is re-applied later either.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, again) = get(&mut client, &running.id).await;
     assert_eq!(again, events_of(&mut client, &running.id).await);
-    assert_eq!(again.last().unwrap().state, ExecutionState::Interrupted as i32);
+    assert_eq!(
+        again.last().unwrap().state,
+        ExecutionState::Interrupted as i32
+    );
 
-    let listed = client.list_executions(ListExecutionsRequest::default()).await.unwrap().into_inner();
+    let listed = client
+        .list_executions(ListExecutionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let ids: Vec<&str> = listed.executions.iter().map(|e| e.id.as_str()).collect();
     for id in [&finished.id, &running.id, &queued.id] {
         assert!(ids.contains(&id.as_str()), "{id} missing from {ids:?}");
     }
-    assert!(listed.executions.iter().all(|e| e.state != ExecutionState::Running as i32));
+    assert!(listed
+        .executions
+        .iter()
+        .all(|e| e.state != ExecutionState::Running as i32));
 
     // The same request_id after the restart is the same execution, not a second scale.
-    let mut retry = mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 4}));
+    let mut retry = mk_request(
+        "scale_deployment",
+        mk_target("production", "Deployment", "web"),
+        json!({"replicas": 4}),
+    );
     retry.request_id = "ticket-1".into();
-    let same = client.execute(retry).await.unwrap().into_inner().execution.unwrap();
+    let same = client
+        .execute(retry)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
     assert_eq!(same.id, finished.id);
     // And WatchExecution replays a past execution's whole history.
     let replayed = common::watch_all(&mut client, &finished.id, 0).await;
@@ -155,9 +230,19 @@ async fn twenty_concurrent_executes_with_one_request_id_create_one_execution(con
     for _ in 0..20 {
         let mut c = client.clone();
         calls.push(tokio::spawn(async move {
-            let mut r = mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 5}));
+            let mut r = mk_request(
+                "scale_deployment",
+                mk_target("production", "Deployment", "web"),
+                json!({"replicas": 5}),
+            );
             r.request_id = "incident-42".into();
-            c.execute(r).await.unwrap().into_inner().execution.unwrap().id
+            c.execute(r)
+                .await
+                .unwrap()
+                .into_inner()
+                .execution
+                .unwrap()
+                .id
         }));
     }
     let mut ids = Vec::new();
@@ -167,9 +252,17 @@ async fn twenty_concurrent_executes_with_one_request_id_create_one_execution(con
     ids.dedup();
     assert_eq!(ids.len(), 1, "one execution for one request_id: {ids:?}");
     let mut c = client.clone();
-    let listed = c.list_executions(ListExecutionsRequest::default()).await.unwrap().into_inner();
+    let listed = c
+        .list_executions(ListExecutionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.executions.len(), 1);
-    let mut different = mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 6}));
+    let mut different = mk_request(
+        "scale_deployment",
+        mk_target("production", "Deployment", "web"),
+        json!({"replicas": 6}),
+    );
     different.request_id = "incident-42".into();
     let err = c.execute(different).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
@@ -177,13 +270,16 @@ async fn twenty_concurrent_executes_with_one_request_id_create_one_execution(con
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idempotency_under_concurrency_in_memory() {
-    twenty_concurrent_executes_with_one_request_id_create_one_execution(EngineConfig::default()).await;
+    twenty_concurrent_executes_with_one_request_id_create_one_execution(EngineConfig::default())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idempotency_under_concurrency_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store::open(&dir.path().join("h.db").display().to_string()).await.unwrap();
+    let store = store::open(&dir.path().join("h.db").display().to_string())
+        .await
+        .unwrap();
     twenty_concurrent_executes_with_one_request_id_create_one_execution(EngineConfig {
         store: Some(store),
         ..Default::default()

@@ -83,7 +83,12 @@ impl Twins {
             .into_inner()
             .execution
             .unwrap();
-        assert_eq!(execution.state, ExecutionState::Succeeded as i32, "{action}: {}", execution.message);
+        assert_eq!(
+            execution.state,
+            ExecutionState::Succeeded as i32,
+            "{action}: {}",
+            execution.message
+        );
     }
 
     /// The same change made on both clusters directly (history both sides must share).
@@ -92,7 +97,11 @@ impl Twins {
         let theirs = self.kubectl.client().await.unwrap();
         for client in [mine, theirs] {
             Api::<Deployment>::namespaced(client, ns)
-                .patch(name, &PatchParams::default(), &Patch::Strategic(patch.clone()))
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(patch.clone()),
+                )
                 .await
                 .unwrap();
         }
@@ -100,7 +109,10 @@ impl Twins {
     }
 
     async fn deployments(&self, ns: &str, name: &str) -> (Value, Value) {
-        let mine = Api::<Deployment>::namespaced(self.executor.kube.clone(), ns).get(name).await.unwrap();
+        let mine = Api::<Deployment>::namespaced(self.executor.kube.clone(), ns)
+            .get(name)
+            .await
+            .unwrap();
         let theirs = Api::<Deployment>::namespaced(self.kubectl.client().await.unwrap(), ns)
             .get(name)
             .await
@@ -109,8 +121,14 @@ impl Twins {
     }
 
     async fn nodes(&self, name: &str) -> (Value, Value) {
-        let mine = Api::<Node>::all(self.executor.kube.clone()).get(name).await.unwrap();
-        let theirs = Api::<Node>::all(self.kubectl.client().await.unwrap()).get(name).await.unwrap();
+        let mine = Api::<Node>::all(self.executor.kube.clone())
+            .get(name)
+            .await
+            .unwrap();
+        let theirs = Api::<Node>::all(self.kubectl.client().await.unwrap())
+            .get(name)
+            .await
+            .unwrap();
         (comparable_spec(&mine), comparable_spec(&theirs))
     }
 }
@@ -118,7 +136,9 @@ impl Twins {
 /// The object's spec, with the restartedAt value (a timestamp) blanked.
 fn comparable_spec(object: &impl serde::Serialize) -> Value {
     let mut spec = serde_json::to_value(object).unwrap()["spec"].clone();
-    if let Some(at) = spec.pointer_mut("/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt") {
+    if let Some(at) =
+        spec.pointer_mut("/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt")
+    {
         *at = json!("<time>");
     }
     spec
@@ -144,8 +164,19 @@ fn node(name: &str) -> Target {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_matches_kubectl_scale() {
     let t = Twins::start().await;
-    t.execute("scale_deployment", deployment("production", "web"), json!({"replicas": 5})).await;
-    t.kubectl(&["-n", "production", "scale", "deployment/web", "--replicas=5"]);
+    t.execute(
+        "scale_deployment",
+        deployment("production", "web"),
+        json!({"replicas": 5}),
+    )
+    .await;
+    t.kubectl(&[
+        "-n",
+        "production",
+        "scale",
+        "deployment/web",
+        "--replicas=5",
+    ]);
     t.settle().await;
     let (mine, theirs) = t.deployments("production", "web").await;
     assert_eq!(mine["replicas"], json!(5));
@@ -155,11 +186,19 @@ async fn scale_matches_kubectl_scale() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_matches_kubectl_rollout_restart() {
     let t = Twins::start().await;
-    t.execute("rolling_restart_deployment", deployment("production", "web"), json!({})).await;
+    t.execute(
+        "rolling_restart_deployment",
+        deployment("production", "web"),
+        json!({}),
+    )
+    .await;
     t.kubectl(&["-n", "production", "rollout", "restart", "deployment/web"]);
     t.settle().await;
     let (mine, theirs) = t.deployments("production", "web").await;
-    assert_eq!(mine["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"], json!("<time>"));
+    assert_eq!(
+        mine["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"],
+        json!("<time>")
+    );
     assert_eq!(mine, theirs);
 }
 
@@ -168,11 +207,19 @@ async fn rollback_matches_kubectl_rollout_undo() {
     let t = Twins::start().await;
     let image = |tag: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": format!("nginx:{tag}")}]}}}});
     t.on_both("production", "web", image("1.26")).await;
-    t.execute("rollback_deployment", deployment("production", "web"), json!({})).await;
+    t.execute(
+        "rollback_deployment",
+        deployment("production", "web"),
+        json!({}),
+    )
+    .await;
     t.kubectl(&["-n", "production", "rollout", "undo", "deployment/web"]);
     t.settle().await;
     let (mine, theirs) = t.deployments("production", "web").await;
-    assert_eq!(mine["template"]["spec"]["containers"][0]["image"], json!("nginx:1.25"));
+    assert_eq!(
+        mine["template"]["spec"]["containers"][0]["image"],
+        json!("nginx:1.25")
+    );
     assert_eq!(mine, theirs);
 }
 
@@ -182,11 +229,26 @@ async fn rollback_to_a_revision_matches_kubectl_rollout_undo_to_revision() {
     let image = |tag: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": format!("nginx:{tag}")}]}}}});
     t.on_both("production", "web", image("1.26")).await;
     t.on_both("production", "web", image("1.27")).await;
-    t.execute("rollback_deployment", deployment("production", "web"), json!({"to_revision": 2})).await;
-    t.kubectl(&["-n", "production", "rollout", "undo", "deployment/web", "--to-revision=2"]);
+    t.execute(
+        "rollback_deployment",
+        deployment("production", "web"),
+        json!({"to_revision": 2}),
+    )
+    .await;
+    t.kubectl(&[
+        "-n",
+        "production",
+        "rollout",
+        "undo",
+        "deployment/web",
+        "--to-revision=2",
+    ]);
     t.settle().await;
     let (mine, theirs) = t.deployments("production", "web").await;
-    assert_eq!(mine["template"]["spec"]["containers"][0]["image"], json!("nginx:1.26"));
+    assert_eq!(
+        mine["template"]["spec"]["containers"][0]["image"],
+        json!("nginx:1.26")
+    );
     assert_eq!(mine, theirs);
 }
 
@@ -212,7 +274,10 @@ async fn increase_resources_matches_kubectl_set_resources() {
     ]);
     t.settle().await;
     let (mine, theirs) = t.deployments("production", "web").await;
-    assert_eq!(mine["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"], json!("600m"));
+    assert_eq!(
+        mine["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+        json!("600m")
+    );
     assert_eq!(mine, theirs);
 }
 
@@ -240,7 +305,13 @@ async fn evictable_pods_on(client: kube::Client, node: &str) -> Vec<String> {
                 .flatten()
                 .any(|o| o.kind == "DaemonSet")
         })
-        .map(|p| format!("{}/{}", p.metadata.namespace.unwrap_or_default(), p.metadata.name.unwrap_or_default()))
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.metadata.namespace.unwrap_or_default(),
+                p.metadata.name.unwrap_or_default()
+            )
+        })
         .collect()
 }
 
@@ -253,7 +324,13 @@ async fn drain_matches_kubectl_drain() {
         json!({"ignore_daemonsets": true, "delete_emptydir_data": true, "eviction_retry_seconds": 1, "timeout_seconds": 120}),
     )
     .await;
-    t.kubectl(&["drain", "node-2", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s"]);
+    t.kubectl(&[
+        "drain",
+        "node-2",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=120s",
+    ]);
     t.settle().await;
     let (mine, theirs) = t.nodes("node-2").await;
     assert_eq!(mine["unschedulable"], json!(true));
@@ -262,7 +339,11 @@ async fn drain_matches_kubectl_drain() {
     let left_theirs = evictable_pods_on(t.kubectl.client().await.unwrap(), "node-2").await;
     assert!(left_mine.is_empty(), "{left_mine:?}");
     assert!(left_theirs.is_empty(), "{left_theirs:?}");
-    for (ns, name) in [("production", "web"), ("production", "api"), ("production", "worker")] {
+    for (ns, name) in [
+        ("production", "web"),
+        ("production", "api"),
+        ("production", "worker"),
+    ] {
         let (mine, theirs) = t.deployments(ns, name).await;
         assert_eq!(mine, theirs, "{ns}/{name}");
     }

@@ -9,7 +9,8 @@ use std::{sync::Arc, time::Duration};
 use common::{mk_request, mk_target, watch_all, Harness};
 use executor_service::{
     api::proto::{
-        ApproveExecutionRequest, DryRunRequest, ExecutionState, ListExecutionsRequest, RejectExecutionRequest,
+        ApproveExecutionRequest, DryRunRequest, ExecutionState, ListExecutionsRequest,
+        RejectExecutionRequest,
     },
     engine::EngineConfig,
     policy::{Policy, PolicyConfig},
@@ -56,31 +57,107 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
     let h = Harness::start(with_policy(EngineConfig::default()), Scenario::demo()).await;
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let mut client = h.grpc().await;
-    let pods: Vec<String> = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(h.kube.clone(), "production")
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|p| p.metadata.name)
-        .collect();
+    let pods: Vec<String> =
+        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(h.kube.clone(), "production")
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
     let before = quiet_version(&h.kube).await;
     let cases = [
-        ("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 5}), true),
-        ("rolling_restart_deployment", mk_target("production", "Deployment", "web"), json!({}), true),
-        ("increase_resources", mk_target("production", "Deployment", "web"), json!({}), true),
-        ("scale_statefulset", mk_target("production", "StatefulSet", "db"), json!({"replicas": 3}), true),
-        ("restart_statefulset", mk_target("production", "StatefulSet", "db"), json!({}), true),
-        ("expand_pvc", mk_target("production", "PersistentVolumeClaim", "data-db-0"), json!({"size": "20Gi"}), true),
-        ("update_hpa", mk_target("production", "HorizontalPodAutoscaler", "api"), json!({"max_replicas": 8}), true),
-        ("restart_pod", mk_target("production", "Pod", &pods[0]), json!({}), true),
-        ("delete_pod", mk_target("production", "Pod", &pods[0]), json!({}), true),
-        ("quarantine_pod", mk_target("production", "Pod", &pods[0]), json!({}), true),
-        ("cordon_node", mk_target("", "Node", "node-2"), json!({}), true),
-        ("taint_node", mk_target("", "Node", "node-2"), json!({"key": "maintenance"}), true),
-        ("drain_node", mk_target("", "Node", "node-2"), json!({}), true),
-        ("collect_diagnostics", mk_target("production", "Deployment", "web"), json!({}), false),
-        ("notify_only", mk_target("production", "Deployment", "web"), json!({}), false),
+        (
+            "scale_deployment",
+            mk_target("production", "Deployment", "web"),
+            json!({"replicas": 5}),
+            true,
+        ),
+        (
+            "rolling_restart_deployment",
+            mk_target("production", "Deployment", "web"),
+            json!({}),
+            true,
+        ),
+        (
+            "increase_resources",
+            mk_target("production", "Deployment", "web"),
+            json!({}),
+            true,
+        ),
+        (
+            "scale_statefulset",
+            mk_target("production", "StatefulSet", "db"),
+            json!({"replicas": 3}),
+            true,
+        ),
+        (
+            "restart_statefulset",
+            mk_target("production", "StatefulSet", "db"),
+            json!({}),
+            true,
+        ),
+        (
+            "expand_pvc",
+            mk_target("production", "PersistentVolumeClaim", "data-db-0"),
+            json!({"size": "20Gi"}),
+            true,
+        ),
+        (
+            "update_hpa",
+            mk_target("production", "HorizontalPodAutoscaler", "api"),
+            json!({"max_replicas": 8}),
+            true,
+        ),
+        (
+            "restart_pod",
+            mk_target("production", "Pod", &pods[0]),
+            json!({}),
+            true,
+        ),
+        (
+            "delete_pod",
+            mk_target("production", "Pod", &pods[0]),
+            json!({}),
+            true,
+        ),
+        (
+            "quarantine_pod",
+            mk_target("production", "Pod", &pods[0]),
+            json!({}),
+            true,
+        ),
+        (
+            "cordon_node",
+            mk_target("", "Node", "node-2"),
+            json!({}),
+            true,
+        ),
+        (
+            "taint_node",
+            mk_target("", "Node", "node-2"),
+            json!({"key": "maintenance"}),
+            true,
+        ),
+        (
+            "drain_node",
+            mk_target("", "Node", "node-2"),
+            json!({}),
+            true,
+        ),
+        (
+            "collect_diagnostics",
+            mk_target("production", "Deployment", "web"),
+            json!({}),
+            false,
+        ),
+        (
+            "notify_only",
+            mk_target("production", "Deployment", "web"),
+            json!({}),
+            false,
+        ),
     ];
     for (action, target, params, changes) in cases {
         let report = client
@@ -97,10 +174,17 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
         assert!(report.policy.is_some(), "{action}: no policy decision");
         if changes {
             assert!(!report.changes.is_empty(), "{action}: no change planned");
-            assert!(report.changes.iter().all(|c| c.patch.is_some()), "{action}: no patch");
+            assert!(
+                report.changes.iter().all(|c| c.patch.is_some()),
+                "{action}: no patch"
+            );
         }
     }
-    assert_eq!(quiet_version(&h.kube).await, before, "a dry run wrote to the cluster");
+    assert_eq!(
+        quiet_version(&h.kube).await,
+        before,
+        "a dry run wrote to the cluster"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -112,24 +196,54 @@ async fn the_default_policy_denies_protected_namespaces_and_the_last_schedulable
     .await;
     let mut client = h.grpc().await;
     let err = client
-        .execute(mk_request("cordon_node", mk_target("", "Node", "node-1"), json!({})))
+        .execute(mk_request(
+            "cordon_node",
+            mk_target("", "Node", "node-1"),
+            json!({}),
+        ))
         .await
         .unwrap_err();
     // The action refuses it itself (FAILED_PRECONDITION) before the policy would.
-    assert!(matches!(err.code(), Code::PermissionDenied | Code::FailedPrecondition), "{err:?}");
-    assert!(err.message().contains("last schedulable node"), "{}", err.message());
-    let node = Api::<Node>::all(h.kube.clone()).get("node-1").await.unwrap();
+    assert!(
+        matches!(
+            err.code(),
+            Code::PermissionDenied | Code::FailedPrecondition
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.message().contains("last schedulable node"),
+        "{}",
+        err.message()
+    );
+    let node = Api::<Node>::all(h.kube.clone())
+        .get("node-1")
+        .await
+        .unwrap();
     assert_ne!(node.spec.unwrap().unschedulable, Some(true));
 
-    let pair = Harness::start(with_policy(EngineConfig::default()), Scenario::empty().with(mk_node("node-2"))).await;
+    let pair = Harness::start(
+        with_policy(EngineConfig::default()),
+        Scenario::empty().with(mk_node("node-2")),
+    )
+    .await;
     let err = pair
         .grpc()
         .await
-        .execute(mk_request("drain_node", mk_target("", "Node", "node-2"), json!({})))
+        .execute(mk_request(
+            "drain_node",
+            mk_target("", "Node", "node-2"),
+            json!({}),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("drain needs at least 3 schedulable nodes, the cluster has 2"), "{}", err.message());
+    assert!(
+        err.message()
+            .contains("drain needs at least 3 schedulable nodes, the cluster has 2"),
+        "{}",
+        err.message()
+    );
 
     let demo = Harness::start(with_policy(EngineConfig::default()), Scenario::demo()).await;
     let mut client = demo.grpc().await;
@@ -142,7 +256,11 @@ async fn the_default_policy_denies_protected_namespaces_and_the_last_schedulable
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("namespace kube-system is protected"), "{}", err.message());
+    assert!(
+        err.message().contains("namespace kube-system is protected"),
+        "{}",
+        err.message()
+    );
     let report = client
         .dry_run(DryRunRequest {
             action: "restart_daemonset".into(),
@@ -155,10 +273,25 @@ async fn the_default_policy_denies_protected_namespaces_and_the_last_schedulable
         .into_inner();
     assert_eq!(report.policy.unwrap().decision, "deny");
     // Reading is allowed even there.
-    let mut read = mk_request("collect_diagnostics", mk_target("kube-system", "DaemonSet", "node-exporter"), json!({}));
+    let mut read = mk_request(
+        "collect_diagnostics",
+        mk_target("kube-system", "DaemonSet", "node-exporter"),
+        json!({}),
+    );
     read.wait = true;
-    let done = client.execute(read).await.unwrap().into_inner().execution.unwrap();
-    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    let done = client
+        .execute(read)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -185,7 +318,11 @@ decision := {"allow": count(deny) == 0, "require_approval": false, "reasons": [m
     .await;
     let mut client = h.grpc().await;
     let err = client
-        .execute(mk_request("scale_deployment", mk_target("staging", "Deployment", "web"), json!({"replicas": 3})))
+        .execute(mk_request(
+            "scale_deployment",
+            mk_target("staging", "Deployment", "web"),
+            json!({"replicas": 3}),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -197,8 +334,19 @@ decision := {"allow": count(deny) == 0, "require_approval": false, "reasons": [m
         json!({"wait_for_rollout": false}),
     );
     request.wait = true;
-    let done = client.execute(request).await.unwrap().into_inner().execution.unwrap();
-    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
+    let done = client
+        .execute(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -219,11 +367,32 @@ async fn a_high_risk_action_waits_for_approval_then_runs_or_ends_rejected() {
             json!({"eviction_retry_seconds": 1, "timeout_seconds": 60}),
         )
     };
-    let waiting = client.execute(drain("node-3")).await.unwrap().into_inner().execution.unwrap();
-    assert_eq!(waiting.state, ExecutionState::WaitingApproval as i32, "{}", waiting.message);
-    assert_eq!(waiting.policy.as_ref().unwrap().decision, "require_approval");
-    let node3 = Api::<Node>::all(h.kube.clone()).get("node-3").await.unwrap();
-    assert_ne!(node3.spec.unwrap().unschedulable, Some(true), "nothing happens before the approval");
+    let waiting = client
+        .execute(drain("node-3"))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(
+        waiting.state,
+        ExecutionState::WaitingApproval as i32,
+        "{}",
+        waiting.message
+    );
+    assert_eq!(
+        waiting.policy.as_ref().unwrap().decision,
+        "require_approval"
+    );
+    let node3 = Api::<Node>::all(h.kube.clone())
+        .get("node-3")
+        .await
+        .unwrap();
+    assert_ne!(
+        node3.spec.unwrap().unschedulable,
+        Some(true),
+        "nothing happens before the approval"
+    );
     let err = client
         .approve_execution(ApproveExecutionRequest {
             execution_id: waiting.id.clone(),
@@ -243,12 +412,28 @@ async fn a_high_risk_action_waits_for_approval_then_runs_or_ends_rejected() {
         .unwrap();
     let events = watch_all(&mut client, &waiting.id, 0).await;
     let last = events.last().unwrap();
-    assert_eq!(last.state, ExecutionState::Succeeded as i32, "{}", last.message);
-    assert!(events.iter().any(|e| e.message.starts_with("approved by oncall-lead")));
-    let node3 = Api::<Node>::all(h.kube.clone()).get("node-3").await.unwrap();
+    assert_eq!(
+        last.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        last.message
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.message.starts_with("approved by oncall-lead")));
+    let node3 = Api::<Node>::all(h.kube.clone())
+        .get("node-3")
+        .await
+        .unwrap();
     assert_eq!(node3.spec.unwrap().unschedulable, Some(true));
 
-    let rejected = client.execute(drain("node-4")).await.unwrap().into_inner().execution.unwrap();
+    let rejected = client
+        .execute(drain("node-4"))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
     let answer = client
         .reject_execution(RejectExecutionRequest {
             execution_id: rejected.id.clone(),
@@ -260,15 +445,33 @@ async fn a_high_risk_action_waits_for_approval_then_runs_or_ends_rejected() {
         .into_inner()
         .execution
         .unwrap();
-    assert_eq!(answer.state, ExecutionState::Rejected as i32, "{}", answer.message);
+    assert_eq!(
+        answer.state,
+        ExecutionState::Rejected as i32,
+        "{}",
+        answer.message
+    );
     assert_eq!(answer.approval.unwrap().approver, "oncall-lead");
 
-    let expiring = client.execute(drain("node-4")).await.unwrap().into_inner().execution.unwrap();
+    let expiring = client
+        .execute(drain("node-4"))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
     let events = watch_all(&mut client, &expiring.id, 0).await;
     let last = events.last().unwrap();
     assert_eq!(last.state, ExecutionState::Rejected as i32);
-    assert!(last.message.starts_with("approval expired"), "{}", last.message);
-    let node4 = Api::<Node>::all(h.kube.clone()).get("node-4").await.unwrap();
+    assert!(
+        last.message.starts_with("approval expired"),
+        "{}",
+        last.message
+    );
+    let node4 = Api::<Node>::all(h.kube.clone())
+        .get("node-4")
+        .await
+        .unwrap();
     assert_ne!(node4.spec.unwrap().unschedulable, Some(true));
 }
 
@@ -304,16 +507,34 @@ async fn twenty_concurrent_requests_on_one_target_in_cooldown_run_exactly_once()
         }
     }
     assert_eq!(accepted.len(), 1, "exactly one passes: {refused:?}");
-    assert!(refused.iter().all(|s| s.code() == Code::FailedPrecondition), "{refused:?}");
+    assert!(
+        refused.iter().all(|s| s.code() == Code::FailedPrecondition),
+        "{refused:?}"
+    );
     let done = h.engine.wait(&accepted[0].id).await.unwrap();
-    assert_eq!(done.state, executor_service::engine::model::ExecutionState::Succeeded);
+    assert_eq!(
+        done.state,
+        executor_service::engine::model::ExecutionState::Succeeded
+    );
     let mut c = client.clone();
     let after = c
-        .execute(mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 3})))
+        .execute(mk_request(
+            "scale_deployment",
+            mk_target("production", "Deployment", "web"),
+            json!({"replicas": 3}),
+        ))
         .await
         .unwrap_err();
-    assert!(after.message().contains("is in cooldown until"), "{}", after.message());
-    let listed = c.list_executions(ListExecutionsRequest::default()).await.unwrap().into_inner();
+    assert!(
+        after.message().contains("is in cooldown until"),
+        "{}",
+        after.message()
+    );
+    let listed = c
+        .list_executions(ListExecutionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.executions.len(), 1);
 }
 
@@ -332,7 +553,13 @@ async fn a_rollout_that_fails_verification_is_rolled_back() {
     let api = Api::<Deployment>::namespaced(h.kube.clone(), "default");
     // History: revision 2 crashes, revision 3 is healthy again.
     for tag in ["crashloop", "1.1"] {
-        api.patch("shop", &Default::default(), &kube::api::Patch::Strategic(image(tag))).await.unwrap();
+        api.patch(
+            "shop",
+            &Default::default(),
+            &kube::api::Patch::Strategic(image(tag)),
+        )
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
@@ -343,13 +570,38 @@ async fn a_rollout_that_fails_verification_is_rolled_back() {
         json!({"to_revision": 2}),
     );
     request.wait = true;
-    let done = client.execute(request).await.unwrap().into_inner().execution.unwrap();
-    assert_eq!(done.state, ExecutionState::RolledBack as i32, "{}", done.message);
+    let done = client
+        .execute(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(
+        done.state,
+        ExecutionState::RolledBack as i32,
+        "{}",
+        done.message
+    );
     let events = watch_all(&mut client, &done.id, 0).await;
     let states: Vec<i32> = events.iter().map(|e| e.state).collect();
     assert!(states.contains(&(ExecutionState::RollingBack as i32)));
-    assert!(events.iter().any(|e| e.message.contains("exceeded its progress deadline")), "{events:?}");
-    let image_now = api.get("shop").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0]
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("exceeded its progress deadline")),
+        "{events:?}"
+    );
+    let image_now = api
+        .get("shop")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
         .image
         .clone()
         .unwrap();
@@ -363,14 +615,22 @@ async fn transient_api_errors_are_retried_and_shown_as_events() {
     // A restart holds the target while the scale, already checked at submit, waits its turn;
     // only then does the API server start failing.
     let restart = client
-        .execute(mk_request("rolling_restart_deployment", mk_target("production", "Deployment", "web"), json!({})))
+        .execute(mk_request(
+            "rolling_restart_deployment",
+            mk_target("production", "Deployment", "web"),
+            json!({}),
+        ))
         .await
         .unwrap()
         .into_inner()
         .execution
         .unwrap();
     let scale = client
-        .execute(mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 4})))
+        .execute(mk_request(
+            "scale_deployment",
+            mk_target("production", "Deployment", "web"),
+            json!({"replicas": 4}),
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -386,12 +646,24 @@ async fn transient_api_errors_are_retried_and_shown_as_events() {
     });
     h.engine.wait(&restart.id).await.unwrap();
     let done = h.engine.wait(&scale.id).await.unwrap();
-    assert_eq!(done.state, executor_service::engine::model::ExecutionState::Succeeded, "{}", done.message);
+    assert_eq!(
+        done.state,
+        executor_service::engine::model::ExecutionState::Succeeded,
+        "{}",
+        done.message
+    );
     let events = watch_all(&mut client, &scale.id, 0).await;
-    let retries: Vec<&str> = events.iter().map(|e| e.message.as_str()).filter(|m| m.contains("retrying")).collect();
+    let retries: Vec<&str> = events
+        .iter()
+        .map(|e| e.message.as_str())
+        .filter(|m| m.contains("retrying"))
+        .collect();
     assert_eq!(retries.len(), 2, "{events:?}");
     assert!(retries[0].contains("503"), "{}", retries[0]);
-    let web = Api::<Deployment>::namespaced(h.kube.clone(), "production").get("web").await.unwrap();
+    let web = Api::<Deployment>::namespaced(h.kube.clone(), "production")
+        .get("web")
+        .await
+        .unwrap();
     assert_eq!(web.spec.unwrap().replicas, Some(4));
 }
 
@@ -407,9 +679,17 @@ async fn a_namespace_limit_serializes_work_in_one_namespace_only() {
     .await;
     let mut client = h.grpc().await;
     let mut ids = Vec::new();
-    for (ns, name) in [("production", "web"), ("production", "worker"), ("staging", "web")] {
+    for (ns, name) in [
+        ("production", "web"),
+        ("production", "worker"),
+        ("staging", "web"),
+    ] {
         let e = client
-            .execute(mk_request("rolling_restart_deployment", mk_target(ns, "Deployment", name), json!({})))
+            .execute(mk_request(
+                "rolling_restart_deployment",
+                mk_target(ns, "Deployment", name),
+                json!({}),
+            ))
             .await
             .unwrap()
             .into_inner()
@@ -422,10 +702,15 @@ async fn a_namespace_limit_serializes_work_in_one_namespace_only() {
         let done = h.engine.wait(id).await.unwrap();
         spans.push((done.started_at.unwrap(), done.finished_at.unwrap()));
     }
-    let overlap = |a: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), b: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)| {
-        a.0 < b.1 && b.0 < a.1
-    };
-    assert!(!overlap(spans[0], spans[1]), "two in production at once: {spans:?}");
+    let overlap =
+        |a: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+         b: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)| {
+            a.0 < b.1 && b.0 < a.1
+        };
+    assert!(
+        !overlap(spans[0], spans[1]),
+        "two in production at once: {spans:?}"
+    );
     assert!(
         overlap(spans[0], spans[2]) || overlap(spans[1], spans[2]),
         "staging waited for production: {spans:?}"

@@ -9,7 +9,9 @@ use std::{
 };
 
 use common::{mk_request, mk_target, ServeProcess};
-use executor_service::api::proto::{executor_service_client::ExecutorServiceClient, ExecutionState};
+use executor_service::api::proto::{
+    executor_service_client::ExecutorServiceClient, ExecutionState,
+};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         trace_service_server::{TraceService, TraceServiceServer},
@@ -36,7 +38,9 @@ impl TraceService for Receiver {
                 spans.extend(scope.spans);
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -73,18 +77,39 @@ async fn spans_continue_the_callers_trace_through_execution_and_kubernetes_calls
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let server = ServeProcess::start(&["--otlp-endpoint", &otlp]);
-    let mut client = ExecutorServiceClient::connect(format!("http://{}", server.addr)).await.unwrap();
+    let mut client = ExecutorServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
     let mut request = tonic::Request::new({
-        let mut r = mk_request("scale_deployment", mk_target("production", "Deployment", "web"), json!({"replicas": 4}));
+        let mut r = mk_request(
+            "scale_deployment",
+            mk_target("production", "Deployment", "web"),
+            json!({"replicas": 4}),
+        );
         r.wait = true;
         r
     });
-    request
-        .metadata_mut()
-        .insert("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap());
-    let done = client.execute(request).await.unwrap().into_inner().execution.unwrap();
-    assert_eq!(done.state, ExecutionState::Succeeded as i32, "{}", done.message);
-    assert_eq!(done.trace_id, TRACE_ID, "the trace id is recorded on the execution");
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
+    );
+    let done = client
+        .execute(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    assert_eq!(
+        done.trace_id, TRACE_ID,
+        "the trace id is recorded on the execution"
+    );
 
     // The batch exporter sends every few seconds.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -99,26 +124,38 @@ async fn spans_continue_the_callers_trace_through_execution_and_kubernetes_calls
             .collect();
         let rpc = spans.iter().find(|s| hex(&s.parent_span_id) == CALLER_SPAN);
         let execution = spans.iter().find(|s| s.name == "execution");
-        let kube_calls = spans.iter().filter(|s| s.kind == SpanKind::Client as i32).count();
+        let kube_calls = spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::Client as i32)
+            .count();
         if let (Some(rpc), Some(execution)) = (rpc, execution) {
             if kube_calls > 0 {
                 assert_eq!(rpc.kind, SpanKind::Server as i32);
                 assert!(rpc.name.contains("Execute"), "{}", rpc.name);
                 // The execution hangs off the RPC that created it (through `submit`), and the
                 // Kubernetes calls off the execution or the submit's dry run.
-                assert!(descends_from(&spans, execution, &rpc.span_id), "execution is not under the RPC span");
+                assert!(
+                    descends_from(&spans, execution, &rpc.span_id),
+                    "execution is not under the RPC span"
+                );
                 let under_execution = spans
                     .iter()
                     .filter(|s| s.kind == SpanKind::Client as i32)
                     .any(|s| descends_from(&spans, s, &execution.span_id));
-                assert!(under_execution, "no Kubernetes call under the execution span");
+                assert!(
+                    under_execution,
+                    "no Kubernetes call under the execution span"
+                );
                 break;
             }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "spans of trace {TRACE_ID} incomplete: {:#?}",
-            spans.iter().map(|s| (&s.name, hex(&s.parent_span_id))).collect::<Vec<_>>()
+            spans
+                .iter()
+                .map(|s| (&s.name, hex(&s.parent_span_id)))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

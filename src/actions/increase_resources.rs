@@ -335,8 +335,10 @@ impl Remediation for IncreaseResources {
         let api = r.kind.api(&ctx.client, &ctx.target.namespace);
         let patch = resources_patch(&r.containers);
         let params = PatchParams::default();
-        ctx.retry(&format!("set resources of {object}"), || api.patch(&r.name, &params, &patch))
-            .await?;
+        ctx.retry(&format!("set resources of {object}"), || {
+            api.patch(&r.name, &params, &patch)
+        })
+        .await?;
         ctx.reporter.progress(
             Update::new(format!("{object}: {}", r.changes.join(", ")))
                 .details(json!({ "resources": r.containers })),

@@ -75,7 +75,12 @@ impl Target {
         if self.namespace.is_empty() {
             format!("{}/{}", self.kind.to_lowercase(), self.name)
         } else {
-            format!("{}/{}/{}", self.namespace, self.kind.to_lowercase(), self.name)
+            format!(
+                "{}/{}/{}",
+                self.namespace,
+                self.kind.to_lowercase(),
+                self.name
+            )
         }
     }
 }
@@ -274,7 +279,10 @@ pub trait Remediation: Send + Sync + 'static {
     /// # Errors
     /// [`ActionError::Precondition`] for actions that cannot be undone.
     async fn rollback(&self, _ctx: &ActionContext, _data: &Value) -> Result<Outcome, ActionError> {
-        Err(ActionError::Precondition(format!("{} cannot be rolled back", self.spec().name)))
+        Err(ActionError::Precondition(format!(
+            "{} cannot be rolled back",
+            self.spec().name
+        )))
     }
 }
 
@@ -283,30 +291,48 @@ pub trait Remediation: Send + Sync + 'static {
 ///
 /// # Errors
 /// When the recorded data has no template, the patch fails, or the rollout does not complete.
-pub(crate) async fn restore_template(ctx: &ActionContext, data: &Value) -> Result<Outcome, ActionError> {
+pub(crate) async fn restore_template(
+    ctx: &ActionContext,
+    data: &Value,
+) -> Result<Outcome, ActionError> {
     let kind = data
         .get("kind")
         .and_then(Value::as_str)
         .and_then(crate::cluster::WorkloadKind::from_kind)
         .ok_or_else(|| ActionError::Internal("rollback data names no workload kind".into()))?;
-    let name = data.get("name").and_then(Value::as_str).unwrap_or(&ctx.target.name).to_string();
+    let name = data
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(&ctx.target.name)
+        .to_string();
     let template = data
         .get("template")
         .filter(|t| !t.is_null())
         .ok_or_else(|| ActionError::Internal("rollback data holds no pod template".into()))?;
-    let patch: json_patch::Patch =
-        serde_json::from_value(serde_json::json!([{ "op": "replace", "path": "/spec/template", "value": template }]))
-            .map_err(|e| ActionError::Internal(format!("rollback patch: {e}")))?;
-    let object = format!("{}/{}/{}", ctx.target.namespace, kind.kind().to_lowercase(), name);
+    let patch: json_patch::Patch = serde_json::from_value(
+        serde_json::json!([{ "op": "replace", "path": "/spec/template", "value": template }]),
+    )
+    .map_err(|e| ActionError::Internal(format!("rollback patch: {e}")))?;
+    let object = format!(
+        "{}/{}/{}",
+        ctx.target.namespace,
+        kind.kind().to_lowercase(),
+        name
+    );
     let api = kind.api(&ctx.client, &ctx.target.namespace);
     let patch = kube::api::Patch::<Value>::Json(patch);
     let params = kube::api::PatchParams::default();
-    ctx.retry(&format!("restore the pod template of {object}"), || api.patch(&name, &params, &patch))
-        .await?;
-    ctx.reporter.progress(Update::new(format!("restored the recorded pod template of {object}")));
+    ctx.retry(&format!("restore the pod template of {object}"), || {
+        api.patch(&name, &params, &patch)
+    })
+    .await?;
+    ctx.reporter.progress(Update::new(format!(
+        "restored the recorded pod template of {object}"
+    )));
     let done = kind
         .follow(&ctx.client, &ctx.target.namespace, &name, |s| {
-            ctx.reporter.progress(rollout_update(s, s.updated.min(s.available.max(s.ready))));
+            ctx.reporter
+                .progress(rollout_update(s, s.updated.min(s.available.max(s.ready))));
         })
         .await?;
     Ok(Outcome {
@@ -371,7 +397,12 @@ impl ActionContext {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, kube::Error>>,
     {
-        crate::cluster::with_retries(what, |message| self.reporter.progress(Update::new(message)), call).await
+        crate::cluster::with_retries(
+            what,
+            |message| self.reporter.progress(Update::new(message)),
+            call,
+        )
+        .await
     }
 
     /// Deployments in the target's namespace.

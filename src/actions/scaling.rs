@@ -61,7 +61,9 @@ impl Scale {
         let p: Params = ctx.params()?;
         let api = self.kind.api(&ctx.client, &ctx.target.namespace);
         let before = ctx
-            .retry(&format!("read {}", ctx.target.object_ref()), || api.get(&ctx.target.name))
+            .retry(&format!("read {}", ctx.target.object_ref()), || {
+                api.get(&ctx.target.name)
+            })
             .await
             .map_err(|e| {
                 ActionError::from_kube(
@@ -147,11 +149,16 @@ impl Remediation for Scale {
         let done = self
             .kind
             .follow(&ctx.client, &ctx.target.namespace, &ctx.target.name, |s| {
-                ctx.reporter.progress(super::rollout_update(s, s.ready.min(s.desired)));
+                ctx.reporter
+                    .progress(super::rollout_update(s, s.ready.min(s.desired)));
             })
             .await?;
         Ok(Outcome {
-            message: format!("{} back at {replicas} replicas; {}", ctx.target.object_ref(), done.message),
+            message: format!(
+                "{} back at {replicas} replicas; {}",
+                ctx.target.object_ref(),
+                done.message
+            ),
             result: json!({ "replicas": replicas }),
         })
     }
@@ -161,9 +168,10 @@ impl Remediation for Scale {
         // Server-side dry run: the API server validates the change and persists nothing.
         let api = self.kind.api(&ctx.client, &ctx.target.namespace);
         let (params, patch) = (PatchParams::default().dry_run(), scale_patch(to));
-        ctx.retry(&format!("dry-run scale {}", ctx.target.object_ref()), || {
-            api.patch_scale(&ctx.target.name, &params, &patch)
-        })
+        ctx.retry(
+            &format!("dry-run scale {}", ctx.target.object_ref()),
+            || api.patch_scale(&ctx.target.name, &params, &patch),
+        )
         .await?;
         let mut after = before.clone();
         if let Some(spec) = after.data.get_mut("spec").and_then(Value::as_object_mut) {

@@ -230,14 +230,23 @@ fn policy_from_json(v: &Value) -> Option<proto::PolicyDecision> {
     let reasons = v
         .get("reasons")
         .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     Some(proto::PolicyDecision { decision, reasons })
 }
 
 fn approval_from_json(v: &Value) -> Option<proto::Approval> {
     let approved = v.get("approved")?.as_bool()?;
-    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let decided_at = v
         .get("at")
         .and_then(Value::as_str)

@@ -10,11 +10,11 @@ use std::{collections::BTreeMap, path::Path};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+pub use retry::{is_transient, with_retries, MAX_ATTEMPTS};
 pub use rollout::{
     daemonset_rollout_status, deployment_rollout_status, follow_deployment_rollout, follow_rollout,
     statefulset_rollout_status, RolloutError, RolloutStatus,
 };
-pub use retry::{is_transient, with_retries, MAX_ATTEMPTS};
 pub use workload::{
     controller_ref, owning_workload, selector_matches, selector_string, WorkloadKind,
 };
@@ -37,17 +37,22 @@ pub enum ClusterError {
 fn client_for(mut config: kube::Config) -> Result<kube::Client, String> {
     config.default_retry = false;
     let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| e.to_string())?;
-    let count_errors = tower::util::MapResponseLayer::new(|response: http::Response<Box<kube::client::DynBody>>| {
-        if response.status().as_u16() >= 400 {
-            crate::telemetry::metrics().kube_error(response.status().as_str());
-        }
-        response
-    });
+    let count_errors = tower::util::MapResponseLayer::new(
+        |response: http::Response<Box<kube::client::DynBody>>| {
+            if response.status().as_u16() >= 400 {
+                crate::telemetry::metrics().kube_error(response.status().as_str());
+            }
+            response
+        },
+    );
     let count_transport = tower::util::MapErrLayer::new(|error: tower::BoxError| {
         crate::telemetry::metrics().kube_error("transport");
         error
     });
-    Ok(builder.with_layer(&count_errors).with_layer(&count_transport).build())
+    Ok(builder
+        .with_layer(&count_errors)
+        .with_layer(&count_transport)
+        .build())
 }
 
 /// Kube clients by cluster name (kubeconfig context). The empty name means the default.
@@ -82,7 +87,10 @@ impl Clusters {
     ///
     /// # Errors
     /// [`ClusterError::Config`] when the default context is missing or unusable.
-    pub async fn from_kubeconfig_value(kubeconfig: Kubeconfig, context: Option<&str>) -> Result<Self, ClusterError> {
+    pub async fn from_kubeconfig_value(
+        kubeconfig: Kubeconfig,
+        context: Option<&str>,
+    ) -> Result<Self, ClusterError> {
         let default = context
             .map(str::to_string)
             .or_else(|| kubeconfig.current_context.clone())
@@ -94,22 +102,30 @@ impl Clusters {
                 context: Some(named.name.clone()),
                 ..Default::default()
             };
-            let client = match kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await {
-                Ok(config) => client_for(config),
-                Err(e) => Err(e.to_string()),
-            };
+            let client =
+                match kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await {
+                    Ok(config) => client_for(config),
+                    Err(e) => Err(e.to_string()),
+                };
             match client {
                 Ok(client) => {
                     clients.insert(named.name.clone(), client);
                 }
                 Err(e) if named.name == default => {
-                    return Err(ClusterError::Config(format!("context {:?}: {e}", named.name)))
+                    return Err(ClusterError::Config(format!(
+                        "context {:?}: {e}",
+                        named.name
+                    )))
                 }
-                Err(e) => tracing::warn!(context = %named.name, error = %e, "skipping kubeconfig context"),
+                Err(e) => {
+                    tracing::warn!(context = %named.name, error = %e, "skipping kubeconfig context")
+                }
             }
         }
         if !clients.contains_key(&default) {
-            return Err(ClusterError::Config(format!("context {default:?} not found in the kubeconfig")));
+            return Err(ClusterError::Config(format!(
+                "context {default:?} not found in the kubeconfig"
+            )));
         }
         Ok(Clusters { default, clients })
     }

@@ -31,7 +31,11 @@ fn describe(err: &kube::Error) -> String {
 ///
 /// # Errors
 /// The last error.
-pub async fn with_retries<T, F, Fut>(what: &str, mut on_retry: impl FnMut(String), mut call: F) -> Result<T, kube::Error>
+pub async fn with_retries<T, F, Fut>(
+    what: &str,
+    mut on_retry: impl FnMut(String),
+    mut call: F,
+) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
@@ -64,7 +68,9 @@ mod tests {
 
     fn api_error(code: u16) -> kube::Error {
         kube::Error::Api(
-            kube::core::Status::failure("injected", "ServiceUnavailable").with_code(code).boxed(),
+            kube::core::Status::failure("injected", "ServiceUnavailable")
+                .with_code(code)
+                .boxed(),
         )
     }
 
@@ -72,26 +78,38 @@ mod tests {
     async fn transient_errors_are_retried_and_reported() {
         let calls = AtomicU32::new(0);
         let mut heard = Vec::new();
-        let result = with_retries("patch deployment web", |m| heard.push(m), || async {
-            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
-                Err(api_error(503))
-            } else {
-                Ok(7)
-            }
-        })
+        let result = with_retries(
+            "patch deployment web",
+            |m| heard.push(m),
+            || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(api_error(503))
+                } else {
+                    Ok(7)
+                }
+            },
+        )
         .await;
         assert_eq!(result.unwrap(), 7);
         assert_eq!(heard.len(), 2);
-        assert!(heard[0].starts_with("patch deployment web: 503"), "{}", heard[0]);
+        assert!(
+            heard[0].starts_with("patch deployment web: 503"),
+            "{}",
+            heard[0]
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_permanent_error_is_not_retried() {
         let calls = AtomicU32::new(0);
-        let result: Result<(), _> = with_retries("get", |_| {}, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(api_error(404))
-        })
+        let result: Result<(), _> = with_retries(
+            "get",
+            |_| {},
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(api_error(404))
+            },
+        )
         .await;
         assert!(result.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);

@@ -52,8 +52,12 @@ impl Cooldowns {
     /// The execution ended: the cooldown runs from now.
     pub fn finish(&self, target: &str, execution_id: &str, cooldown: Duration) {
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(claim) = claims.get_mut(target).filter(|c| c.execution_id == execution_id) {
-            claim.until = Some(Utc::now() + chrono::Duration::from_std(cooldown).unwrap_or_default());
+        if let Some(claim) = claims
+            .get_mut(target)
+            .filter(|c| c.execution_id == execution_id)
+        {
+            claim.until =
+                Some(Utc::now() + chrono::Duration::from_std(cooldown).unwrap_or_default());
         }
         // Expired claims go, so the map stays as small as the recent work.
         let now = Utc::now();
@@ -63,7 +67,10 @@ impl Cooldowns {
     /// The execution never changed anything (refused, cancelled while queued): no cooldown.
     pub fn release(&self, target: &str, execution_id: &str) {
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-        if claims.get(target).is_some_and(|c| c.execution_id == execution_id) {
+        if claims
+            .get(target)
+            .is_some_and(|c| c.execution_id == execution_id)
+        {
             claims.remove(target);
         }
     }

@@ -78,7 +78,10 @@ impl EventLog {
 
     /// Sequence of the last published event.
     pub fn last_sequence(&self) -> u64 {
-        self.events.read().unwrap_or_else(|e| e.into_inner()).published as u64
+        self.events
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .published as u64
     }
 
     /// Every event after `from_sequence`, then live ones, ending after the first terminal

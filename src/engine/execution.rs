@@ -63,7 +63,13 @@ pub(super) struct Execution {
 impl Execution {
     /// Records an event and moves the execution to `state`; the event goes to subscribers at
     /// once and to the store in order. Nothing is recorded after a terminal state.
-    pub fn record(&self, state: ExecutionState, message: impl Into<String>, progress: Option<(u64, u64)>, details: Value) {
+    pub fn record(
+        &self,
+        state: ExecutionState,
+        message: impl Into<String>,
+        progress: Option<(u64, u64)>,
+        details: Value,
+    ) {
         let message = message.into();
         let mut p = self.progressing.lock().unwrap_or_else(|e| e.into_inner());
         if p.state.is_terminal() {
@@ -108,7 +114,10 @@ impl Execution {
     }
 
     pub fn state(&self) -> ExecutionState {
-        self.progressing.lock().unwrap_or_else(|e| e.into_inner()).state
+        self.progressing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state
     }
 
     pub fn view(&self) -> ExecutionView {

@@ -31,11 +31,16 @@ use admission::Cooldowns;
 pub use events::EventLog;
 use execution::{Execution, Progressing, Verdict};
 use locks::TargetLocks;
-use model::{DryRunReport, Event, ExecutionRequest, ExecutionState, ExecutionView, ListFilter, Target};
+use model::{
+    DryRunReport, Event, ExecutionRequest, ExecutionState, ExecutionView, ListFilter, Target,
+};
 pub use persist::Persister;
 
 use crate::{
-    actions::{validate_parameters, ActionContext, ActionError, ActionSpec, Plan, Registry, Remediation, Reporter},
+    actions::{
+        validate_parameters, ActionContext, ActionError, ActionSpec, Plan, Registry, Remediation,
+        Reporter,
+    },
     cluster::{ClusterError, Clusters},
     policy::{Decision, Policy},
     store::{Store, StoreError},
@@ -115,14 +120,22 @@ impl EngineError {
 impl From<ActionError> for EngineError {
     fn from(err: ActionError) -> Self {
         match err {
-            ActionError::InvalidParameter { field, message } => EngineError::InvalidArgument { field, message },
+            ActionError::InvalidParameter { field, message } => {
+                EngineError::InvalidArgument { field, message }
+            }
             ActionError::NotFound(what) => EngineError::NotFound(what),
             ActionError::Precondition(why) => EngineError::FailedPrecondition(why),
-            ActionError::Cluster(ClusterError::Unknown { name, known }) => {
-                EngineError::invalid("target.cluster", format!("unknown cluster {name:?} (configured: {known})"))
-            }
-            ActionError::Kube(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
-                EngineError::FailedPrecondition(format!("the API server refused the change: {}", status.message))
+            ActionError::Cluster(ClusterError::Unknown { name, known }) => EngineError::invalid(
+                "target.cluster",
+                format!("unknown cluster {name:?} (configured: {known})"),
+            ),
+            ActionError::Kube(kube::Error::Api(status))
+                if status.code == 422 || status.code == 400 =>
+            {
+                EngineError::FailedPrecondition(format!(
+                    "the API server refused the change: {}",
+                    status.message
+                ))
             }
             ActionError::Rollout(e) => EngineError::FailedPrecondition(e.to_string()),
             ActionError::Internal(e) => EngineError::Internal(e),
@@ -134,10 +147,15 @@ impl From<ActionError> for EngineError {
 impl From<StoreError> for EngineError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::BadPageToken => EngineError::invalid("page_token", "is not a token this server issued"),
-            StoreError::DuplicateRequest { request_id, existing } => {
-                EngineError::AlreadyExists(format!("request_id {request_id:?} is already used by execution {existing}"))
+            StoreError::BadPageToken => {
+                EngineError::invalid("page_token", "is not a token this server issued")
             }
+            StoreError::DuplicateRequest {
+                request_id,
+                existing,
+            } => EngineError::AlreadyExists(format!(
+                "request_id {request_id:?} is already used by execution {existing}"
+            )),
             StoreError::Backend(e) => EngineError::Unavailable(format!("store: {e}")),
         }
     }
@@ -225,7 +243,11 @@ struct Validated {
 
 impl Engine {
     pub fn new(config: EngineConfig, registry: Registry, clusters: Clusters) -> Self {
-        let persister = config.store.clone().map(Persister::start).unwrap_or_default();
+        let persister = config
+            .store
+            .clone()
+            .map(Persister::start)
+            .unwrap_or_default();
         Engine {
             inner: Arc::new(Inner {
                 queue: Arc::new(Semaphore::new(config.queue_capacity)),
@@ -263,7 +285,11 @@ impl Engine {
             let known: Vec<&str> = self.inner.registry.specs().iter().map(|s| s.name).collect();
             EngineError::invalid(
                 "action",
-                format!("unknown action {:?} (known: {})", request.action, known.join(", ")),
+                format!(
+                    "unknown action {:?} (known: {})",
+                    request.action,
+                    known.join(", ")
+                ),
             )
         })?;
         let target = target::resolve(action.spec(), &request.target, request.alert.as_ref())?;
@@ -273,21 +299,34 @@ impl Engine {
             // An action with its own time limit (a drain's timeout_seconds) gets that much,
             // plus room to report and clean up, rather than being cut short by the default.
             None => match parameters.get("timeout_seconds").and_then(Value::as_u64) {
-                Some(own) => self.inner.config.default_timeout.max(Duration::from_secs(own) + ACTION_TIMEOUT_MARGIN),
+                Some(own) => self
+                    .inner
+                    .config
+                    .default_timeout
+                    .max(Duration::from_secs(own) + ACTION_TIMEOUT_MARGIN),
                 None => self.inner.config.default_timeout,
             },
             Some(t) if t.is_zero() || t > MAX_TIMEOUT => {
                 return Err(EngineError::invalid(
                     "timeout",
-                    format!("must be between 1s and {}", humantime::format_duration(MAX_TIMEOUT)),
+                    format!(
+                        "must be between 1s and {}",
+                        humantime::format_duration(MAX_TIMEOUT)
+                    ),
                 ))
             }
             Some(t) => t,
         };
-        let client = self.inner.clusters.client(&target.cluster).map_err(|e| match e {
-            ClusterError::Unknown { .. } => EngineError::invalid("target.cluster", e.to_string()),
-            other => EngineError::Unavailable(other.to_string()),
-        })?;
+        let client = self
+            .inner
+            .clusters
+            .client(&target.cluster)
+            .map_err(|e| match e {
+                ClusterError::Unknown { .. } => {
+                    EngineError::invalid("target.cluster", e.to_string())
+                }
+                other => EngineError::Unavailable(other.to_string()),
+            })?;
         Ok(Validated {
             action,
             target,
@@ -315,7 +354,12 @@ impl Engine {
             .list(&Default::default())
             .await
             .map_err(|e| EngineError::Unavailable(format!("listing nodes: {e}")))?;
-        let schedulable = |n: &Node| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+        let schedulable = |n: &Node| {
+            !n.spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false)
+        };
         Ok(json!({
             "schedulable_nodes": nodes.items.iter().filter(|n| schedulable(n)).count(),
             "target_node_schedulable": nodes
@@ -326,7 +370,12 @@ impl Engine {
     }
 
     /// The policy's decision on a validated, planned request; allow-all without a policy.
-    async fn decide(&self, v: &Validated, plan: &Plan, requester: &str) -> Result<Decision, EngineError> {
+    async fn decide(
+        &self,
+        v: &Validated,
+        plan: &Plan,
+        requester: &str,
+    ) -> Result<Decision, EngineError> {
         let Some(policy) = &self.inner.config.policy else {
             return Ok(Decision {
                 allow: true,
@@ -347,7 +396,9 @@ impl Engine {
             })).collect::<Vec<_>>(),
             "cluster": self.cluster_facts(v).await?,
         });
-        policy.evaluate(&input).map_err(|e| EngineError::Internal(e.to_string()))
+        policy
+            .evaluate(&input)
+            .map_err(|e| EngineError::Internal(e.to_string()))
     }
 
     /// What `request` would change and what the policy says; nothing is mutated.
@@ -357,7 +408,10 @@ impl Engine {
     pub async fn dry_run(&self, request: ExecutionRequest) -> Result<DryRunReport, EngineError> {
         let v = self.validate(&request)?;
         self.authorize_run(&request, &v)?;
-        let plan = v.action.plan(&Self::context(&v, Reporter::discard())).await?;
+        let plan = v
+            .action
+            .plan(&Self::context(&v, Reporter::discard()))
+            .await?;
         let decision = self.decide(&v, &plan, &requester_of(&request)).await?;
         Ok(DryRunReport {
             target: v.target,
@@ -372,7 +426,11 @@ impl Engine {
             return Duration::ZERO;
         }
         let config = &self.inner.config;
-        config.action_cooldowns.get(action.spec().name).copied().unwrap_or(config.cooldown)
+        config
+            .action_cooldowns
+            .get(action.spec().name)
+            .copied()
+            .unwrap_or(config.cooldown)
     }
 
     /// Validates `request`, checks it against the cluster (a dry run) and the policy, claims
@@ -401,7 +459,10 @@ impl Engine {
         }
         // Refuse now what would fail at once (missing target, out-of-bounds result); the
         // action checks again when it runs, against the state it finds then.
-        let plan = v.action.plan(&Self::context(&v, Reporter::discard())).await?;
+        let plan = v
+            .action
+            .plan(&Self::context(&v, Reporter::discard()))
+            .await?;
         let requester = requester_of(&request);
         let decision = self.decide(&v, &plan, &requester).await?;
         if !decision.allow {
@@ -414,22 +475,25 @@ impl Engine {
         let cooldown = self.cooldown_for(v.action.as_ref());
         let cooldown_key = format!("{}|{}", v.target.cluster, v.target.object_ref());
         if !cooldown.is_zero() {
-            self.inner.cooldowns.claim(&cooldown_key, &id).map_err(|busy| {
-                EngineError::FailedPrecondition(match busy.until {
-                    Some(until) => format!(
-                        "{} is in cooldown until {} (after execution {})",
-                        v.target.object_ref(),
-                        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        busy.execution_id
-                    ),
-                    None => format!(
-                        "{} has execution {} in flight; its cooldown of {} starts when it ends",
-                        v.target.object_ref(),
-                        busy.execution_id,
-                        humantime::format_duration(cooldown)
-                    ),
-                })
-            })?;
+            self.inner
+                .cooldowns
+                .claim(&cooldown_key, &id)
+                .map_err(|busy| {
+                    EngineError::FailedPrecondition(match busy.until {
+                        Some(until) => format!(
+                            "{} is in cooldown until {} (after execution {})",
+                            v.target.object_ref(),
+                            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            busy.execution_id
+                        ),
+                        None => format!(
+                            "{} has execution {} in flight; its cooldown of {} starts when it ends",
+                            v.target.object_ref(),
+                            busy.execution_id,
+                            humantime::format_duration(cooldown)
+                        ),
+                    })
+                })?;
         }
         let release = |engine: &Engine| {
             if !cooldown.is_zero() {
@@ -479,7 +543,9 @@ impl Engine {
                 release(self);
                 drop(queue_slot);
                 if let StoreError::DuplicateRequest { .. } = e {
-                    if let Some(existing) = self.find_request(&request.request_id, &fingerprint).await? {
+                    if let Some(existing) =
+                        self.find_request(&request.request_id, &fingerprint).await?
+                    {
                         return Ok(existing);
                     }
                 }
@@ -500,7 +566,11 @@ impl Engine {
         } else {
             (
                 ExecutionState::Queued,
-                format!("queued {} on {}", execution.action, execution.target.object_ref()),
+                format!(
+                    "queued {} on {}",
+                    execution.action,
+                    execution.target.object_ref()
+                ),
             )
         };
         execution.record(
@@ -521,21 +591,30 @@ impl Engine {
             cooldown,
             cooldown_key,
         };
-        self.inner.tasks.spawn(async move { engine.run(job).await }.instrument(span));
+        self.inner
+            .tasks
+            .spawn(async move { engine.run(job).await }.instrument(span));
         Ok(view)
     }
 
     /// Keeps the execution in memory and indexes its request_id.
     fn remember(&self, mut execution: Execution, fingerprint: &str) -> Arc<Execution> {
-        let mut history = self.inner.history.write().unwrap_or_else(|e| e.into_inner());
+        let mut history = self
+            .inner
+            .history
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         execution.index = history.ordered.len();
         let execution = Arc::new(execution);
-        history.by_id.insert(execution.id.clone(), execution.clone());
+        history
+            .by_id
+            .insert(execution.id.clone(), execution.clone());
         history.ordered.push(execution.clone());
         if !execution.request_id.is_empty() {
-            history
-                .requests
-                .insert(execution.request_id.clone(), (execution.id.clone(), fingerprint.to_string()));
+            history.requests.insert(
+                execution.request_id.clone(),
+                (execution.id.clone(), fingerprint.to_string()),
+            );
         }
         execution
     }
@@ -544,7 +623,11 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError::AlreadyExists`] when it was created for a different request.
-    async fn find_request(&self, request_id: &str, fingerprint: &str) -> Result<Option<ExecutionView>, EngineError> {
+    async fn find_request(
+        &self,
+        request_id: &str,
+        fingerprint: &str,
+    ) -> Result<Option<ExecutionView>, EngineError> {
         if request_id.is_empty() {
             return Ok(None);
         }
@@ -573,7 +656,13 @@ impl Engine {
     }
 
     fn find(&self, id: &str) -> Option<Arc<Execution>> {
-        self.inner.history.read().unwrap_or_else(|e| e.into_inner()).by_id.get(id).cloned()
+        self.inner
+            .history
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .get(id)
+            .cloned()
     }
 
     fn not_found(id: &str) -> EngineError {
@@ -588,9 +677,19 @@ impl Engine {
         if let Some(execution) = self.find(id) {
             return Ok((execution.view(), execution.log.after(0)));
         }
-        let store = self.inner.config.store.as_ref().ok_or_else(|| Self::not_found(id))?;
+        let store = self
+            .inner
+            .config
+            .store
+            .as_ref()
+            .ok_or_else(|| Self::not_found(id))?;
         let view = store.get(id).await?.ok_or_else(|| Self::not_found(id))?;
-        let events = store.events(id, 0).await?.into_iter().map(Arc::new).collect();
+        let events = store
+            .events(id, 0)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         Ok((view, events))
     }
 
@@ -602,7 +701,10 @@ impl Engine {
         let Some(execution) = self.find(id) else {
             return Ok(self.get(id).await?.0);
         };
-        let events = execution.log.clone().subscribe(execution.log.last_sequence().saturating_sub(1));
+        let events = execution
+            .log
+            .clone()
+            .subscribe(execution.log.last_sequence().saturating_sub(1));
         futures::pin_mut!(events);
         while events.next().await.is_some() {}
         Ok(execution.view())
@@ -622,7 +724,10 @@ impl Engine {
             return Ok(execution.log.clone().subscribe(from_sequence).left_stream());
         }
         let (_, events) = self.get(id).await?;
-        let replay: Vec<Arc<Event>> = events.into_iter().filter(|e| e.sequence > from_sequence).collect();
+        let replay: Vec<Arc<Event>> = events
+            .into_iter()
+            .filter(|e| e.sequence > from_sequence)
+            .collect();
         Ok(futures::stream::iter(replay).right_stream())
     }
 
@@ -631,9 +736,15 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError::InvalidArgument`] for a bad page token or page size.
-    pub async fn list(&self, filter: &ListFilter) -> Result<(Vec<ExecutionView>, String), EngineError> {
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<(Vec<ExecutionView>, String), EngineError> {
         if filter.page_size > MAX_PAGE_SIZE {
-            return Err(EngineError::invalid("page_size", format!("must be at most {MAX_PAGE_SIZE}")));
+            return Err(EngineError::invalid(
+                "page_size",
+                format!("must be at most {MAX_PAGE_SIZE}"),
+            ));
         }
         let mut filter = filter.clone();
         if filter.page_size == 0 {
@@ -659,7 +770,9 @@ impl Engine {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n <= history.ordered.len())
-                .ok_or_else(|| EngineError::invalid("page_token", "is not a token this server issued"))?
+                .ok_or_else(|| {
+                    EngineError::invalid("page_token", "is not a token this server issued")
+                })?
         };
         let mut page = Vec::with_capacity(filter.page_size);
         let mut next = String::new();
@@ -680,9 +793,9 @@ impl Engine {
     fn live(&self, id: &str) -> Result<Arc<Execution>, EngineError> {
         match self.find(id) {
             Some(e) => Ok(e),
-            None if self.inner.config.store.is_some() => Err(EngineError::FailedPrecondition(format!(
-                "execution {id} is not running on this server"
-            ))),
+            None if self.inner.config.store.is_some() => Err(EngineError::FailedPrecondition(
+                format!("execution {id} is not running on this server"),
+            )),
             None => Err(Self::not_found(id)),
         }
     }
@@ -730,7 +843,13 @@ impl Engine {
     /// [`EngineError::InvalidArgument`] without an approver, [`EngineError::PermissionDenied`]
     /// when the requester approves their own request, [`EngineError::FailedPrecondition`] when
     /// it is not waiting for approval.
-    pub async fn decide_approval(&self, id: &str, approve: bool, approver: &str, reason: &str) -> Result<ExecutionView, EngineError> {
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        approver: &str,
+        reason: &str,
+    ) -> Result<ExecutionView, EngineError> {
         if approver.trim().is_empty() {
             return Err(EngineError::invalid("approver", "is required"));
         }
@@ -750,7 +869,11 @@ impl Engine {
                 "{approver} requested execution {id} and cannot approve it"
             )));
         }
-        let tx = execution.approval_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let tx = execution
+            .approval_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let Some(tx) = tx.filter(|_| execution.state() == ExecutionState::WaitingApproval) else {
             return Err(EngineError::FailedPrecondition(format!(
                 "execution {id} is not waiting for approval ({})",
@@ -814,7 +937,9 @@ impl Engine {
                 progress: None,
                 details: json!({ "previous_state": view.state.as_str() }),
             };
-            store.append_events(&view.id, std::slice::from_ref(&event)).await?;
+            store
+                .append_events(&view.id, std::slice::from_ref(&event))
+                .await?;
             view.state = ExecutionState::Interrupted;
             view.message = message;
             view.finished_at = Some(now);
@@ -841,7 +966,9 @@ impl Engine {
     /// the rest. Returns when every execution task has ended and history is written.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.tasks.close();
-        let drained = tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_ok();
+        let drained = tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_ok();
         if !drained {
             tracing::warn!(?grace, "grace period over: interrupting running executions");
         }
@@ -859,7 +986,14 @@ impl Engine {
     /// Sets the state gauges from the executions in memory and returns the Prometheus text.
     pub fn metrics_text(&self) -> String {
         let (mut queued, mut running, mut waiting) = (0, 0, 0);
-        for execution in self.inner.history.read().unwrap_or_else(|e| e.into_inner()).ordered.iter() {
+        for execution in self
+            .inner
+            .history
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .ordered
+            .iter()
+        {
             match execution.state() {
                 ExecutionState::Queued => queued += 1,
                 ExecutionState::Running | ExecutionState::RollingBack => running += 1,
@@ -918,6 +1052,12 @@ fn fingerprint(request: &ExecutionRequest, v: &Validated) -> String {
 fn matches(filter: &ListFilter, view: &ExecutionView) -> bool {
     filter.state.is_none_or(|s| s == view.state)
         && filter.action.as_deref().is_none_or(|a| a == view.action)
-        && filter.namespace.as_deref().is_none_or(|n| n == view.target.namespace)
-        && filter.requester.as_deref().is_none_or(|r| r == view.requester)
+        && filter
+            .namespace
+            .as_deref()
+            .is_none_or(|n| n == view.target.namespace)
+        && filter
+            .requester
+            .as_deref()
+            .is_none_or(|r| r == view.requester)
 }

@@ -73,7 +73,10 @@ impl Persister {
     /// Stores `event` of `log`, then publishes it there.
     pub fn event(&self, id: &str, event: &Event, log: &Arc<EventLog>) {
         if let Some(tx) = &self.tx {
-            if tx.send(Write::Event(id.to_string(), event.clone(), log.clone())).is_err() {
+            if tx
+                .send(Write::Event(id.to_string(), event.clone(), log.clone()))
+                .is_err()
+            {
                 log.publish(event.sequence);
             }
         }

@@ -124,7 +124,11 @@ impl Engine {
         };
         execution.record(
             ExecutionState::Running,
-            format!("running {} on {}", execution.action, execution.target.object_ref()),
+            format!(
+                "running {} on {}",
+                execution.action,
+                execution.target.object_ref()
+            ),
             None,
             Value::Null,
         );
@@ -138,13 +142,20 @@ impl Engine {
             },
         };
         let verification_failed = match &ended {
-            Ended::TimedOut => Some(format!("timed out after {}", humantime::format_duration(v.timeout))),
+            Ended::TimedOut => Some(format!(
+                "timed out after {}",
+                humantime::format_duration(v.timeout)
+            )),
             Ended::Done(Err(ActionError::Rollout(e))) => Some(e.to_string()),
             _ => None,
         };
         let rollback_data = execution.view().rollback_data;
         match (ended, verification_failed) {
-            (_, Some(why)) if execution.rollback_on_failure && !rollback_data.is_null() && v.action.can_roll_back() => {
+            (_, Some(why))
+                if execution.rollback_on_failure
+                    && !rollback_data.is_null()
+                    && v.action.can_roll_back() =>
+            {
                 self.roll_back(&execution, &v, &why, &rollback_data).await;
             }
             (Ended::Cancelled, _) => self.finish_cancelled(&execution),
@@ -156,7 +167,12 @@ impl Engine {
             ),
             (Ended::Done(Ok(outcome)), _) => {
                 execution.update(|p| p.result = outcome.result.clone());
-                execution.record(ExecutionState::Succeeded, outcome.message, None, outcome.result);
+                execution.record(
+                    ExecutionState::Succeeded,
+                    outcome.message,
+                    None,
+                    outcome.result,
+                );
             }
             (Ended::Done(Err(err)), _) => {
                 tracing::warn!(error = %err, "execution failed");
@@ -169,7 +185,9 @@ impl Engine {
             }
         }
         if !cooldown.is_zero() {
-            self.inner.cooldowns.finish(&cooldown_key, &execution.id, cooldown);
+            self.inner
+                .cooldowns
+                .finish(&cooldown_key, &execution.id, cooldown);
         }
         self.inner.persister.flush().await;
     }
@@ -205,7 +223,10 @@ impl Engine {
             ),
             Some(Err(_)) => execution.record(
                 ExecutionState::Failed,
-                format!("{why}; rollback timed out after {}", humantime::format_duration(v.timeout)),
+                format!(
+                    "{why}; rollback timed out after {}",
+                    humantime::format_duration(v.timeout)
+                ),
                 None,
                 json!({ "reason": why }),
             ),
@@ -213,7 +234,11 @@ impl Engine {
     }
 
     pub(super) fn finish_cancelled(&self, execution: &Execution) {
-        let reason = execution.cancel_reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let reason = execution
+            .cancel_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         match reason {
             Some(reason) => execution.record(ExecutionState::Cancelled, reason, None, Value::Null),
             // Not asked for by anyone: the server is going down under it.
@@ -231,7 +256,9 @@ impl Engine {
 fn reporter_for(execution: &Arc<Execution>, state: ExecutionState) -> Reporter {
     let execution = execution.clone();
     Reporter::new(move |report| match report {
-        Report::Progress(update) => execution.record(state, update.message, update.progress, update.details),
+        Report::Progress(update) => {
+            execution.record(state, update.message, update.progress, update.details)
+        }
         Report::RollbackData(data) => {
             // The first recording is the pre-state; a rollback must not overwrite it.
             if state == ExecutionState::Running {

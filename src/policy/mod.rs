@@ -103,8 +103,11 @@ impl Policy {
         engine
             .add_policy(origin.to_string(), rego.to_string())
             .map_err(|e| load(e.to_string()))?;
-        let data = serde_json::to_string(&json!({ "config": config })).map_err(|e| load(e.to_string()))?;
-        engine.add_data_json(&data).map_err(|e| load(e.to_string()))?;
+        let data =
+            serde_json::to_string(&json!({ "config": config })).map_err(|e| load(e.to_string()))?;
+        engine
+            .add_data_json(&data)
+            .map_err(|e| load(e.to_string()))?;
         let policy = Policy {
             engine: Mutex::new(engine),
             origin: origin.to_string(),
@@ -129,15 +132,25 @@ impl Policy {
     /// # Errors
     /// [`PolicyError::Eval`] when evaluation fails or the result is not a decision.
     pub fn evaluate(&self, input: &Value) -> Result<Decision, PolicyError> {
-        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let input = regorus::Value::from_json_str(&input.to_string()).map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let mut engine = self
+            .engine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let input = regorus::Value::from_json_str(&input.to_string())
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
         engine.set_input(input);
         let result = engine
             .eval_rule(DECISION_RULE.to_string())
             .map_err(|e| PolicyError::Eval(e.to_string()))?;
-        let text = result.to_json_str().map_err(|e| PolicyError::Eval(e.to_string()))?;
-        serde_json::from_str(&text)
-            .map_err(|e| PolicyError::Eval(format!("{DECISION_RULE} is not {{allow, require_approval, reasons}}: {e}: {text}")))
+        let text = result
+            .to_json_str()
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            PolicyError::Eval(format!(
+                "{DECISION_RULE} is not {{allow, require_approval, reasons}}: {e}: {text}"
+            ))
+        })
     }
 }
 
@@ -157,10 +170,27 @@ mod tests {
     #[test]
     fn the_default_policy_denies_protected_namespaces() {
         let policy = Policy::builtin(&PolicyConfig::default()).unwrap();
-        let d = policy.evaluate(&mk_input("scale_deployment", "medium", "kube-system", "Deployment")).unwrap();
+        let d = policy
+            .evaluate(&mk_input(
+                "scale_deployment",
+                "medium",
+                "kube-system",
+                "Deployment",
+            ))
+            .unwrap();
         assert!(!d.allow);
-        assert_eq!(d.reasons, vec!["namespace kube-system is protected: no changes are made there"]);
-        let d = policy.evaluate(&mk_input("scale_deployment", "medium", "production", "Deployment")).unwrap();
+        assert_eq!(
+            d.reasons,
+            vec!["namespace kube-system is protected: no changes are made there"]
+        );
+        let d = policy
+            .evaluate(&mk_input(
+                "scale_deployment",
+                "medium",
+                "production",
+                "Deployment",
+            ))
+            .unwrap();
         assert_eq!(d.verdict(), "allow");
     }
 
@@ -170,17 +200,25 @@ mod tests {
         let mut input = mk_input("cordon_node", "medium", "default", "Node");
         input["cluster"]["schedulable_nodes"] = json!(1);
         let d = policy.evaluate(&input).unwrap();
-        assert!(!d.allow && d.reasons[0].contains("last schedulable node"), "{d:?}");
+        assert!(
+            !d.allow && d.reasons[0].contains("last schedulable node"),
+            "{d:?}"
+        );
         let mut input = mk_input("drain_node", "high", "default", "Node");
         input["cluster"]["schedulable_nodes"] = json!(2);
         let d = policy.evaluate(&input).unwrap();
-        assert!(!d.allow && d.reasons[0].contains("at least 3 schedulable nodes"), "{d:?}");
+        assert!(
+            !d.allow && d.reasons[0].contains("at least 3 schedulable nodes"),
+            "{d:?}"
+        );
     }
 
     #[test]
     fn high_risk_actions_need_approval() {
         let policy = Policy::builtin(&PolicyConfig::default()).unwrap();
-        let d = policy.evaluate(&mk_input("drain_node", "high", "default", "Node")).unwrap();
+        let d = policy
+            .evaluate(&mk_input("drain_node", "high", "default", "Node"))
+            .unwrap();
         assert_eq!(d.verdict(), "require_approval");
     }
 
@@ -192,9 +230,13 @@ mod tests {
         })
         .unwrap();
         let mut input = mk_input("scale_deployment", "medium", "production", "Deployment");
-        input["changes"] = json!([{"object": "production/deployment/web", "after": {"spec": {"replicas": 12}}}]);
+        input["changes"] =
+            json!([{"object": "production/deployment/web", "after": {"spec": {"replicas": 12}}}]);
         let d = policy.evaluate(&input).unwrap();
-        assert!(!d.allow && d.reasons[0].contains("above the ceiling of 10"), "{d:?}");
+        assert!(
+            !d.allow && d.reasons[0].contains("above the ceiling of 10"),
+            "{d:?}"
+        );
     }
 
     #[test]
