@@ -73,6 +73,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(http_addr) => Some(api::bind_with(http_addr, &security).await?),
         None => None,
     };
+    let health_listener = match args.security.health_listen {
+        Some(health_addr) => Some(tokio::net::TcpListener::bind(health_addr).await?),
+        None => None,
+    };
     // Tests and scripts read these lines to find ports chosen by the OS; the gRPC line comes
     // first. Written without `println!`: a reader that has gone away must not kill the server.
     {
@@ -82,6 +86,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             lines.push_str(&format!(
                 "executor-service http listening on {}\n",
                 http.local_addr()?
+            ));
+        }
+        if let Some(health) = &health_listener {
+            lines.push_str(&format!(
+                "executor-service health listening on {}\n",
+                health.local_addr()?
             ));
         }
         let mut stdout = std::io::stdout().lock();
@@ -124,6 +134,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => Ok(()),
         }
     };
+    let health = async {
+        match health_listener {
+            Some(listener) => {
+                let app = api::http::router(engine.clone());
+                api::serve_health(listener, app, stop.clone().cancelled_owned()).await
+            }
+            None => Ok(()),
+        }
+    };
     tokio::try_join!(
         api::serve_with(
             listener,
@@ -131,7 +150,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             security.clone(),
             stop.clone().cancelled_owned()
         ),
-        http
+        http,
+        health
     )?;
     if let Some(sim) = embedded {
         sim.shutdown().await;

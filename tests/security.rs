@@ -623,8 +623,39 @@ async fn mutual_tls_refuses_a_client_certificate_from_another_ca_and_names_the_r
         &pki.path("ca.pem"),
         "--authz",
         &authz,
+        "--health-listen",
+        "127.0.0.1:0",
     ]);
     let ca = pki.ca.pem();
+
+    // Probes and scrapers have no client certificate: the plain health port serves them, and
+    // nothing else.
+    let plain = reqwest::Client::new();
+    let health = format!("http://{}", server.health_addr);
+    assert_eq!(
+        plain
+            .get(format!("{health}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        plain
+            .get(format!("{health}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let api = plain
+        .get(format!("{health}/api/v1/actions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 404);
 
     // A certificate from the wrong CA, or none, fails the handshake: no call gets through.
     for identity in [Some(&pki.stranger), None] {

@@ -419,6 +419,19 @@ pub async fn http_layer(
     }
 }
 
+/// `app` answering only [`OPEN_HTTP_PATHS`]; anything else is 404.
+pub fn open_paths_only(app: axum::Router) -> axum::Router {
+    app.layer(axum::middleware::from_fn(
+        |request: Request, next: Next| async move {
+            if OPEN_HTTP_PATHS.contains(&request.uri().path()) {
+                next.run(request).await
+            } else {
+                StatusCode::NOT_FOUND.into_response()
+            }
+        },
+    ))
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 

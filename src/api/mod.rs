@@ -142,6 +142,20 @@ pub async fn bind_with(addr: SocketAddr, security: &Security) -> anyhow::Result<
     Ok(TcpListener::bind(addr).await?)
 }
 
+/// Serves only `/health` and `/metrics` of `app` on `listener`, in plain HTTP and without
+/// authentication (`--health-listen`): probes and scrapers reach them even when the API
+/// ports demand client certificates.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve_health(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    http::serve(listener, auth::open_paths_only(app), shutdown).await
+}
+
 /// Serves the HTTP API `app` on `listener`, over TLS when configured, with every route but
 /// health and metrics behind authentication when configured.
 ///

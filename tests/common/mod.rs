@@ -123,6 +123,8 @@ pub struct ServeProcess {
     pub addr: String,
     /// The HTTP/JSON API's address; empty when `extra` switched it off.
     pub http_addr: String,
+    /// The plain health/metrics address when `extra` has `--health-listen`, else empty.
+    pub health_addr: String,
     pub kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -189,10 +191,23 @@ impl ServeProcess {
                 .unwrap_or_else(|| panic!("unexpected second line from serve: {line:?}"))
                 .to_string()
         };
+        let health_addr = if extra.contains(&"--health-listen") {
+            line.clear();
+            stdout
+                .read_line(&mut line)
+                .expect("read health listen line");
+            line.trim()
+                .strip_prefix("executor-service health listening on ")
+                .unwrap_or_else(|| panic!("unexpected health line from serve: {line:?}"))
+                .to_string()
+        } else {
+            String::new()
+        };
         ServeProcess {
             child,
             addr,
             http_addr,
+            health_addr,
             kubeconfig,
             _dir: dir,
         }
