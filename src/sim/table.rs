@@ -292,6 +292,98 @@ fn columns_and_cells(def: &ResourceDef, o: &Value) -> (Vec<Value>, Vec<Value>) {
                 ],
             )
         }
+        "Namespace" => (
+            vec![
+                col("Name", "string", 0),
+                col("Status", "string", 0),
+                col("Age", "string", 0),
+            ],
+            vec![name, json!(str_at(o, "/status/phase")), age],
+        ),
+        "Service" => {
+            let ports: Vec<String> = at(o, "/spec/ports")
+                .and_then(Value::as_array)
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| format!("{}/{}", int_at(p, "/port", 0), str_at(p, "/protocol")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                vec![
+                    col("Name", "string", 0),
+                    col("Type", "string", 0),
+                    col("Cluster-IP", "string", 0),
+                    col("External-IP", "string", 0),
+                    col("Port(s)", "string", 0),
+                    col("Age", "string", 0),
+                ],
+                vec![
+                    name,
+                    json!(str_at(o, "/spec/type")),
+                    json!(str_at(o, "/spec/clusterIP")),
+                    json!("<none>"),
+                    json!(ports.join(",")),
+                    age,
+                ],
+            )
+        }
+        "ConfigMap" => (
+            vec![
+                col("Name", "string", 0),
+                col("Data", "integer", 0),
+                col("Age", "string", 0),
+            ],
+            vec![
+                name,
+                json!(o
+                    .get("data")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())),
+                age,
+            ],
+        ),
+        "Secret" => (
+            vec![
+                col("Name", "string", 0),
+                col("Type", "string", 0),
+                col("Data", "integer", 0),
+                col("Age", "string", 0),
+            ],
+            vec![
+                name,
+                json!(str_at(o, "/type")),
+                json!(o
+                    .get("data")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())),
+                age,
+            ],
+        ),
+        "HorizontalPodAutoscaler" => (
+            vec![
+                col("Name", "string", 0),
+                col("Reference", "string", 0),
+                col("Targets", "string", 0),
+                col("MinPods", "string", 0),
+                col("MaxPods", "string", 0),
+                col("Replicas", "string", 0),
+                col("Age", "string", 0),
+            ],
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    str_at(o, "/spec/scaleTargetRef/kind"),
+                    str_at(o, "/spec/scaleTargetRef/name")
+                )),
+                json!("cpu: <unknown>/70%"),
+                json!(int_at(o, "/spec/minReplicas", 1).to_string()),
+                json!(int_at(o, "/spec/maxReplicas", 0).to_string()),
+                json!(int_at(o, "/status/currentReplicas", 0).to_string()),
+                age,
+            ],
+        ),
         _ => (
             vec![col("Name", "string", 0), col("Age", "string", 0)],
             vec![name, age],

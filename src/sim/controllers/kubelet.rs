@@ -350,7 +350,15 @@ fn complete(st: &mut State, pod: &Value) {
     };
     let now = now_str();
     let mut new = pod.clone();
-    set_at(&mut new, "/status/phase", json!("Succeeded"));
+    let failed = containers(pod)
+        .iter()
+        .any(|c| behaviour(str_at(c, "/image")) != Behaviour::Run);
+    let (phase, code, reason) = if failed {
+        ("Failed", 1, "Error")
+    } else {
+        ("Succeeded", 0, "Completed")
+    };
+    set_at(&mut new, "/status/phase", json!(phase));
     if let Some(cs) = new
         .pointer_mut("/status/containerStatuses")
         .and_then(Value::as_array_mut)
@@ -358,7 +366,7 @@ fn complete(st: &mut State, pod: &Value) {
         for c in cs.iter_mut() {
             c["ready"] = json!(false);
             c["started"] = json!(false);
-            c["state"] = json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": str_at(pod, "/status/startTime"), "finishedAt": now}});
+            c["state"] = json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": str_at(pod, "/status/startTime"), "finishedAt": now}});
         }
     }
     set_condition(&mut new, "Ready", "False", "PodCompleted", "", false);
