@@ -280,3 +280,31 @@ fn with_authentication_the_cli_needs_its_token_and_runs_as_its_identity() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("requester:   ci"));
 }
+
+#[test]
+fn a_drain_waits_for_approval_and_reject_ends_it() {
+    let server = ServeProcess::start(&[]);
+    let out = cli(&server, &["exec", "drain_node", "node/node-2"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains(" WAITING_APPROVAL: "), "{stdout}");
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("execution "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let out = cli(
+        &server,
+        &["reject", &id, "--approver", "bob", "--reason", "not now"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(" REJECTED: "),
+        "{}",
+        text(&out.stdout)
+    );
+    // Watching it now replays to the end and reports the failure to run.
+    let out = cli(&server, &["watch", &id]);
+    assert_eq!(out.status.code(), Some(1));
+}

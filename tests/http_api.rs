@@ -34,8 +34,15 @@ async fn start_http(engine: Engine) -> String {
     format!("http://{addr}")
 }
 
+/// A plain-HTTP client; reqwest is built without a default TLS crypto provider, so one is
+/// installed first (the TLS tests need it anyway).
+fn client() -> reqwest::Client {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 async fn post(url: &str, body: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = client()
         .post(url)
         .header("content-type", "application/json")
         .body(body.to_string())
@@ -47,7 +54,7 @@ async fn post(url: &str, body: &str) -> (u16, Value) {
 }
 
 async fn get(url: &str) -> (u16, Value) {
-    let response = reqwest::get(url).await.expect("GET");
+    let response = client().get(url).send().await.expect("GET");
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON answer"))
 }
@@ -62,7 +69,7 @@ struct Sse {
 
 /// Reads an event stream to its end (the server ends it after the terminal event).
 async fn read_sse(url: &str, last_event_id: Option<u64>) -> Vec<Sse> {
-    let mut request = reqwest::Client::new().get(url);
+    let mut request = client().get(url);
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id.to_string());
     }
@@ -240,7 +247,7 @@ async fn execute_answers_202_and_the_event_stream_replays_then_ends_with_the_ter
     assert_eq!(resumed_ids, expected);
     // A browser reconnecting after the terminal event is told there is nothing more: 204
     // stops EventSource's automatic reconnection.
-    let response = reqwest::Client::new()
+    let response = client()
         .get(format!("{base}/api/v1/executions/{id}/events"))
         .header("Last-Event-ID", events.len().to_string())
         .send()
@@ -465,7 +472,7 @@ async fn a_full_queue_is_refused_with_429_and_retry_after() {
     )
     .await;
     assert_eq!(status, 202, "{queued}");
-    let response = reqwest::Client::new()
+    let response = client()
         .post(&execute)
         .body(
             r#"{"action": "scale_deployment", "target": {"namespace": "production", "name": "api"}, "parameters": {"replicas": 3}}"#,
@@ -523,4 +530,44 @@ async fn health_is_503_and_execute_unavailable_once_the_cluster_is_gone() {
     .expect("an answer while the cluster is gone");
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn a_high_risk_execution_waits_for_an_approval_and_a_rejection_ends_it() {
+    // The real binary carries the built-in policy: drain_node needs an approval.
+    let server = ServeProcess::start(&[]);
+    let base = format!("http://{}", server.http_addr);
+    let (status, answer) = post(
+        &format!("{base}/api/v1/execute"),
+        r#"{"action": "drain_node", "target": {"kind": "Node", "name": "node-3"}}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["execution"]["id"].as_str().unwrap().to_string();
+    assert_eq!(answer["execution"]["state"], "WAITING_APPROVAL", "{answer}");
+
+    // Someone has to answer.
+    let (status, error) = post(&format!("{base}/api/v1/executions/{id}/approve"), "").await;
+    assert_eq!(
+        (status, &error["error"]["field"]),
+        (400, &json!("approver"))
+    );
+
+    let (status, answer) = post(
+        &format!("{base}/api/v1/executions/{id}/reject"),
+        r#"{"approver": "bob", "reason": "not during the sale"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["execution"]["state"], "REJECTED");
+    assert_eq!(
+        answer["execution"]["approval"]["approver"], "bob",
+        "{answer}"
+    );
+    let (status, _) = post(
+        &format!("{base}/api/v1/executions/{id}/approve"),
+        r#"{"approver": "bob"}"#,
+    )
+    .await;
+    assert_eq!(status, 409);
 }

@@ -14,6 +14,7 @@
 //! | `GET /api/v1/status/{id}`, `GET /api/v1/executions/{id}` | one execution and its events |
 //! | `GET /api/v1/executions` | filtered page newest first (`state`, `action`, `namespace`, `requester`, `page_size`, `page_token`) |
 //! | `POST /api/v1/executions/{id}/cancel` | cancel, optional body `{"reason": "…"}` |
+//! | `POST /api/v1/executions/{id}/approve`, `…/reject` | answer an execution WAITING_APPROVAL, body `{"approver", "reason"}` |
 //! | `GET /api/v1/executions/{id}/events` | Server-Sent Events: replay then live, `id:` = sequence, resumes after `Last-Event-ID`; 204 once nothing is left to send |
 //! | `GET /api/v1/actions` | the action catalog |
 //! | `GET /health` | 200 while the default cluster answers, 503 otherwise or while shutting down |
@@ -74,6 +75,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/executions", get(list))
         .route("/api/v1/executions/{id}", get(status))
         .route("/api/v1/executions/{id}/cancel", post(cancel))
+        .route("/api/v1/executions/{id}/approve", post(approve))
+        .route("/api/v1/executions/{id}/reject", post(reject))
         .route("/api/v1/executions/{id}/events", get(events))
         .route("/api/v1/actions", get(actions))
         .route("/health", get(health))
@@ -237,15 +240,45 @@ async fn cancel(
 ) -> ApiResult<Json<Value>> {
     let id = execution_id(id)?;
     // The body is optional: an empty POST cancels without a reason.
-    let empty = body
-        .as_ref()
-        .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace));
-    let reason = if empty {
-        String::new()
-    } else {
-        optional_string(&json_object(body)?, "reason")?
-    };
+    let reason = optional_string(&optional_json_object(body)?, "reason")?;
     let execution = engine.cancel_as(&id, &reason, &caller.identity).await?;
+    Ok(Json(json!({ "execution": execution_json(&execution) })))
+}
+
+async fn approve(
+    State(engine): State<Engine>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    decide(&engine, &caller, id, body, true).await
+}
+
+async fn reject(
+    State(engine): State<Engine>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    decide(&engine, &caller, id, body, false).await
+}
+
+/// Approve or reject, body `{"approver", "reason"}`; an authenticated caller is the approver
+/// whatever the body claims.
+async fn decide(
+    engine: &Engine,
+    caller: &Caller,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+    approve: bool,
+) -> ApiResult<Json<Value>> {
+    let id = execution_id(id)?;
+    let body = optional_json_object(body)?;
+    let approver = caller.approver(&optional_string(&body, "approver")?);
+    let reason = optional_string(&body, "reason")?;
+    let execution = engine
+        .decide_approval(&id, approve, &approver, &reason)
+        .await?;
     Ok(Json(json!({ "execution": execution_json(&execution) })))
 }
 
@@ -344,6 +377,13 @@ async fn health(State(engine): State<Engine>) -> Response {
     (status, Json(body)).into_response()
 }
 
+async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let name = format!("{} {}", request.method(), request.uri().path());
+    let span = crate::telemetry::request_span("http", &name, request.headers());
+    next.run(request).instrument(span).await
+}
+
 // ---- JSON → domain -------------------------------------------------------------------------
 
 /// The body as a JSON object; whatever the content type says, since curl's `-d` sends JSON as
@@ -363,6 +403,14 @@ fn json_object(body: Result<Bytes, BytesRejection>) -> ApiResult<Map<String, Val
             "body",
             format!("is not valid JSON: {e}"),
         )),
+    }
+}
+
+/// Like [`json_object`], but an empty body is an empty object.
+fn optional_json_object(body: Result<Bytes, BytesRejection>) -> ApiResult<Map<String, Value>> {
+    match &body {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(Map::new()),
+        _ => json_object(body),
     }
 }
 
@@ -699,11 +747,4 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
     }
-}
-
-async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    use tracing::Instrument;
-    let name = format!("{} {}", request.method(), request.uri().path());
-    let span = crate::telemetry::request_span("http", &name, request.headers());
-    next.run(request).instrument(span).await
 }

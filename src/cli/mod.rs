@@ -1,5 +1,6 @@
-//! The client commands of the binary: `exec`, `watch`, `dry-run`, `actions`, `get` and
-//! `cancel`, one file each, speaking gRPC to a running server through the generated client.
+//! The client commands of the binary: `exec`, `watch`, `dry-run`, `actions`, `get`,
+//! `cancel`, `approve` and `reject`, one file each, speaking gRPC to a running server
+//! through the generated client.
 //!
 //! Exit codes: 0 when the command did what was asked (for `exec --watch`/`--wait` and `watch`:
 //! the execution SUCCEEDED), [`EXIT_NOT_SUCCEEDED`] when an execution ended otherwise or the
@@ -7,10 +8,12 @@
 //! as INVALID_ARGUMENT (clap's own usage errors exit 2 too).
 
 mod actions;
+mod approve;
 mod cancel;
 mod dry_run;
 mod exec;
 mod get;
+mod reject;
 mod watch;
 
 use std::{fmt::Display, io::Write, path::PathBuf, process::ExitCode, time::Duration};
@@ -57,6 +60,10 @@ pub enum ClientCommand {
     Get(get::GetArgs),
     /// Cancel a queued or running execution.
     Cancel(cancel::CancelArgs),
+    /// Let an execution waiting for approval run.
+    Approve(approve::ApproveArgs),
+    /// End an execution waiting for approval as REJECTED.
+    Reject(approve::ApproveArgs),
 }
 
 /// The server a client command talks to, and how to prove who is calling.
@@ -181,6 +188,8 @@ pub async fn run(command: ClientCommand) -> ExitCode {
         ClientCommand::Actions(args) => actions::run(args).await,
         ClientCommand::Get(args) => get::run(args).await,
         ClientCommand::Cancel(args) => cancel::run(args).await,
+        ClientCommand::Approve(args) => approve::run(args).await,
+        ClientCommand::Reject(args) => reject::run(args).await,
     };
     match result {
         Ok(code) => code,
