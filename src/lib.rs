@@ -7,9 +7,10 @@
 //! - [`config`]: the command line (clap), one struct per command.
 //! - [`cli`]: the client commands (`exec`, `watch`, `dry-run`, `actions`, `get`, `cancel`) over
 //!   the generated gRPC client.
-//! - [`api`]: the gRPC edge: proto ↔ domain translation, health, reflection.
+//! - [`api`]: the gRPC and HTTP edges: proto/JSON ↔ domain translation, health, reflection,
+//!   TLS and mTLS (`api::tls`), who is calling (`api::auth`: bearer tokens, certificates).
 //! - [`engine`]: validation, queue, worker pool, per-target locks, timeouts, cancellation,
-//!   the event log of every execution.
+//!   the event log of every execution; `engine::authz` decides who may run or approve what where.
 //! - [`actions`]: one file per action behind the `Remediation` trait; `mod.rs` is the registry.
 //! - [`cluster`]: kube clients by kubeconfig context and kubectl's rollout-status conditions.
 //! - [`policy`]: Rego evaluation (regorus) and the default policy.

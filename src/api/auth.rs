@@ -537,6 +537,33 @@ mod tests {
         assert_eq!(tokens.identity("t0K"), None);
     }
 
+    fn mk_certificate(common_name: Option<&str>, dns_names: &[&str]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(
+            dns_names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = common_name {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_names_its_subject_cn_else_its_first_dns_name() {
+        let both = mk_certificate(Some("deploy-bot"), &["bot.example.com"]);
+        assert_eq!(certificate_identity(&both).as_deref(), Some("deploy-bot"));
+        let san_only = mk_certificate(None, &["bot.example.com", "other.example.com"]);
+        assert_eq!(
+            certificate_identity(&san_only).as_deref(),
+            Some("bot.example.com")
+        );
+        assert_eq!(certificate_identity(&mk_certificate(None, &[])), None);
+    }
+
     #[test]
     fn garbage_is_no_certificate_identity() {
         assert_eq!(certificate_identity(b"not a certificate"), None);
