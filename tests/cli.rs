@@ -308,3 +308,64 @@ fn a_drain_waits_for_approval_and_reject_ends_it() {
     let out = cli(&server, &["watch", &id]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A CA, and PEM files of a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn write_pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, sans) in [
+        ("server", vec!["127.0.0.1".to_string()]),
+        ("client", vec![]),
+    ] {
+        let mut params = CertificateParams::new(sans).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("cli-test-{name}"));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+#[test]
+fn over_mutual_tls_the_cli_verifies_the_server_and_presents_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pki(dir.path());
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let server = ServeProcess::start(&[
+        "--tls-cert",
+        &file("server.pem"),
+        "--tls-key",
+        &file("server.key"),
+        "--tls-client-ca",
+        &file("ca.pem"),
+    ]);
+    let https = format!("https://{}", server.addr);
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_executor-service"))
+            .args(["actions", "--server", &https])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--ca-cert",
+        &file("ca.pem"),
+        "--client-cert",
+        &file("client.pem"),
+        "--client-key",
+        &file("client.key"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("scale_deployment"));
+    // Without a client certificate the handshake is refused; without the CA, usage error.
+    let out = run(&["--ca-cert", &file("ca.pem")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--ca-cert"));
+}
