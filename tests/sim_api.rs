@@ -710,3 +710,35 @@ async fn the_kubeconfig_names_one_sim_context_pointing_at_the_server() {
     let v = client.apiserver_version().await.unwrap();
     assert_eq!(v.major, "1");
 }
+
+#[tokio::test]
+async fn pods_of_a_deleted_node_are_collected_and_rescheduled() {
+    use k8s_openapi::api::core::v1::Node;
+    let cluster = start(Scenario::demo()).await;
+    let client = cluster.client().await.unwrap();
+    let pods: Api<Pod> = Api::all(client.clone());
+    let on_node = |pods: Api<Pod>| async move {
+        pods.list(&ListParams::default().fields("spec.nodeName=node-1"))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    assert!(on_node(pods.clone()).await > 0);
+    Api::<Node>::all(client.clone())
+        .delete("node-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while on_node(pods.clone()).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pods of node-1 still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster
+        .wait_settled(Duration::from_secs(20))
+        .await
+        .expect("workloads recover on 2 nodes");
+}

@@ -21,6 +21,8 @@
 //!   scheduling.
 //! - Pods with `restartPolicy` Never/OnFailure succeed ~5 s (simulated) after starting.
 //! - Deleted pods stop within 2 simulated seconds (well inside any grace period).
+//! - Only nodes whose `Ready` condition is True start pods; pods bound to a node that no
+//!   longer exists are removed (pod GC), so their controllers replace them elsewhere.
 //! - PVC resize needs a StorageClass with `allowVolumeExpansion: true` (else `403
 //!   Forbidden`, as the real admission plugin); capacity follows after ~5 s (simulated).
 //! - There are no metrics: HPAs report status but never scale.

@@ -8,10 +8,12 @@
 //!   with waiting reason `ImagePullBackOff`.
 //! - anything else runs and becomes Ready.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::scheduler::node_ready;
 use super::{condition, emit_event, is_terminating, set_condition, sim_elapsed};
 use crate::sim::resources::by_plural;
 use crate::sim::store::{at, int_at, now_str, set_at, str_at, State};
@@ -77,9 +79,26 @@ pub fn run(st: &mut State) {
     };
     let now = Instant::now();
     let speed = st.speed;
+    // Only Ready nodes run kubelets; pods bound to a missing node are garbage (pod GC).
+    let nodes: HashMap<String, bool> = st
+        .list("nodes", None)
+        .iter()
+        .map(|n| (str_at(n, "/metadata/name").to_string(), node_ready(n)))
+        .collect();
     for pod in st.list("pods", None) {
         let node = str_at(&pod, "/spec/nodeName");
         if node.is_empty() {
+            continue;
+        }
+        let Some(&ready_node) = nodes.get(node) else {
+            let (ns, name) = (
+                str_at(&pod, "/metadata/namespace"),
+                str_at(&pod, "/metadata/name"),
+            );
+            st.remove(pods_def, ns, name);
+            continue;
+        };
+        if !ready_node {
             continue;
         }
         let terminating = is_terminating(&pod);
