@@ -216,6 +216,13 @@ fn scale_web(namespace: &str, replicas: i64) -> executor_service::api::proto::Ex
     request
 }
 
+/// A plain-HTTP client. reqwest is built without a default crypto provider (the tree has
+/// only ring), so it needs the process-wide one installed before it builds.
+fn plain_http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// An HTTPS client trusting `ca_pem`, presenting `identity` when given (rustls with ring, as
 /// the server).
 fn https_client(ca_pem: &str, identity: Option<&Pem>) -> reqwest::Client {
@@ -296,7 +303,7 @@ async fn calls_without_a_token_or_with_a_wrong_one_are_unauthenticated_and_nothi
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 
-    let http = reqwest::Client::new();
+    let http = plain_http();
     let url = format!("http://{}/api/v1/execute", server.http_addr);
     let body = json!({
         "action": "scale_deployment",
@@ -389,7 +396,7 @@ async fn a_token_whose_identity_may_not_act_in_production_is_denied_and_nothing_
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
     // The same over HTTP, with the target taken from the alert's labels (resolved first).
-    let response = reqwest::Client::new()
+    let response = plain_http()
         .post(format!("http://{}/api/v1/execute", server.http_addr))
         .bearer_auth(ALICE_TOKEN)
         .json(&json!({
@@ -453,7 +460,7 @@ async fn an_allowed_token_runs_and_its_identity_is_the_requester() {
         .unwrap();
     assert_eq!(fetched.requester, "alice");
 
-    let response = reqwest::Client::new()
+    let response = plain_http()
         .post(format!("http://{}/api/v1/execute", server.http_addr))
         .bearer_auth(ONCALL_TOKEN)
         .json(&json!({
@@ -630,7 +637,7 @@ async fn mutual_tls_refuses_a_client_certificate_from_another_ca_and_names_the_r
 
     // Probes and scrapers have no client certificate: the plain health port serves them, and
     // nothing else.
-    let plain = reqwest::Client::new();
+    let plain = plain_http();
     let health = format!("http://{}", server.health_addr);
     assert_eq!(
         plain
