@@ -950,7 +950,7 @@ impl Engine {
         Ok(unfinished.len())
     }
 
-    /// Deletes history older than `max_age` and beyond the newest `keep`.
+    /// Deletes history older than `max_age` and beyond the newest `keep` (0 = no count limit).
     ///
     /// # Errors
     /// When the store fails.
@@ -959,6 +959,8 @@ impl Engine {
             return Ok(0);
         };
         let older_than = Utc::now() - chrono::Duration::from_std(max_age).unwrap_or_default();
+        // A count of 0 means "no count limit", not "keep nothing".
+        let keep = if keep == 0 { usize::MAX } else { keep };
         Ok(store.prune(older_than, keep).await?)
     }
 
