@@ -83,14 +83,19 @@ pub struct ServeArgs {
     /// Delete finished executions older than this.
     #[arg(long, env = "EXECUTOR_RETENTION_MAX_AGE", default_value = "30days")]
     pub retention_max_age: humantime::Duration,
-    /// Keep at most this many finished executions.
+    /// Keep at most this many finished executions; 0 = no count limit.
     #[arg(long, env = "EXECUTOR_RETENTION_MAX_COUNT", default_value_t = 100_000)]
     pub retention_max_count: usize,
     /// Rego policy file defining `data.executor.decision` (default: the built-in policy).
     #[arg(long, env = "EXECUTOR_POLICY")]
     pub policy: Option<PathBuf>,
     /// Namespaces the built-in policy protects (comma-separated).
-    #[arg(long, env = "EXECUTOR_PROTECTED_NAMESPACES", value_delimiter = ',', default_value = "kube-system,kube-public")]
+    #[arg(
+        long,
+        env = "EXECUTOR_PROTECTED_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system,kube-public"
+    )]
     pub protected_namespaces: Vec<String>,
     /// Replica ceiling the policy enforces.
     #[arg(long, env = "EXECUTOR_MAX_REPLICAS", default_value_t = crate::actions::MAX_REPLICAS)]

@@ -57,16 +57,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         embedded = Some(sim);
         clusters
     };
-    let engine = Engine::new(
-        engine_config(&args).await?,
-        Registry::builtin(),
-        clusters,
-    );
+    let engine = Engine::new(engine_config(&args).await?, Registry::builtin(), clusters);
     let recovered = engine.recover().await?;
     if recovered > 0 {
-        tracing::warn!(recovered, "executions left unfinished by a previous run are now INTERRUPTED");
+        tracing::warn!(
+            recovered,
+            "executions left unfinished by a previous run are now INTERRUPTED"
+        );
     }
-    spawn_retention(engine.clone(), args.retention_max_age.into(), args.retention_max_count);
+    spawn_retention(
+        engine.clone(),
+        args.retention_max_age.into(),
+        args.retention_max_count,
+    );
     let listener = api::bind_with(args.listen, &security).await?;
     let addr = listener.local_addr()?;
     let http_listener = match args.http_listen.0 {

@@ -95,7 +95,9 @@ pub async fn serve_with(
     }
     server
         // A span per RPC, continuing the caller's W3C `traceparent`.
-        .trace_fn(|request| crate::telemetry::request_span("grpc", request.uri().path(), request.headers()))
+        .trace_fn(|request| {
+            crate::telemetry::request_span("grpc", request.uri().path(), request.headers())
+        })
         .accept_http1(true)
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health_service)

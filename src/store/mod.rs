@@ -22,7 +22,10 @@ use crate::engine::model::{Event, ExecutionView, ListFilter};
 pub enum StoreError {
     /// `request_id` is already taken by execution `existing`.
     #[error("request_id {request_id:?} already used by execution {existing}")]
-    DuplicateRequest { request_id: String, existing: String },
+    DuplicateRequest {
+        request_id: String,
+        existing: String,
+    },
     /// The page token was not issued by this store.
     #[error("invalid page token")]
     BadPageToken,
@@ -46,7 +49,10 @@ pub trait Store: Send + Sync + 'static {
     async fn insert(&self, execution: &ExecutionView, fingerprint: &str) -> Result<(), StoreError>;
 
     /// The execution holding `request_id` and its fingerprint.
-    async fn find_request(&self, request_id: &str) -> Result<Option<(ExecutionView, String)>, StoreError>;
+    async fn find_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(ExecutionView, String)>, StoreError>;
 
     /// Replaces the stored snapshot of an existing execution (state, timestamps, result…).
     async fn update(&self, execution: &ExecutionView) -> Result<(), StoreError>;
