@@ -91,6 +91,15 @@ struct Args {
     /// Executions stored for P5.
     #[arg(long)]
     executions: Option<usize>,
+    /// History of the engine P1–P4 measure: `sqlite` (a file in the temp directory, as
+    /// `serve` runs), `none` (events published without waiting for a store), or a store URL
+    /// (`memory:`, a path, `postgres://…`). For finding what the store costs.
+    #[arg(long, default_value = "sqlite")]
+    engine_store: String,
+    /// Run the engine without a policy (the built-in one otherwise). For finding what the
+    /// policy costs.
+    #[arg(long)]
+    no_policy: bool,
 }
 
 /// How much of everything, by mode.
@@ -301,8 +310,16 @@ impl Bench {
         let kube = Clusters::from_kubeconfig_value(sim.kubeconfig(), None)
             .await?
             .client("")?;
-        let store = store::open(&dir.join("engine.db").display().to_string()).await?;
-        let engine = Engine::new(engine_config(store)?, Registry::builtin(), clusters.clone());
+        let store = match args.engine_store.as_str() {
+            "none" => None,
+            "sqlite" => Some(store::open(&dir.join("engine.db").display().to_string()).await?),
+            url => Some(store::open(url).await?),
+        };
+        let mut config = engine_config(store)?;
+        if args.no_policy {
+            config.policy = None;
+        }
+        let engine = Engine::new(config, Registry::builtin(), clusters.clone());
         let addr = serve(engine).await?;
         let grpc = ExecutorServiceClient::new(connect(addr).await?);
         Ok(Bench {
@@ -573,14 +590,17 @@ impl Bench {
                 (fanout.rss_before_kib + fanout.rss_delta_kib) as f64 / 1024.0,
             ));
         }
-        self.notes.push(
+        let item = std::mem::size_of::<Result<proto::WatchExecutionResponse, tonic::Status>>();
+        self.notes.push(format!(
             "P4: latency = receipt time at the subscriber − the event's own timestamp (taken \
              when the engine records it, before it is stored and published). Subscribers run \
              in this process, so the RSS per subscriber counts both ends of each stream (client \
              task, HTTP/2 stream state, server task and buffers): an upper bound of the \
-             server's share."
-                .into(),
-        );
+             server's share. One WatchExecution item (`Result<WatchExecutionResponse, Status>`) \
+             is {item} bytes in memory, so the 32-slot relay channel of each server stream \
+             allocates a block of about {:.1} KiB.",
+            (32 * item) as f64 / 1024.0
+        ));
         Ok(())
     }
 
@@ -768,7 +788,7 @@ impl Bench {
         // A server as `serve` would run over that history: a fresh pool, the built-in policy.
         let store = store::open(&path.display().to_string()).await?;
         let engine = Engine::new(
-            engine_config(store)?,
+            engine_config(Some(store))?,
             Registry::builtin(),
             self.clusters.clone(),
         );
@@ -897,9 +917,15 @@ impl Bench {
         let _ = writeln!(
             out,
             "- setup: simulated cluster (speed {}) and executor in one process, gRPC on \
-             127.0.0.1; engine as `serve` runs it (built-in policy, SQLite history) with \
-             {} workers, no namespace limit, no cooldown",
+             127.0.0.1; engine as `serve` runs it ({} policy, history: {}) with {} workers, \
+             no namespace limit, no cooldown",
             args.speed,
+            if args.no_policy { "no" } else { "built-in" },
+            match args.engine_store.as_str() {
+                "sqlite" => "SQLite file",
+                "none" => "none",
+                other => other,
+            },
             P2_LEVELS[P2_LEVELS.len() - 1]
         );
         let _ = writeln!(out, "- total time: {:.1} s\n", took.as_secs_f64());
@@ -952,12 +978,12 @@ fn p1_targets() -> [String; 2] {
 
 /// The engine as `serve` configures it by default, except the limits the benchmark is about:
 /// enough workers for P2's 64 clients, no per-namespace limit, no cooldown.
-fn engine_config(store: Arc<dyn Store>) -> anyhow::Result<EngineConfig> {
+fn engine_config(store: Option<Arc<dyn Store>>) -> anyhow::Result<EngineConfig> {
     Ok(EngineConfig {
         workers: P2_LEVELS[P2_LEVELS.len() - 1],
         namespace_limit: 0,
         policy: Some(Arc::new(Policy::builtin(&PolicyConfig::default())?)),
-        store: Some(store),
+        store,
         ..EngineConfig::default()
     })
 }
