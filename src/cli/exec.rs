@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use super::{
-    connect, emit, execution_line, exit_for_state, missing, watch, CliError, ServerArgs, TargetArgs,
+    connect, emit, execution_line, exit_for_state, missing, state_name, watch, CliError,
+    ServerArgs, TargetArgs,
 };
 use crate::api::proto;
 
@@ -61,7 +62,11 @@ pub async fn run(args: ExecArgs) -> Result<ExitCode, CliError> {
         .execution
         .ok_or_else(|| missing("execution"))?;
     if args.watch {
-        emit(format!("execution {} queued", execution.id));
+        emit(format!(
+            "execution {} {}",
+            execution.id,
+            state_name(execution.state)
+        ));
         return watch::follow(&mut client, &execution.id, 0).await;
     }
     emit(execution_line(&execution));
