@@ -458,6 +458,13 @@ impl Bench {
     /// P3: `kubectl scale` processes against Execute of scale_deployment, interleaved.
     async fn p3(&mut self) -> anyhow::Result<()> {
         if !self.kubectl.exists() {
+            // A binary built elsewhere: the checkout it runs from.
+            let here = PathBuf::from("target/tools/bin/kubectl");
+            if here.exists() {
+                self.kubectl = here;
+            }
+        }
+        if !self.kubectl.exists() {
             bail!(
                 "kubectl not found at {} (run scripts/install-tools or pass --kubectl)",
                 self.kubectl.display()
