@@ -377,12 +377,7 @@ async fn notify_only_records_the_message_and_touches_nothing() {
     let h = Harness::demo().await;
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let mut client = h.grpc().await;
-    let before = Api::<Pod>::all(h.kube.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    let before = common::quiet_version(&h.kube).await;
     let done = run(
         &mut client,
         "notify_only",
@@ -393,12 +388,7 @@ async fn notify_only_records_the_message_and_touches_nothing() {
     assert_eq!(done.state, ExecutionState::Succeeded as i32);
     let events = watch_all(&mut client, &done.id, 0).await;
     assert!(events.iter().any(|e| e.message == "latency above SLO"));
-    let after = Api::<Pod>::all(h.kube.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    let after = common::quiet_version(&h.kube).await;
     assert_eq!(before, after);
 }
 

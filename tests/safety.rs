@@ -28,30 +28,6 @@ fn with_policy(config: EngineConfig) -> EngineConfig {
     }
 }
 
-/// The cluster's resourceVersion once the controllers went quiet.
-async fn quiet_version(kube: &kube::Client) -> String {
-    let mut last = cluster_version(kube).await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = cluster_version(kube).await;
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-}
-
-/// The cluster's current resourceVersion: any write anywhere moves it.
-async fn cluster_version(kube: &kube::Client) -> String {
-    Api::<Node>::all(kube.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
     let h = Harness::start(with_policy(EngineConfig::default()), Scenario::demo()).await;
@@ -66,7 +42,7 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             .into_iter()
             .filter_map(|p| p.metadata.name)
             .collect();
-    let before = quiet_version(&h.kube).await;
+    let before = common::quiet_version(&h.kube).await;
     let cases = [
         (
             "scale_deployment",
@@ -181,7 +157,7 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
         }
     }
     assert_eq!(
-        quiet_version(&h.kube).await,
+        common::quiet_version(&h.kube).await,
         before,
         "a dry run wrote to the cluster"
     );

@@ -76,6 +76,14 @@ impl EventLog {
         recorded.events[start..recorded.published].to_vec()
     }
 
+    /// Whether a published terminal event has a sequence at most `sequence`.
+    fn ended_by(&self, sequence: u64) -> bool {
+        let recorded = self.events.read().unwrap_or_else(|e| e.into_inner());
+        recorded.events[..recorded.published]
+            .last()
+            .is_some_and(|e| e.state.is_terminal() && e.sequence <= sequence)
+    }
+
     /// Sequence of the last published event.
     pub fn last_sequence(&self) -> u64 {
         self.events
@@ -102,6 +110,10 @@ impl EventLog {
                 if terminal {
                     return;
                 }
+            }
+            // Asked for what comes after the end: there is nothing more to wait for.
+            if self.ended_by(last) {
+                return;
             }
             loop {
                 let batch = match live.recv().await {
@@ -189,6 +201,17 @@ mod tests {
         log.append_now(mk_event(ExecutionState::Failed));
         let seqs: Vec<u64> = stream.map(|e| e.sequence).collect().await;
         assert_eq!(seqs, (1..=(LIVE_BUFFER as u64 * 3 + 1)).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn resuming_after_the_terminal_event_ends_at_once() {
+        let log = Arc::new(EventLog::default());
+        log.append_now(mk_event(ExecutionState::Running));
+        log.append_now(mk_event(ExecutionState::Succeeded));
+        let rest: Vec<u64> = log.clone().subscribe(2).map(|e| e.sequence).collect().await;
+        assert!(rest.is_empty());
+        let beyond: Vec<u64> = log.clone().subscribe(7).map(|e| e.sequence).collect().await;
+        assert!(beyond.is_empty());
     }
 
     #[tokio::test]

@@ -309,3 +309,25 @@ pub async fn watch_all(
     }
     events
 }
+
+/// The cluster's resourceVersion once the controllers went quiet (any write anywhere moves it).
+pub async fn quiet_version(kube: &kube::Client) -> String {
+    async fn current(kube: &kube::Client) -> String {
+        kube::Api::<k8s_openapi::api::core::v1::Node>::all(kube.clone())
+            .list(&Default::default())
+            .await
+            .expect("list nodes")
+            .metadata
+            .resource_version
+            .unwrap_or_default()
+    }
+    let mut last = current(kube).await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = current(kube).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
