@@ -11,7 +11,6 @@ pub mod tls;
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::engine::Engine;
 
@@ -109,7 +108,12 @@ pub async fn serve_with(
                 security.grpc(),
             ),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Without TCP_NODELAY a response longer than a segment waits ~40 ms for the peer's
+        // delayed ACK (tonic ignores its own nodelay setting for a given listener).
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

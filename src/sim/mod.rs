@@ -147,6 +147,11 @@ impl SimCluster {
         let router = server::router(sim.clone());
         let token = sim.shutdown.clone();
         let server = tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            // Responses must not wait for the client's delayed ACK (Nagle).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let serve = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { token.cancelled().await });
             if let Err(e) = serve.await {
