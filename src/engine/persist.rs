@@ -35,28 +35,45 @@ impl Persister {
             let mut pending = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut pending, BATCH).await > 0 {
                 let mut events: Vec<Batch> = Vec::new();
+                let mut snapshots: Vec<ExecutionView> = Vec::new();
                 let mut flushes = Vec::new();
                 for write in pending.drain(..) {
                     match write {
-                        Write::Event(id, event, log) => match events.last_mut() {
-                            Some(batch) if batch.id == id => batch.events.push(event),
-                            _ => events.push(Batch {
-                                id,
-                                events: vec![event],
-                                log,
-                            }),
-                        },
+                        Write::Event(id, event, log) => {
+                            match events.iter_mut().find(|b| b.id == id) {
+                                Some(batch) => batch.events.push(event),
+                                None => events.push(Batch {
+                                    id,
+                                    events: vec![event],
+                                    log,
+                                }),
+                            }
+                        }
+                        // The latest snapshot of an execution supersedes earlier ones.
                         Write::Snapshot(view) => {
-                            // Events before a snapshot land first: the snapshot may name them.
-                            write_events(&*store, &mut events).await;
-                            if let Err(e) = store.update(&view).await {
-                                tracing::error!(error = %e, execution_id = %view.id, "persisting execution");
+                            match snapshots.iter_mut().find(|v| v.id == view.id) {
+                                Some(older) => *older = *view,
+                                None => snapshots.push(*view),
                             }
                         }
                         Write::Flush(done) => flushes.push(done),
                     }
                 }
-                write_events(&*store, &mut events).await;
+                // One round, one transaction: a single sync to disk however many executions
+                // and events it carries.
+                let grouped: Vec<(String, Vec<Event>)> = events
+                    .iter()
+                    .map(|b| (b.id.clone(), b.events.clone()))
+                    .collect();
+                if let Err(e) = store.write(&grouped, &snapshots).await {
+                    // Publishing anyway keeps streams alive; the gap is in the log for operators.
+                    tracing::error!(error = %e, "persisting executions");
+                }
+                for batch in &events {
+                    if let Some(last) = batch.events.last() {
+                        batch.log.publish(last.sequence);
+                    }
+                }
                 for done in flushes {
                     let _ = done.send(());
                 }
@@ -104,16 +121,4 @@ struct Batch {
     id: String,
     events: Vec<Event>,
     log: Arc<EventLog>,
-}
-
-async fn write_events(store: &dyn Store, events: &mut Vec<Batch>) {
-    for batch in events.drain(..) {
-        if let Err(e) = store.append_events(&batch.id, &batch.events).await {
-            // Publishing anyway keeps streams alive; the gap is in the log for operators.
-            tracing::error!(error = %e, execution_id = %batch.id, "persisting events");
-        }
-        if let Some(last) = batch.events.last() {
-            batch.log.publish(last.sequence);
-        }
-    }
 }

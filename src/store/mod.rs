@@ -75,6 +75,26 @@ pub trait Store: Send + Sync + 'static {
     /// Executions not in a terminal state (for recovery at start).
     async fn unfinished(&self) -> Result<Vec<ExecutionView>, StoreError>;
 
+    /// Appends events (per execution, in sequence order) and replaces snapshots, all at once
+    /// where the backend can: one transaction, one sync to disk. The default writes them one
+    /// call at a time, events first.
+    ///
+    /// # Errors
+    /// As [`Store::append_events`] and [`Store::update`].
+    async fn write(
+        &self,
+        events: &[(String, Vec<Event>)],
+        snapshots: &[ExecutionView],
+    ) -> Result<(), StoreError> {
+        for (id, batch) in events {
+            self.append_events(id, batch).await?;
+        }
+        for view in snapshots {
+            self.update(view).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes terminal executions (and their events) finished before `older_than`, and the
     /// oldest terminal ones beyond the newest `keep`; returns how many went.
     async fn prune(&self, older_than: DateTime<Utc>, keep: usize) -> Result<u64, StoreError>;

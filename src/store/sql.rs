@@ -478,6 +478,55 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn write(
+        &self,
+        events: &[(String, Vec<Event>)],
+        snapshots: &[ExecutionView],
+    ) -> Result<(), StoreError> {
+        let mut rows = Vec::new();
+        for (id, batch) in events {
+            for e in batch {
+                rows.push((id.as_str(), seq(e.sequence), to_json(e)?));
+            }
+        }
+        let views = snapshots
+            .iter()
+            .map(|v| Ok((v, to_json(v)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin_write(pool)).await?;
+            for (id, sequence, body) in &rows {
+                sqlx::query(
+                    "INSERT INTO events (execution_id, sequence, body) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(*id)
+                .bind(*sequence)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (execution, body) in &views {
+                sqlx::query(
+                    "UPDATE executions SET state = $2, action = $3, namespace = $4, \
+                     requester = $5, created_at = $6, finished_at = $7, body = $8 WHERE id = $1",
+                )
+                .bind(&execution.id)
+                .bind(execution.state.as_str())
+                .bind(&execution.action)
+                .bind(&execution.target.namespace)
+                .bind(&execution.requester)
+                .bind(micros(execution.created_at))
+                .bind(execution.finished_at.map(micros))
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     async fn get(&self, id: &str) -> Result<Option<ExecutionView>, StoreError> {
         let body: Option<String> = on_pool!(self, pool => {
             sqlx::query_scalar("SELECT body FROM executions WHERE id = $1")
