@@ -353,6 +353,23 @@ async fn web_on_node_1() -> Harness {
     wait_ready(&h, "kube-system", "node-exporter", 3, None).await;
     set_cordoned(&h, "node-2", false).await;
     set_cordoned(&h, "node-3", false).await;
+    // The budget's status trails the pods' readiness: wait until it allows one disruption.
+    let budgets = kube::Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(
+        h.kube.clone(),
+        "production",
+    );
+    for _ in 0..500 {
+        let allowed = budgets
+            .get("web-pdb")
+            .await
+            .ok()
+            .and_then(|b| b.status)
+            .map(|s| s.disruptions_allowed);
+        if allowed == Some(1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     h
 }
 
