@@ -10,14 +10,13 @@ use std::{collections::BTreeMap, path::Path};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+pub use nodes::selector_matches;
 pub use retry::{is_transient, with_retries, MAX_ATTEMPTS};
 pub use rollout::{
     daemonset_rollout_status, deployment_rollout_status, follow_deployment_rollout, follow_rollout,
     statefulset_rollout_status, RolloutError, RolloutStatus,
 };
-pub use workload::{
-    controller_ref, owning_workload, selector_matches, selector_string, WorkloadKind,
-};
+pub use workload::{controller_ref, owning_workload, selector_string, WorkloadKind};
 
 /// Why a cluster could not be configured or named.
 #[derive(Debug, thiserror::Error)]

@@ -350,22 +350,15 @@ impl Engine {
         if v.target.kind != "Node" {
             return Ok(json!({}));
         }
-        let nodes = kube::Api::<Node>::all(v.client.clone())
-            .list(&Default::default())
-            .await
-            .map_err(|e| EngineError::Unavailable(format!("listing nodes: {e}")))?;
-        let schedulable = |n: &Node| {
-            !n.spec
-                .as_ref()
-                .and_then(|s| s.unschedulable)
-                .unwrap_or(false)
-        };
+        // The same notion of "schedulable" the node actions use (Ready, not cordoned, not
+        // being deleted), so policy and actions never disagree about the last node.
+        let schedulable =
+            crate::cluster::nodes::schedulable_nodes(&kube::Api::<Node>::all(v.client.clone()))
+                .await
+                .map_err(|e| EngineError::Unavailable(format!("listing nodes: {e}")))?;
         Ok(json!({
-            "schedulable_nodes": nodes.items.iter().filter(|n| schedulable(n)).count(),
-            "target_node_schedulable": nodes
-                .items
-                .iter()
-                .any(|n| n.metadata.name.as_deref() == Some(v.target.name.as_str()) && schedulable(n)),
+            "schedulable_nodes": schedulable.len(),
+            "target_node_schedulable": schedulable.contains(&v.target.name),
         }))
     }
 
