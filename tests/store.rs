@@ -77,6 +77,7 @@ fn mk_event(sequence: u64, message: &str) -> Event {
         message: message.to_string(),
         progress: Some((sequence, 5)),
         details: json!({"step": sequence}),
+        encoded: Default::default(),
     }
 }
 

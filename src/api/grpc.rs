@@ -4,14 +4,10 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{auth::grpc_caller, convert, proto};
 use crate::engine::{model::ListFilter, Engine};
-
-/// Events buffered per WatchExecution stream between its producer task and the client.
-const STREAM_BUFFER: usize = 32;
 
 pub struct GrpcApi {
     engine: Engine,
@@ -60,6 +56,9 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
 
     type WatchExecutionStream = EventStream;
 
+    /// Reached only when the generated service is mounted on its own: [`super::serve_with`]
+    /// mounts [`super::watch::ExecutorRoutes`], which sends the same messages encoded once for
+    /// all subscribers.
     async fn watch_execution(
         &self,
         request: Request<proto::WatchExecutionRequest>,
@@ -67,20 +66,11 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         let request = request.into_inner();
         let id = request.execution_id;
         let events = self.engine.watch(&id, request.from_sequence).await?;
-        // The producer runs in its own task: a client that goes away ends only its own stream.
-        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(async move {
-            futures::pin_mut!(events);
-            while let Some(event) = events.next().await {
-                let message = proto::WatchExecutionResponse {
-                    event: Some(convert::event_to(&id, &event)),
-                };
-                if tx.send(Ok(message)).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(events.map(move |event| {
+            Ok(proto::WatchExecutionResponse {
+                event: Some(convert::event_to(&id, &event)),
+            })
+        }))))
     }
 
     async fn get_execution(

@@ -7,6 +7,7 @@ mod grpc;
 pub mod http;
 mod status;
 pub mod tls;
+mod watch;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
@@ -102,12 +103,10 @@ pub async fn serve_with(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            proto::executor_service_server::ExecutorServiceServer::with_interceptor(
-                GrpcApi::new(engine),
-                security.grpc(),
-            ),
-        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            watch::ExecutorRoutes::new(engine),
+            security.grpc(),
+        ))
         // Without TCP_NODELAY a response longer than a segment waits ~40 ms for the peer's
         // delayed ACK (tonic ignores its own nodelay setting for a given listener).
         .serve_with_incoming_shutdown(

@@ -139,6 +139,7 @@ fn mk_execution(i: usize) -> (ExecutionView, Vec<Event>) {
             message: message.to_string(),
             progress: Some((k as u64, 4)),
             details: json!({"observedGeneration": k + 1}),
+            encoded: Default::default(),
         })
         .collect();
     (view, events)

@@ -173,6 +173,7 @@ mod tests {
             message: String::new(),
             progress: None,
             details: serde_json::Value::Null,
+            encoded: Default::default(),
         }
     }
 

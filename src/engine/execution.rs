@@ -93,6 +93,7 @@ impl Execution {
                 message,
                 progress,
                 details,
+                encoded: Default::default(),
             },
             !self.persister.is_durable(),
         );

@@ -929,6 +929,7 @@ impl Engine {
                 message: message.clone(),
                 progress: None,
                 details: json!({ "previous_state": view.state.as_str() }),
+                encoded: Default::default(),
             };
             store
                 .append_events(&view.id, std::slice::from_ref(&event))

@@ -1,6 +1,8 @@
 //! The engine's domain: requests, execution states and events. No proto types here.
 
-use std::time::Duration;
+use std::{sync::OnceLock, time::Duration};
+
+use bytes::Bytes;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -104,6 +106,44 @@ pub struct Event {
     pub message: String,
     pub progress: Option<(u64, u64)>,
     pub details: Value,
+    /// The event as the API sends it to watchers, encoded by the first one and shared by the
+    /// rest: 10,000 subscribers of one execution cost one encoding per event, not 10,000.
+    #[serde(skip)]
+    pub encoded: Encoded,
+}
+
+/// A once-filled cache of an event's wire form. Opaque to the engine (it holds bytes, not proto
+/// types); invisible to equality, and empty in a clone, which may be changed.
+#[derive(Default)]
+pub struct Encoded(OnceLock<Bytes>);
+
+impl Encoded {
+    /// The cached bytes, computed by `encode` on first use.
+    pub fn get_or_init(&self, encode: impl FnOnce() -> Bytes) -> Bytes {
+        self.0.get_or_init(encode).clone()
+    }
+}
+
+impl Clone for Encoded {
+    fn clone(&self) -> Self {
+        Encoded::default()
+    }
+}
+
+impl PartialEq for Encoded {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Encoded(cached)"
+        } else {
+            "Encoded(empty)"
+        })
+    }
 }
 
 /// A consistent snapshot of one execution.
