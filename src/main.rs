@@ -8,6 +8,12 @@ use executor_service::{
     run, sim, telemetry,
 };
 
+/// mimalloc: the service allocates many small short-lived buffers from many tasks at once
+/// (one HTTP/2 stream per watcher); glibc's arenas spent a sixth of P4's CPU in malloc/free
+/// and their locks. The bench uses the same allocator as the binary it measures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
