@@ -20,7 +20,7 @@ use executor_service::actions::Target;
 use executor_service::engine::model::{
     AlertContext, Event, ExecutionState, ExecutionView, ListFilter,
 };
-use executor_service::store::{self, Store, StoreError};
+use executor_service::store::{self, NewExecution, Store, StoreError};
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
@@ -166,6 +166,57 @@ mod suite {
         store.insert(&view, "fp").await.unwrap();
         let err = store.insert(&view, "fp").await.unwrap_err();
         assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    }
+
+    pub async fn a_round_with_a_taken_request_id_refuses_that_insert_alone(store: Arc<dyn Store>) {
+        let mut winner = mk_view("first", at(0), ExecutionState::Queued);
+        winner.request_id = "req-x".into();
+        store.insert(&winner, "fp-1").await.unwrap();
+        let mut loser = mk_view("second", at(1), ExecutionState::Queued);
+        loser.request_id = "req-x".into();
+        let other = mk_view("other", at(2), ExecutionState::Queued);
+        let mut updated = winner.clone();
+        updated.state = ExecutionState::Running;
+        let inserts = [
+            NewExecution {
+                view: loser,
+                fingerprint: "fp-2".into(),
+            },
+            NewExecution {
+                view: other.clone(),
+                fingerprint: "fp-3".into(),
+            },
+        ];
+        let outcomes = store
+            .write(
+                &inserts,
+                &[("other".to_string(), mk_events(1..=2))],
+                &[updated.clone()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcomes.len(), 2);
+        match &outcomes[0] {
+            Err(StoreError::DuplicateRequest {
+                request_id,
+                existing,
+            }) => assert_eq!((request_id.as_str(), existing.as_str()), ("req-x", "first")),
+            other => panic!("expected DuplicateRequest, got {other:?}"),
+        }
+        assert!(outcomes[1].is_ok(), "{:?}", outcomes[1]);
+        // The rest of the round is stored; the refused execution is not.
+        assert_eq!(store.get("second").await.unwrap(), None);
+        assert_eq!(store.get("other").await.unwrap(), Some(other));
+        assert_eq!(store.events("other", 0).await.unwrap(), mk_events(1..=2));
+        assert_eq!(store.get("first").await.unwrap(), Some(updated));
+        assert_eq!(
+            store
+                .find_request("req-x")
+                .await
+                .unwrap()
+                .map(|(v, fp)| (v.id, fp)),
+            Some(("first".to_string(), "fp-1".to_string()))
+        );
     }
 
     pub async fn events_come_back_in_order_and_duplicates_are_ignored(store: Arc<dyn Store>) {
@@ -678,6 +729,7 @@ macro_rules! suite_on {
                 an_execution_round_trips_with_every_field,
                 unknown_ids_and_empty_request_ids_find_nothing,
                 inserting_an_existing_id_is_refused,
+                a_round_with_a_taken_request_id_refuses_that_insert_alone,
                 events_come_back_in_order_and_duplicates_are_ignored,
                 twenty_concurrent_inserts_with_one_request_id_create_one_execution,
                 list_filters_by_state_action_namespace_and_requester,

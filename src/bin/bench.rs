@@ -564,6 +564,27 @@ impl Bench {
                     ),
             );
             self.rows.push(
+                Row::new(
+                    "P4",
+                    format!("{subscribers} subscribers: one event alone (the approval) p50 / p99"),
+                )
+                .executor(format!(
+                    "{} / {}",
+                    ms(fanout.first_p50),
+                    ms(fanout.first_p99)
+                )),
+            );
+            self.rows.push(
+                Row::new(
+                    "P4",
+                    format!("{subscribers} subscribers: deliveries per second"),
+                )
+                .executor(format!(
+                    "{:.0}/s",
+                    fanout.samples as f64 / fanout.all_done.as_secs_f64().max(1e-9)
+                )),
+            );
+            self.rows.push(
                 Row::new("P4", format!("{subscribers} subscribers: events lost"))
                     .executor(format!(
                         "{} of {}",
@@ -762,6 +783,7 @@ impl Bench {
         let expected: Vec<u64> = (1..=total).collect();
         let mut lost = 0u64;
         let mut latencies = Vec::with_capacity(results.len() * total as usize);
+        let mut first_live = Vec::with_capacity(results.len());
         for received in &results {
             let seqs: Vec<u64> = received.iter().map(|(s, _)| *s).collect();
             if seqs != expected {
@@ -775,11 +797,20 @@ impl Bench {
                     .filter(|(s, _)| *s > before_approval)
                     .map(|(_, us)| Duration::from_micros((*us).max(0) as u64)),
             );
+            first_live.extend(
+                received
+                    .iter()
+                    .filter(|(s, _)| *s == before_approval + 1)
+                    .map(|(_, us)| Duration::from_micros((*us).max(0) as u64)),
+            );
         }
         latencies.sort();
+        first_live.sort();
         Ok(Fanout {
             p50: percentile(&latencies, 0.50),
             p99: percentile(&latencies, 0.99),
+            first_p50: percentile(&first_live, 0.50),
+            first_p99: percentile(&first_live, 0.99),
             samples: latencies.len(),
             lost,
             events: total,
@@ -1015,6 +1046,10 @@ impl tonic::codec::Codec for HeadCodec {
 struct Fanout {
     p50: Duration,
     p99: Duration,
+    /// Latency of the first live event (the approval) alone: one event to every subscriber
+    /// before the drain's burst of events queues behind it.
+    first_p50: Duration,
+    first_p99: Duration,
     samples: usize,
     lost: u64,
     events: u64,

@@ -43,7 +43,7 @@ use crate::{
     },
     cluster::{ClusterError, Clusters},
     policy::{Decision, Policy},
-    store::{Store, StoreError},
+    store::{NewExecution, Store, StoreError},
 };
 
 /// Default worker pool size: executions running at once.
@@ -531,8 +531,12 @@ impl Engine {
             persister: self.inner.persister.clone(),
         };
         // Durable before anyone is told it exists; the store settles request_id races.
-        if let Some(store) = &self.inner.config.store {
-            if let Err(e) = store.insert(&execution.view(), &fingerprint).await {
+        if self.inner.config.store.is_some() {
+            let new = NewExecution {
+                view: execution.view(),
+                fingerprint: fingerprint.clone(),
+            };
+            if let Err(e) = self.inner.persister.insert(new).await {
                 release(self);
                 drop(queue_slot);
                 if let StoreError::DuplicateRequest { .. } = e {

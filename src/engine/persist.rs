@@ -10,12 +10,13 @@ use super::{
     model::{Event, ExecutionView},
     EventLog,
 };
-use crate::store::Store;
+use crate::store::{NewExecution, Store, StoreError};
 
 /// Writes batched per round trip at most.
 const BATCH: usize = 256;
 
 enum Write {
+    Insert(NewExecution, oneshot::Sender<Result<(), StoreError>>),
     Event(String, Event, Arc<EventLog>),
     Snapshot(Box<ExecutionView>),
     Flush(oneshot::Sender<()>),
@@ -34,11 +35,17 @@ impl Persister {
         tokio::spawn(async move {
             let mut pending = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut pending, BATCH).await > 0 {
+                let mut inserts = Vec::new();
+                let mut inserted = Vec::new();
                 let mut events: Vec<Batch> = Vec::new();
                 let mut snapshots: Vec<ExecutionView> = Vec::new();
                 let mut flushes = Vec::new();
                 for write in pending.drain(..) {
                     match write {
+                        Write::Insert(new, done) => {
+                            inserts.push(new);
+                            inserted.push(done);
+                        }
                         Write::Event(id, event, log) => {
                             match events.iter_mut().find(|b| b.id == id) {
                                 Some(batch) => batch.events.push(event),
@@ -60,14 +67,22 @@ impl Persister {
                     }
                 }
                 // One round, one transaction: a single sync to disk however many executions
-                // and events it carries.
+                // and events it carries (group commit: 64 clients' Executes share one).
                 let grouped: Vec<(String, Vec<Event>)> = events
                     .iter()
                     .map(|b| (b.id.clone(), b.events.clone()))
                     .collect();
-                if let Err(e) = store.write(&grouped, &snapshots).await {
-                    // Publishing anyway keeps streams alive; the gap is in the log for operators.
-                    tracing::error!(error = %e, "persisting executions");
+                let outcomes = store
+                    .write(&inserts, &grouped, &snapshots)
+                    .await
+                    .unwrap_or_else(|e| {
+                        // Publishing anyway keeps streams alive; the gap is in the log for
+                        // operators. New executions are refused: nobody was told of them.
+                        tracing::error!(error = %e, "persisting executions");
+                        vec![Err(e); inserts.len()]
+                    });
+                for (done, outcome) in inserted.into_iter().zip(outcomes) {
+                    let _ = done.send(outcome);
                 }
                 for batch in &events {
                     if let Some(last) = batch.events.last() {
@@ -85,6 +100,23 @@ impl Persister {
     /// Whether events must wait for the store before they are published.
     pub fn is_durable(&self) -> bool {
         self.tx.is_some()
+    }
+
+    /// Records a new execution in the next round; returns once it is durable (or refused, as
+    /// [`Store::insert`]). Without a store there is nothing to wait for.
+    ///
+    /// # Errors
+    /// As [`Store::insert`]; [`StoreError::Backend`] when the writer has stopped.
+    pub async fn insert(&self, new: NewExecution) -> Result<(), StoreError> {
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
+        let (done, outcome) = oneshot::channel();
+        tx.send(Write::Insert(new, done))
+            .map_err(|_| StoreError::Backend("the history writer has stopped".into()))?;
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Backend("the history writer has stopped".into())))
     }
 
     /// Stores `event` of `log`, then publishes it there.

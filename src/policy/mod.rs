@@ -65,10 +65,17 @@ impl Decision {
     }
 }
 
+/// Idle engines kept for reuse; more concurrent evaluations clone the template.
+const MAX_IDLE_ENGINES: usize = 16;
+
 /// A loaded policy, ready to evaluate.
 pub struct Policy {
-    /// Prepared engine (policy and data loaded); cloned per evaluation.
-    engine: Mutex<regorus::Engine>,
+    /// Policy and data loaded and already prepared by one evaluation (regorus analyses the
+    /// modules on an engine's first evaluation: far dearer than evaluating), so its clones
+    /// start prepared.
+    template: Mutex<regorus::Engine>,
+    /// Engines returned after an evaluation, reused instead of cloning the template.
+    idle: Mutex<Vec<regorus::Engine>>,
     origin: String,
 }
 
@@ -108,18 +115,22 @@ impl Policy {
         engine
             .add_data_json(&data)
             .map_err(|e| load(e.to_string()))?;
-        let policy = Policy {
-            engine: Mutex::new(engine),
-            origin: origin.to_string(),
-        };
-        // Fail at start, not on the first request, when the rule is missing or malformed.
-        policy
-            .evaluate(&json!({
+        // Fail at start, not on the first request, when the rule is missing or malformed; and
+        // prepare the template on the way.
+        evaluate_with(
+            &mut engine,
+            &json!({
                 "action": "notify_only", "risk": "low", "read_only": true,
                 "target": {"cluster": "", "namespace": "default", "kind": "Deployment", "name": "probe"},
                 "parameters": {}, "requester": "anonymous", "changes": [], "cluster": {}
-            }))
-            .map_err(|e| load(e.to_string()))?;
+            }),
+        )
+        .map_err(|e| load(e.to_string()))?;
+        let policy = Policy {
+            template: Mutex::new(engine),
+            idle: Mutex::new(Vec::new()),
+            origin: origin.to_string(),
+        };
         Ok(policy)
     }
 
@@ -132,26 +143,37 @@ impl Policy {
     /// # Errors
     /// [`PolicyError::Eval`] when evaluation fails or the result is not a decision.
     pub fn evaluate(&self, input: &Value) -> Result<Decision, PolicyError> {
-        let mut engine = self
-            .engine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let input = regorus::Value::from_json_str(&input.to_string())
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
-        engine.set_input(input);
-        let result = engine
-            .eval_rule(DECISION_RULE.to_string())
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
-        let text = result
-            .to_json_str()
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| {
-            PolicyError::Eval(format!(
-                "{DECISION_RULE} is not {{allow, require_approval, reasons}}: {e}: {text}"
-            ))
-        })
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut engine = idle.unwrap_or_else(|| {
+            self.template
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        });
+        let decision = evaluate_with(&mut engine, input);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_ENGINES {
+            idle.push(engine);
+        }
+        decision
     }
+}
+
+fn evaluate_with(engine: &mut regorus::Engine, input: &Value) -> Result<Decision, PolicyError> {
+    use serde::Deserialize;
+    let input = regorus::Value::deserialize(input).map_err(|e| PolicyError::Eval(e.to_string()))?;
+    engine.set_input(input);
+    let result = engine
+        .eval_rule(DECISION_RULE.to_string())
+        .map_err(|e| PolicyError::Eval(e.to_string()))?;
+    let text = result
+        .to_json_str()
+        .map_err(|e| PolicyError::Eval(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        PolicyError::Eval(format!(
+            "{DECISION_RULE} is not {{allow, require_approval, reasons}}: {e}: {text}"
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub use sql::SqlStore;
 use crate::engine::model::{Event, ExecutionView, ListFilter};
 
 /// Why the store failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// `request_id` is already taken by execution `existing`.
     #[error("request_id {request_id:?} already used by execution {existing}")]
@@ -32,6 +32,13 @@ pub enum StoreError {
     /// The backend failed (I/O, connection, SQL).
     #[error("store: {0}")]
     Backend(String),
+}
+
+/// An execution to record, with its request fingerprint (see [`Store::insert`]).
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub view: ExecutionView,
+    pub fingerprint: String,
 }
 
 /// Durable execution history.
@@ -75,24 +82,33 @@ pub trait Store: Send + Sync + 'static {
     /// Executions not in a terminal state (for recovery at start).
     async fn unfinished(&self) -> Result<Vec<ExecutionView>, StoreError>;
 
-    /// Appends events (per execution, in sequence order) and replaces snapshots, all at once
-    /// where the backend can: one transaction, one sync to disk. The default writes them one
-    /// call at a time, events first.
+    /// One round of writes, all at once where the backend can (one transaction, one sync to
+    /// disk): new executions (as [`Store::insert`]), then events (per execution, in sequence
+    /// order), then snapshots. Returns each insert's own outcome, in order: a taken
+    /// `request_id` fails that insert alone. The default makes one call at a time.
     ///
     /// # Errors
-    /// As [`Store::append_events`] and [`Store::update`].
+    /// When the round as a whole could not be written (then nothing of it may be stored).
     async fn write(
         &self,
+        inserts: &[NewExecution],
         events: &[(String, Vec<Event>)],
         snapshots: &[ExecutionView],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut outcomes = Vec::with_capacity(inserts.len());
+        for new in inserts {
+            outcomes.push(match self.insert(&new.view, &new.fingerprint).await {
+                Err(e @ StoreError::Backend(_)) => return Err(e),
+                outcome => outcome,
+            });
+        }
         for (id, batch) in events {
             self.append_events(id, batch).await?;
         }
         for view in snapshots {
             self.update(view).await?;
         }
-        Ok(())
+        Ok(outcomes)
     }
 
     /// Deletes terminal executions (and their events) finished before `older_than`, and the

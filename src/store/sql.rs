@@ -38,7 +38,7 @@ use sqlx::sqlite::{
 use sqlx::{Pool, Row};
 
 use super::paging::{page_size, Cursor};
-use super::{Store, StoreError};
+use super::{NewExecution, Store, StoreError};
 use crate::engine::model::{Event, ExecutionState, ExecutionView, ListFilter};
 
 /// SQLite connections: WAL lets readers run beside the one writer; more would only queue.
@@ -480,9 +480,14 @@ impl Store for SqlStore {
 
     async fn write(
         &self,
+        inserts: &[NewExecution],
         events: &[(String, Vec<Event>)],
         snapshots: &[ExecutionView],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let new_rows = inserts
+            .iter()
+            .map(|n| Ok((n, to_json(&n.view)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let mut rows = Vec::new();
         for (id, batch) in events {
             for e in batch {
@@ -493,8 +498,55 @@ impl Store for SqlStore {
             .iter()
             .map(|v| Ok((v, to_json(v)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut outcomes = Vec::with_capacity(new_rows.len());
         on_pool!(self, pool => {
             let mut tx = pool.begin_with(begin_write(pool)).await?;
+            for (new, body) in &new_rows {
+                let execution = &new.view;
+                let request_id = Some(execution.request_id.as_str()).filter(|r| !r.is_empty());
+                // DO NOTHING rather than an error: a statement that fails would abort the whole
+                // PostgreSQL transaction, and the round carries other executions' writes.
+                let inserted = sqlx::query(
+                    "INSERT INTO executions (id, request_id, fingerprint, state, action, \
+                     namespace, requester, created_at, finished_at, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                )
+                .bind(&execution.id)
+                .bind(request_id)
+                .bind(&new.fingerprint)
+                .bind(execution.state.as_str())
+                .bind(&execution.action)
+                .bind(&execution.target.namespace)
+                .bind(&execution.requester)
+                .bind(micros(execution.created_at))
+                .bind(execution.finished_at.map(micros))
+                .bind(body)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    outcomes.push(Ok(()));
+                    continue;
+                }
+                let existing: Option<String> = match request_id {
+                    Some(request_id) => {
+                        sqlx::query_scalar("SELECT id FROM executions WHERE request_id = $1")
+                            .bind(request_id)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                    }
+                    None => None,
+                };
+                outcomes.push(Err(match existing {
+                    Some(existing) => StoreError::DuplicateRequest {
+                        request_id: execution.request_id.clone(),
+                        existing,
+                    },
+                    None => {
+                        StoreError::Backend(format!("execution {} already exists", execution.id))
+                    }
+                }));
+            }
             for (id, sequence, body) in &rows {
                 sqlx::query(
                     "INSERT INTO events (execution_id, sequence, body) VALUES ($1, $2, $3) \
@@ -524,7 +576,7 @@ impl Store for SqlStore {
             }
             tx.commit().await?;
         });
-        Ok(())
+        Ok(outcomes)
     }
 
     async fn get(&self, id: &str) -> Result<Option<ExecutionView>, StoreError> {
