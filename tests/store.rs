@@ -181,16 +181,18 @@ mod suite {
             NewExecution {
                 view: loser,
                 fingerprint: "fp-2".into(),
+                events: mk_events(1..=1),
             },
             NewExecution {
                 view: other.clone(),
                 fingerprint: "fp-3".into(),
+                events: mk_events(1..=1),
             },
         ];
         let outcomes = store
             .write(
                 &inserts,
-                &[("other".to_string(), mk_events(1..=2))],
+                &[("other".to_string(), mk_events(2..=3))],
                 &[updated.clone()],
             )
             .await
@@ -204,10 +206,12 @@ mod suite {
             other => panic!("expected DuplicateRequest, got {other:?}"),
         }
         assert!(outcomes[1].is_ok(), "{:?}", outcomes[1]);
-        // The rest of the round is stored; the refused execution is not.
+        // The rest of the round is stored, first events with their execution; the refused
+        // execution and its events are not.
         assert_eq!(store.get("second").await.unwrap(), None);
+        assert!(store.events("second", 0).await.unwrap().is_empty());
         assert_eq!(store.get("other").await.unwrap(), Some(other));
-        assert_eq!(store.events("other", 0).await.unwrap(), mk_events(1..=2));
+        assert_eq!(store.events("other", 0).await.unwrap(), mk_events(1..=3));
         assert_eq!(store.get("first").await.unwrap(), Some(updated));
         assert_eq!(
             store

@@ -502,16 +502,17 @@ impl Bench {
         // Warm-up: kubectl's discovery cache, the executor's connections.
         kubectl_scale(2).await?;
         executor_scale(&mut grpc, 1).await?;
-        let (mut kubectl, mut executor) = (Vec::new(), Vec::new());
+        let (mut kubectl, mut executor, mut ids) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..self.sizes.p3_iterations {
             let replicas = 1 + (i as u32 % 2);
             let t = Instant::now();
             kubectl_scale(replicas + 1).await?;
             kubectl.push(t.elapsed());
             let t = Instant::now();
-            executor_scale(&mut grpc, replicas).await?;
+            ids.push(executor_scale(&mut grpc, replicas).await?);
             executor.push(t.elapsed());
         }
+        let phases = self.p3_phases(&ids).await?;
         kubectl.sort();
         executor.sort();
         for (label, p) in [("p50", 0.50), ("p99", 0.99)] {
@@ -529,10 +530,61 @@ impl Bench {
             "P3: {} actions each side, interleaved on one deployment. kubectl: one `kubectl scale \
              deployment/p3 --replicas=N` process (warm discovery cache), spawn to exit. \
              Executor: Execute with `wait: true` and `wait_for_rollout: false`, i.e. until \
-             the execution is SUCCEEDED.",
+             the execution is SUCCEEDED. Where an execution's time goes (medians, from its \
+             recorded timestamps): {phases}.",
             self.sizes.p3_iterations
         ));
         Ok(())
+    }
+
+    /// Medians of the steps of P3's executions, from the timestamps the engine recorded:
+    /// accepted (`created_at`, after the plan and the policy) → QUEUED → RUNNING → SUCCEEDED.
+    async fn p3_phases(&self, ids: &[String]) -> anyhow::Result<String> {
+        let mut grpc = self.grpc.clone();
+        let mut steps: [Vec<Duration>; 3] = Default::default();
+        let micros = |t: Option<prost_types::Timestamp>| {
+            t.map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
+        };
+        for id in ids {
+            let r = grpc
+                .get_execution(proto::GetExecutionRequest {
+                    execution_id: id.clone(),
+                    include_events: true,
+                })
+                .await?
+                .into_inner();
+            let created = micros(r.execution.unwrap_or_default().created_at);
+            let at = |state: proto::ExecutionState| {
+                r.events
+                    .iter()
+                    .find(|e| e.state == state as i32)
+                    .map(|e| micros(e.timestamp))
+            };
+            let (Some(queued), Some(running), Some(done)) = (
+                at(proto::ExecutionState::Queued),
+                at(proto::ExecutionState::Running),
+                at(proto::ExecutionState::Succeeded),
+            ) else {
+                continue;
+            };
+            for (k, (a, b)) in [(created, queued), (queued, running), (running, done)]
+                .into_iter()
+                .enumerate()
+            {
+                steps[k].push(Duration::from_micros((b - a).max(0) as u64));
+            }
+        }
+        for s in &mut steps {
+            s.sort();
+        }
+        Ok(format!(
+            "accepted (after the plan and policy) → QUEUED {} (durable insert), QUEUED → \
+             RUNNING {} (QUEUED made durable, worker), RUNNING → SUCCEEDED {} (GET + PATCH); \
+             the rest of the client's time is the RPC and the terminal event made durable",
+            ms(percentile(&steps[0], 0.5)),
+            ms(percentile(&steps[1], 0.5)),
+            ms(percentile(&steps[2], 0.5)),
+        ))
     }
 
     /// P4: many WatchExecution subscribers on one drain_node execution.
@@ -1258,7 +1310,7 @@ async fn direct_restart(client: &kube::Client, name: &str) -> anyhow::Result<Str
 async fn executor_scale(
     grpc: &mut ExecutorServiceClient<Channel>,
     replicas: u32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let mut request = mk_request(
         "scale_deployment",
         NS,
@@ -1280,7 +1332,7 @@ async fn executor_scale(
             execution.message
         );
     }
-    Ok(())
+    Ok(execution.id)
 }
 
 const ACTIONS: [&str; 8] = [

@@ -501,7 +501,9 @@ impl Engine {
         };
         let needs_approval = decision.require_approval;
         let (approval_tx, approval_rx) = oneshot::channel();
-        let execution = Execution {
+        // Detached from persistence until it is stored: its first event goes into the store
+        // with it, in one round (nobody can see it before it is remembered below).
+        let mut execution = Execution {
             id: id.clone(),
             action: request.action.clone(),
             target: v.target.clone(),
@@ -528,28 +530,8 @@ impl Engine {
             cancel: self.inner.closed.child_token(),
             cancel_reason: Mutex::new(None),
             approval_tx: Mutex::new(needs_approval.then_some(approval_tx)),
-            persister: self.inner.persister.clone(),
+            persister: Persister::default(),
         };
-        // Durable before anyone is told it exists; the store settles request_id races.
-        if self.inner.config.store.is_some() {
-            let new = NewExecution {
-                view: execution.view(),
-                fingerprint: fingerprint.clone(),
-            };
-            if let Err(e) = self.inner.persister.insert(new).await {
-                release(self);
-                drop(queue_slot);
-                if let StoreError::DuplicateRequest { .. } = e {
-                    if let Some(existing) =
-                        self.find_request(&request.request_id, &fingerprint).await?
-                    {
-                        return Ok(existing);
-                    }
-                }
-                return Err(e.into());
-            }
-        }
-        let execution = self.remember(execution, &fingerprint);
         let (state, message) = if needs_approval {
             (
                 ExecutionState::WaitingApproval,
@@ -576,7 +558,34 @@ impl Engine {
             None,
             json!({ "parameters": execution.parameters, "plan": plan.summary, "policy": execution.policy }),
         );
-        self.inner.persister.flush().await;
+        // Durable, first event included, before anyone is told it exists; the store settles
+        // request_id races.
+        if self.inner.config.store.is_some() {
+            let new = NewExecution {
+                view: execution.view(),
+                fingerprint: fingerprint.clone(),
+                events: execution
+                    .log
+                    .after(0)
+                    .iter()
+                    .map(|e| (**e).clone())
+                    .collect(),
+            };
+            if let Err(e) = self.inner.persister.insert(new).await {
+                release(self);
+                drop(queue_slot);
+                if let StoreError::DuplicateRequest { .. } = e {
+                    if let Some(existing) =
+                        self.find_request(&request.request_id, &fingerprint).await?
+                    {
+                        return Ok(existing);
+                    }
+                }
+                return Err(e.into());
+            }
+        }
+        execution.persister = self.inner.persister.clone();
+        let execution = self.remember(execution, &fingerprint);
         let view = execution.view();
         let span = tracing::info_span!("execution", execution_id = %execution.id, action = %execution.action);
         let engine = self.clone();

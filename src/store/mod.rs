@@ -34,11 +34,13 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// An execution to record, with its request fingerprint (see [`Store::insert`]).
+/// An execution to record, with its request fingerprint (see [`Store::insert`]) and its first
+/// events, stored with it or not at all.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
     pub view: ExecutionView,
     pub fingerprint: String,
+    pub events: Vec<Event>,
 }
 
 /// Durable execution history.
@@ -83,7 +85,7 @@ pub trait Store: Send + Sync + 'static {
     async fn unfinished(&self) -> Result<Vec<ExecutionView>, StoreError>;
 
     /// One round of writes, all at once where the backend can (one transaction, one sync to
-    /// disk): new executions (as [`Store::insert`]), then events (per execution, in sequence
+    /// disk): new executions (as [`Store::insert`], each with its first events), then events (per execution, in sequence
     /// order), then snapshots. Returns each insert's own outcome, in order: a taken
     /// `request_id` fails that insert alone. The default makes one call at a time.
     ///
@@ -97,10 +99,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut outcomes = Vec::with_capacity(inserts.len());
         for new in inserts {
-            outcomes.push(match self.insert(&new.view, &new.fingerprint).await {
+            let outcome = match self.insert(&new.view, &new.fingerprint).await {
                 Err(e @ StoreError::Backend(_)) => return Err(e),
                 outcome => outcome,
-            });
+            };
+            if outcome.is_ok() {
+                self.append_events(&new.view.id, &new.events).await?;
+            }
+            outcomes.push(outcome);
         }
         for (id, batch) in events {
             self.append_events(id, batch).await?;

@@ -486,7 +486,14 @@ impl Store for SqlStore {
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let new_rows = inserts
             .iter()
-            .map(|n| Ok((n, to_json(&n.view)?)))
+            .map(|n| {
+                let events = n
+                    .events
+                    .iter()
+                    .map(|e| Ok((seq(e.sequence), to_json(e)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                Ok((n, to_json(&n.view)?, events))
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let mut rows = Vec::new();
         for (id, batch) in events {
@@ -501,7 +508,7 @@ impl Store for SqlStore {
         let mut outcomes = Vec::with_capacity(new_rows.len());
         on_pool!(self, pool => {
             let mut tx = pool.begin_with(begin_write(pool)).await?;
-            for (new, body) in &new_rows {
+            for (new, body, first_events) in &new_rows {
                 let execution = &new.view;
                 let request_id = Some(execution.request_id.as_str()).filter(|r| !r.is_empty());
                 // DO NOTHING rather than an error: a statement that fails would abort the whole
@@ -525,6 +532,17 @@ impl Store for SqlStore {
                 .await?
                 .rows_affected();
                 if inserted == 1 {
+                    for (sequence, event) in first_events {
+                        sqlx::query(
+                            "INSERT INTO events (execution_id, sequence, body) \
+                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(&execution.id)
+                        .bind(*sequence)
+                        .bind(event)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     outcomes.push(Ok(()));
                     continue;
                 }
