@@ -508,9 +508,10 @@ impl Bench {
             let t = Instant::now();
             kubectl_scale(replicas + 1).await?;
             kubectl.push(t.elapsed());
-            let t = Instant::now();
-            ids.push(executor_scale(&mut grpc, replicas).await?);
+            let (t, sent) = (Instant::now(), Utc::now());
+            let id = executor_scale(&mut grpc, replicas).await?;
             executor.push(t.elapsed());
+            ids.push((id, sent, Utc::now()));
         }
         let phases = self.p3_phases(&ids).await?;
         kubectl.sort();
@@ -537,15 +538,19 @@ impl Bench {
         Ok(())
     }
 
-    /// Medians of the steps of P3's executions, from the timestamps the engine recorded:
-    /// accepted (`created_at`, after the plan and the policy) → QUEUED → RUNNING → SUCCEEDED.
-    async fn p3_phases(&self, ids: &[String]) -> anyhow::Result<String> {
+    /// Medians of the steps of P3's executions, from the client's clock (same machine) and the
+    /// timestamps the engine recorded: sent → accepted (`created_at`, after the plan and the
+    /// policy) → RUNNING → SUCCEEDED → response received.
+    async fn p3_phases(
+        &self,
+        ids: &[(String, chrono::DateTime<Utc>, chrono::DateTime<Utc>)],
+    ) -> anyhow::Result<String> {
         let mut grpc = self.grpc.clone();
-        let mut steps: [Vec<Duration>; 3] = Default::default();
+        let mut steps: [Vec<Duration>; 4] = Default::default();
         let micros = |t: Option<prost_types::Timestamp>| {
             t.map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
         };
-        for id in ids {
+        for (id, sent, received) in ids {
             let r = grpc
                 .get_execution(proto::GetExecutionRequest {
                     execution_id: id.clone(),
@@ -560,16 +565,21 @@ impl Bench {
                     .find(|e| e.state == state as i32)
                     .map(|e| micros(e.timestamp))
             };
-            let (Some(queued), Some(running), Some(done)) = (
-                at(proto::ExecutionState::Queued),
+            let (Some(running), Some(done)) = (
                 at(proto::ExecutionState::Running),
                 at(proto::ExecutionState::Succeeded),
             ) else {
                 continue;
             };
-            for (k, (a, b)) in [(created, queued), (queued, running), (running, done)]
-                .into_iter()
-                .enumerate()
+            let (sent, received) = (sent.timestamp_micros(), received.timestamp_micros());
+            for (k, (a, b)) in [
+                (sent, created),
+                (created, running),
+                (running, done),
+                (done, received),
+            ]
+            .into_iter()
+            .enumerate()
             {
                 steps[k].push(Duration::from_micros((b - a).max(0) as u64));
             }
@@ -578,12 +588,14 @@ impl Bench {
             s.sort();
         }
         Ok(format!(
-            "accepted (after the plan and policy) → QUEUED {} (durable insert), QUEUED → \
-             RUNNING {} (QUEUED made durable, worker), RUNNING → SUCCEEDED {} (GET + PATCH); \
-             the rest of the client's time is the RPC and the terminal event made durable",
+            "sent → accepted {} (RPC, validation, plan: GET + dry-run PATCH, policy), \
+             accepted → RUNNING {} (stored with its QUEUED event in one transaction, worker), \
+             RUNNING → SUCCEEDED {} (GET + PATCH), SUCCEEDED → response {} (the terminal \
+             event made durable, the reply)",
             ms(percentile(&steps[0], 0.5)),
             ms(percentile(&steps[1], 0.5)),
             ms(percentile(&steps[2], 0.5)),
+            ms(percentile(&steps[3], 0.5)),
         ))
     }
 

@@ -255,6 +255,9 @@ impl SqlStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(SQLITE_MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection to a local file does not go stale like a network one; the ping
+            // before each use is a round trip to its worker thread per query or transaction.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Backend(format!("open {}: {e}", path.display())))?;
