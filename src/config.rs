@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// Executions running at once in one namespace; 0 = no limit beyond `--workers`.
     #[arg(long, env = "EXECUTOR_NAMESPACE_LIMIT", default_value_t = 5)]
     pub namespace_limit: usize,
+    /// Finished executions kept in memory (the newest) for fast reads; older ones are read
+    /// back from the store. Bounds the service's memory however long it runs.
+    #[arg(long, env = "EXECUTOR_FINISHED_IN_MEMORY", default_value_t = 1000)]
+    pub finished_in_memory: usize,
     /// How long an execution waits for an approval before it is rejected.
     #[arg(long, env = "EXECUTOR_APPROVAL_TIMEOUT", default_value = "1h")]
     pub approval_timeout: humantime::Duration,

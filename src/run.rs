@@ -186,6 +186,7 @@ async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
         approval_timeout: args.approval_timeout.into(),
         policy: Some(Arc::new(policy)),
         store: Some(store),
+        finished_in_memory: args.finished_in_memory,
         authorizer: authorizer(args)?,
     })
 }

@@ -147,6 +147,7 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub in_flight: Gauge,
     pub waiting_approval: Gauge,
+    pub in_memory: Gauge,
     subscribers: Gauge,
     kube_errors: Family<Code, Counter>,
 }
@@ -181,6 +182,12 @@ impl Metrics {
             "Executions waiting for an approval",
             waiting_approval.clone(),
         );
+        let in_memory = Gauge::default();
+        registry.register(
+            "executions_in_memory",
+            "Executions held in memory (unfinished, and the newest finished when history is stored)",
+            in_memory.clone(),
+        );
         let subscribers = Gauge::default();
         registry.register(
             "stream_subscribers",
@@ -200,6 +207,7 @@ impl Metrics {
             queue_depth,
             in_flight,
             waiting_approval,
+            in_memory,
             subscribers,
             kube_errors,
         }

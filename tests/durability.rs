@@ -286,3 +286,97 @@ async fn idempotency_under_concurrency_on_the_embedded_store() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn finished_executions_beyond_the_memory_bound_are_served_from_the_store() {
+    use executor_service::api::proto::CancelExecutionRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(&dir.path().join("h.db").display().to_string())
+        .await
+        .unwrap();
+    let h = common::Harness::start(
+        EngineConfig {
+            store: Some(store),
+            finished_in_memory: 2,
+            ..Default::default()
+        },
+        executor_service::sim::Scenario::demo(),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    let request = |k: usize| {
+        let mut r = mk_request(
+            "notify_only",
+            mk_target("production", "Deployment", "web"),
+            json!({"message": format!("note {k}")}),
+        );
+        r.request_id = format!("note-{k}");
+        r.wait = true;
+        r
+    };
+    let mut ids = Vec::new();
+    for k in 0..5 {
+        let execution = client
+            .execute(request(k))
+            .await
+            .unwrap()
+            .into_inner()
+            .execution
+            .unwrap();
+        assert_eq!(execution.state, ExecutionState::Succeeded as i32);
+        ids.push(execution.id);
+    }
+    // Only the newest two finished executions stay in memory (each leaves once its history is
+    // written, just after its caller got the answer)...
+    let in_memory = || {
+        h.engine
+            .metrics_text()
+            .lines()
+            .find(|l| l.starts_with("executor_executions_in_memory "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("executor_executions_in_memory gauge")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while in_memory() > 2.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_memory(), 2.0, "executions in memory");
+    // ...yet every one reads as before: get, watch (replay), list, idempotent retry, cancel.
+    for (k, id) in ids.iter().enumerate() {
+        let (execution, events) = get(&mut client, id).await;
+        assert_eq!(execution.state, ExecutionState::Succeeded as i32, "{k}");
+        assert_eq!(
+            events.last().map(|e| e.state),
+            Some(ExecutionState::Succeeded as i32)
+        );
+        assert_eq!(
+            common::watch_all(&mut client, id, 0).await,
+            events,
+            "watch replays the stored history of execution {k}"
+        );
+    }
+    let listed = client
+        .list_executions(ListExecutionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.executions.len(), 5);
+    let again = client
+        .execute(request(0))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(again.id, ids[0], "same request_id, same execution");
+    let err = client
+        .cancel_execution(CancelExecutionRequest {
+            execution_id: ids[0].clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("already ended"), "{err:?}");
+}

@@ -179,6 +179,9 @@ pub struct EngineConfig {
     pub policy: Option<Arc<Policy>>,
     /// `None` keeps history in memory only.
     pub store: Option<Arc<dyn Store>>,
+    /// With a store: finished executions kept in memory, the newest; older ones are read back
+    /// from the store, so memory stays bounded.
+    pub finished_in_memory: usize,
     /// Who may run and approve what where (`--authz`); `None` allows everyone everything.
     pub authorizer: Option<Arc<authz::Authorizer>>,
 }
@@ -195,16 +198,26 @@ impl Default for EngineConfig {
             approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
             policy: None,
             store: None,
+            finished_in_memory: FINISHED_KEPT_IN_MEMORY,
             authorizer: None,
         }
     }
 }
 
-/// Executions by id, in creation order, and by request_id.
+/// Finished executions kept in memory by default when there is a store (recent ones are read
+/// most; ~30 KB each); older ones are read back from the store, so memory stays bounded
+/// however long the service runs.
+const FINISHED_KEPT_IN_MEMORY: usize = 1_000;
+
+/// Executions by id, in creation order, and by request_id. With a store, only the unfinished
+/// and the newest [`EngineConfig::finished_in_memory`] finished ones; without, all of them.
 #[derive(Default)]
 struct History {
     by_id: HashMap<String, Arc<Execution>>,
+    /// Creation order, for listing without a store (empty with one: the store lists).
     ordered: Vec<Arc<Execution>>,
+    /// Finished executions in memory, oldest first (with a store).
+    finished: std::collections::VecDeque<Arc<Execution>>,
     /// request_id → (execution id, request fingerprint).
     requests: HashMap<String, (String, String)>,
 }
@@ -589,6 +602,7 @@ impl Engine {
         let view = execution.view();
         let span = tracing::info_span!("execution", execution_id = %execution.id, action = %execution.action);
         let engine = self.clone();
+        let ran = execution.clone();
         let job = runner::Job {
             execution,
             validated: v,
@@ -597,10 +611,43 @@ impl Engine {
             cooldown,
             cooldown_key,
         };
-        self.inner
-            .tasks
-            .spawn(async move { engine.run(job).await }.instrument(span));
+        self.inner.tasks.spawn(
+            async move {
+                engine.run(job).await;
+                engine.retire(ran).await;
+            }
+            .instrument(span),
+        );
         Ok(view)
+    }
+
+    /// After `execution` ended: once its history is durable, it joins the finished ones kept in
+    /// memory, and the oldest beyond [`EngineConfig::finished_in_memory`] are dropped (the store has
+    /// them). Without a store memory is the history, and nothing is dropped.
+    async fn retire(&self, execution: Arc<Execution>) {
+        if self.inner.config.store.is_none() {
+            return;
+        }
+        self.inner.persister.flush().await;
+        let mut history = self
+            .inner
+            .history
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        history.finished.push_back(execution);
+        while history.finished.len() > self.inner.config.finished_in_memory {
+            let Some(old) = history.finished.pop_front() else {
+                break;
+            };
+            history.by_id.remove(&old.id);
+            if history
+                .requests
+                .get(&old.request_id)
+                .is_some_and(|(id, _)| *id == old.id)
+            {
+                history.requests.remove(&old.request_id);
+            }
+        }
     }
 
     /// Keeps the execution in memory and indexes its request_id.
@@ -615,7 +662,9 @@ impl Engine {
         history
             .by_id
             .insert(execution.id.clone(), execution.clone());
-        history.ordered.push(execution.clone());
+        if self.inner.config.store.is_none() {
+            history.ordered.push(execution.clone());
+        }
         if !execution.request_id.is_empty() {
             history.requests.insert(
                 execution.request_id.clone(),
@@ -995,22 +1044,20 @@ impl Engine {
     /// Sets the state gauges from the executions in memory and returns the Prometheus text.
     pub fn metrics_text(&self) -> String {
         let (mut queued, mut running, mut waiting) = (0, 0, 0);
-        for execution in self
-            .inner
-            .history
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .ordered
-            .iter()
-        {
-            match execution.state() {
-                ExecutionState::Queued => queued += 1,
-                ExecutionState::Running | ExecutionState::RollingBack => running += 1,
-                ExecutionState::WaitingApproval => waiting += 1,
-                _ => {}
+        let in_memory = {
+            let history = self.inner.history.read().unwrap_or_else(|e| e.into_inner());
+            for execution in history.by_id.values() {
+                match execution.state() {
+                    ExecutionState::Queued => queued += 1,
+                    ExecutionState::Running | ExecutionState::RollingBack => running += 1,
+                    ExecutionState::WaitingApproval => waiting += 1,
+                    _ => {}
+                }
             }
-        }
+            history.by_id.len()
+        };
         let metrics = crate::telemetry::metrics();
+        metrics.in_memory.set(in_memory as i64);
         metrics.queue_depth.set(queued);
         metrics.in_flight.set(running);
         metrics.waiting_approval.set(waiting);
