@@ -16,7 +16,7 @@ use crate::store::{NewExecution, Store, StoreError};
 const BATCH: usize = 256;
 
 enum Write {
-    Insert(NewExecution, oneshot::Sender<Result<(), StoreError>>),
+    Insert(Box<NewExecution>, oneshot::Sender<Result<(), StoreError>>),
     Event(String, Event, Arc<EventLog>),
     Snapshot(Box<ExecutionView>),
     Flush(oneshot::Sender<()>),
@@ -43,7 +43,7 @@ impl Persister {
                 for write in pending.drain(..) {
                     match write {
                         Write::Insert(new, done) => {
-                            inserts.push(new);
+                            inserts.push(*new);
                             inserted.push(done);
                         }
                         Write::Event(id, event, log) => {
@@ -112,7 +112,7 @@ impl Persister {
             return Ok(());
         };
         let (done, outcome) = oneshot::channel();
-        tx.send(Write::Insert(new, done))
+        tx.send(Write::Insert(Box::new(new), done))
             .map_err(|_| StoreError::Backend("the history writer has stopped".into()))?;
         outcome
             .await
