@@ -168,11 +168,12 @@ fn migrations<DB: Dialect>() -> Vec<Vec<String>> {
              ON executions ({column}, created_at DESC, id DESC)"
         )
     };
-    vec![vec![
-        // request_id is NULL when empty: UNIQUE ignores NULLs on both backends, and the
-        // plain index serves `request_id = $1` (a partial index would not, for a parameter).
-        format!(
-            "CREATE TABLE IF NOT EXISTS executions (
+    vec![
+        vec![
+            // request_id is NULL when empty: UNIQUE ignores NULLs on both backends, and the
+            // plain index serves `request_id = $1` (a partial index would not, for a parameter).
+            format!(
+                "CREATE TABLE IF NOT EXISTS executions (
                 id {id} NOT NULL PRIMARY KEY,
                 request_id TEXT UNIQUE,
                 fingerprint TEXT NOT NULL,
@@ -184,23 +185,28 @@ fn migrations<DB: Dialect>() -> Vec<Vec<String>> {
                 finished_at {ts},
                 body TEXT NOT NULL
             )"
-        ),
-        "CREATE INDEX IF NOT EXISTS executions_by_created \
+            ),
+            "CREATE INDEX IF NOT EXISTS executions_by_created \
          ON executions (created_at DESC, id DESC)"
-            .to_string(),
-        by("state", "state"),
-        by("action", "action"),
-        by("namespace", "namespace"),
-        by("requester", "requester"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS events (
+                .to_string(),
+            by("state", "state"),
+            by("action", "action"),
+            by("namespace", "namespace"),
+            by("requester", "requester"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS events (
                 execution_id {id} NOT NULL,
                 sequence BIGINT NOT NULL,
                 body TEXT NOT NULL,
                 PRIMARY KEY (execution_id, sequence)
             )"
-        ),
-    ]]
+            ),
+        ],
+        // 2: the dashboard's "failed in my namespace" listing walked one of the single-column
+        // indexes and filtered the other column (P5: ~6.5 ms a page against ~1.5 ms for one
+        // filter); with both columns it is one index range again.
+        vec![by("state_namespace", "state, namespace")],
+    ]
 }
 
 enum Backend {
