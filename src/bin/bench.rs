@@ -551,16 +551,10 @@ impl Bench {
             t.map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
         };
         for (id, sent, received) in ids {
-            let r = grpc
-                .get_execution(proto::GetExecutionRequest {
-                    execution_id: id.clone(),
-                    include_events: true,
-                })
-                .await?
-                .into_inner();
-            let created = micros(r.execution.unwrap_or_default().created_at);
+            let (execution, events) = execution_with_events(&mut grpc, id).await?;
+            let created = micros(execution.created_at);
             let at = |state: proto::ExecutionState| {
-                r.events
+                events
                     .iter()
                     .find(|e| e.state == state as i32)
                     .map(|e| micros(e.timestamp))
@@ -788,15 +782,7 @@ impl Bench {
             )
         })?;
         let rss_ready = rss_kib();
-        let before_approval = grpc
-            .get_execution(proto::GetExecutionRequest {
-                execution_id: id.clone(),
-                include_events: true,
-            })
-            .await?
-            .into_inner()
-            .events
-            .len() as u64;
+        let before_approval = execution_with_events(&mut grpc, &id).await?.1.len() as u64;
         let approved = Instant::now();
         grpc.approve_execution(proto::ApproveExecutionRequest {
             execution_id: id.clone(),
@@ -813,16 +799,7 @@ impl Bench {
             );
         }
         let all_done = approved.elapsed();
-        let (view, events) = {
-            let r = grpc
-                .get_execution(proto::GetExecutionRequest {
-                    execution_id: id.clone(),
-                    include_events: true,
-                })
-                .await?
-                .into_inner();
-            (r.execution.unwrap_or_default(), r.events)
-        };
+        let (view, events) = execution_with_events(&mut grpc, &id).await?;
         if view.state != proto::ExecutionState::Succeeded as i32 {
             bail!(
                 "drain of {node} ended in state {}: {}",
@@ -1319,6 +1296,21 @@ async fn direct_restart(client: &kube::Client, name: &str) -> anyhow::Result<Str
 }
 
 /// scale_deployment of deployment/p3 through the executor, until it is SUCCEEDED.
+/// An execution and its events, through GetExecution.
+async fn execution_with_events(
+    grpc: &mut ExecutorServiceClient<Channel>,
+    id: &str,
+) -> anyhow::Result<(proto::Execution, Vec<proto::ExecutionEvent>)> {
+    let r = grpc
+        .get_execution(proto::GetExecutionRequest {
+            execution_id: id.to_string(),
+            include_events: true,
+        })
+        .await?
+        .into_inner();
+    Ok((r.execution.unwrap_or_default(), r.events))
+}
+
 async fn executor_scale(
     grpc: &mut ExecutorServiceClient<Channel>,
     replicas: u32,

@@ -225,6 +225,13 @@ macro_rules! on_pool {
     };
 }
 
+/// What one transaction of [`SqlStore::round`] did.
+struct Round {
+    /// Each insert's outcome, in order.
+    inserts: Vec<Result<(), StoreError>>,
+    snapshots_updated: u64,
+}
+
 /// Execution history in SQLite or PostgreSQL.
 pub struct SqlStore {
     backend: Backend,
@@ -241,6 +248,126 @@ impl std::fmt::Debug for SqlStore {
 }
 
 impl SqlStore {
+    /// [`Store::write`], also counting the snapshots that matched an execution.
+    async fn round(
+        &self,
+        inserts: &[NewExecution],
+        events: &[(String, Vec<Event>)],
+        snapshots: &[ExecutionView],
+    ) -> Result<Round, StoreError> {
+        let new_rows = inserts
+            .iter()
+            .map(|n| {
+                let events = n
+                    .events
+                    .iter()
+                    .map(|e| Ok((seq(e.sequence), to_json(e)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                Ok((n, to_json(&n.view)?, events))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // (execution id, sequence, body); a new execution's first events join once it is in.
+        let mut rows: Vec<(&str, i64, String)> = Vec::new();
+        for (id, batch) in events {
+            for e in batch {
+                rows.push((id.as_str(), seq(e.sequence), to_json(e)?));
+            }
+        }
+        let views = snapshots
+            .iter()
+            .map(|v| Ok((v, to_json(v)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut outcomes = Vec::with_capacity(new_rows.len());
+        let mut snapshots_updated = 0;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin_write(pool)).await?;
+            for (new, body, first_events) in &new_rows {
+                let execution = &new.view;
+                let request_id = Some(execution.request_id.as_str()).filter(|r| !r.is_empty());
+                // DO NOTHING rather than an error: a statement that fails would abort the whole
+                // PostgreSQL transaction, and the round carries other executions' writes.
+                let inserted = sqlx::query(
+                    "INSERT INTO executions (id, request_id, fingerprint, state, action, \
+                     namespace, requester, created_at, finished_at, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                )
+                .bind(&execution.id)
+                .bind(request_id)
+                .bind(&new.fingerprint)
+                .bind(execution.state.as_str())
+                .bind(&execution.action)
+                .bind(&execution.target.namespace)
+                .bind(&execution.requester)
+                .bind(micros(execution.created_at))
+                .bind(execution.finished_at.map(micros))
+                .bind(body)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    rows.extend(
+                        first_events
+                            .iter()
+                            .map(|(sequence, body)| (execution.id.as_str(), *sequence, body.clone())),
+                    );
+                    outcomes.push(Ok(()));
+                    continue;
+                }
+                let existing: Option<String> = match request_id {
+                    Some(request_id) => {
+                        sqlx::query_scalar("SELECT id FROM executions WHERE request_id = $1")
+                            .bind(request_id)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                    }
+                    None => None,
+                };
+                outcomes.push(Err(match existing {
+                    Some(existing) => StoreError::DuplicateRequest {
+                        request_id: execution.request_id.clone(),
+                        existing,
+                    },
+                    None => {
+                        StoreError::Backend(format!("execution {} already exists", execution.id))
+                    }
+                }));
+            }
+            for (id, sequence, body) in &rows {
+                sqlx::query(
+                    "INSERT INTO events (execution_id, sequence, body) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(*id)
+                .bind(*sequence)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (execution, body) in &views {
+                snapshots_updated += sqlx::query(
+                    "UPDATE executions SET state = $2, action = $3, namespace = $4, \
+                     requester = $5, created_at = $6, finished_at = $7, body = $8 WHERE id = $1",
+                )
+                .bind(&execution.id)
+                .bind(execution.state.as_str())
+                .bind(&execution.action)
+                .bind(&execution.target.namespace)
+                .bind(&execution.requester)
+                .bind(micros(execution.created_at))
+                .bind(execution.finished_at.map(micros))
+                .bind(body)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(Round {
+            inserts: outcomes,
+            snapshots_updated,
+        })
+    }
+
     /// Opens (creating it and its parent directories if needed) the SQLite file at `path`
     /// and brings its schema up to date.
     ///
@@ -360,58 +487,13 @@ where
 #[async_trait]
 impl Store for SqlStore {
     async fn insert(&self, execution: &ExecutionView, fingerprint: &str) -> Result<(), StoreError> {
-        let body = to_json(execution)?;
-        let request_id = Some(execution.request_id.as_str()).filter(|r| !r.is_empty());
-        let inserted = on_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO executions (id, request_id, fingerprint, state, action, namespace, \
-                 requester, created_at, finished_at, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&execution.id)
-            .bind(request_id)
-            .bind(fingerprint)
-            .bind(execution.state.as_str())
-            .bind(&execution.action)
-            .bind(&execution.target.namespace)
-            .bind(&execution.requester)
-            .bind(micros(execution.created_at))
-            .bind(execution.finished_at.map(micros))
-            .bind(&body)
-            .execute(pool)
-            .await
-            .map(|_| ())
-        });
-        let err = match inserted {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
+        let new = NewExecution {
+            view: execution.clone(),
+            fingerprint: fingerprint.to_string(),
+            events: Vec::new(),
         };
-        let unique = err
-            .as_database_error()
-            .is_some_and(|d| d.is_unique_violation());
-        if !unique {
-            return Err(err.into());
-        }
-        // The conflicting row is committed (PostgreSQL makes a concurrent insert wait for the
-        // other transaction; SQLite has one writer), so the winner can be named.
-        if let Some(request_id) = request_id {
-            let existing: Option<String> = on_pool!(self, pool => {
-                sqlx::query_scalar("SELECT id FROM executions WHERE request_id = $1")
-                    .bind(request_id)
-                    .fetch_optional(pool)
-                    .await?
-            });
-            if let Some(existing) = existing {
-                return Err(StoreError::DuplicateRequest {
-                    request_id: request_id.to_string(),
-                    existing,
-                });
-            }
-        }
-        Err(StoreError::Backend(format!(
-            "execution {} already exists",
-            execution.id
-        )))
+        let mut outcomes = self.write(std::slice::from_ref(&new), &[], &[]).await?;
+        outcomes.pop().unwrap_or(Ok(()))
     }
 
     async fn find_request(
@@ -434,25 +516,10 @@ impl Store for SqlStore {
     }
 
     async fn update(&self, execution: &ExecutionView) -> Result<(), StoreError> {
-        let body = to_json(execution)?;
-        let updated = on_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE executions SET state = $2, action = $3, namespace = $4, \
-                 requester = $5, created_at = $6, finished_at = $7, body = $8 WHERE id = $1",
-            )
-            .bind(&execution.id)
-            .bind(execution.state.as_str())
-            .bind(&execution.action)
-            .bind(&execution.target.namespace)
-            .bind(&execution.requester)
-            .bind(micros(execution.created_at))
-            .bind(execution.finished_at.map(micros))
-            .bind(&body)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        if updated == 0 {
+        let round = self
+            .round(&[], &[], std::slice::from_ref(execution))
+            .await?;
+        if round.snapshots_updated == 0 {
             return Err(StoreError::Backend(format!(
                 "update of unknown execution {}",
                 execution.id
@@ -465,26 +532,9 @@ impl Store for SqlStore {
         if events.is_empty() {
             return Ok(());
         }
-        let rows = events
-            .iter()
-            .map(|e| Ok((seq(e.sequence), to_json(e)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_with(begin_write(pool)).await?;
-            for (sequence, body) in &rows {
-                sqlx::query(
-                    "INSERT INTO events (execution_id, sequence, body) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(execution_id)
-                .bind(*sequence)
-                .bind(body)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+        self.write(&[], &[(execution_id.to_string(), events.to_vec())], &[])
+            .await
+            .map(|_| ())
     }
 
     async fn write(
@@ -493,117 +543,7 @@ impl Store for SqlStore {
         events: &[(String, Vec<Event>)],
         snapshots: &[ExecutionView],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let new_rows = inserts
-            .iter()
-            .map(|n| {
-                let events = n
-                    .events
-                    .iter()
-                    .map(|e| Ok((seq(e.sequence), to_json(e)?)))
-                    .collect::<Result<Vec<_>, StoreError>>()?;
-                Ok((n, to_json(&n.view)?, events))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut rows = Vec::new();
-        for (id, batch) in events {
-            for e in batch {
-                rows.push((id.as_str(), seq(e.sequence), to_json(e)?));
-            }
-        }
-        let views = snapshots
-            .iter()
-            .map(|v| Ok((v, to_json(v)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut outcomes = Vec::with_capacity(new_rows.len());
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_with(begin_write(pool)).await?;
-            for (new, body, first_events) in &new_rows {
-                let execution = &new.view;
-                let request_id = Some(execution.request_id.as_str()).filter(|r| !r.is_empty());
-                // DO NOTHING rather than an error: a statement that fails would abort the whole
-                // PostgreSQL transaction, and the round carries other executions' writes.
-                let inserted = sqlx::query(
-                    "INSERT INTO executions (id, request_id, fingerprint, state, action, \
-                     namespace, requester, created_at, finished_at, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-                )
-                .bind(&execution.id)
-                .bind(request_id)
-                .bind(&new.fingerprint)
-                .bind(execution.state.as_str())
-                .bind(&execution.action)
-                .bind(&execution.target.namespace)
-                .bind(&execution.requester)
-                .bind(micros(execution.created_at))
-                .bind(execution.finished_at.map(micros))
-                .bind(body)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 1 {
-                    for (sequence, event) in first_events {
-                        sqlx::query(
-                            "INSERT INTO events (execution_id, sequence, body) \
-                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(&execution.id)
-                        .bind(*sequence)
-                        .bind(event)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    outcomes.push(Ok(()));
-                    continue;
-                }
-                let existing: Option<String> = match request_id {
-                    Some(request_id) => {
-                        sqlx::query_scalar("SELECT id FROM executions WHERE request_id = $1")
-                            .bind(request_id)
-                            .fetch_optional(&mut *tx)
-                            .await?
-                    }
-                    None => None,
-                };
-                outcomes.push(Err(match existing {
-                    Some(existing) => StoreError::DuplicateRequest {
-                        request_id: execution.request_id.clone(),
-                        existing,
-                    },
-                    None => {
-                        StoreError::Backend(format!("execution {} already exists", execution.id))
-                    }
-                }));
-            }
-            for (id, sequence, body) in &rows {
-                sqlx::query(
-                    "INSERT INTO events (execution_id, sequence, body) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(*id)
-                .bind(*sequence)
-                .bind(body)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for (execution, body) in &views {
-                sqlx::query(
-                    "UPDATE executions SET state = $2, action = $3, namespace = $4, \
-                     requester = $5, created_at = $6, finished_at = $7, body = $8 WHERE id = $1",
-                )
-                .bind(&execution.id)
-                .bind(execution.state.as_str())
-                .bind(&execution.action)
-                .bind(&execution.target.namespace)
-                .bind(&execution.requester)
-                .bind(micros(execution.created_at))
-                .bind(execution.finished_at.map(micros))
-                .bind(body)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(outcomes)
+        Ok(self.round(inserts, events, snapshots).await?.inserts)
     }
 
     async fn get(&self, id: &str) -> Result<Option<ExecutionView>, StoreError> {
