@@ -481,6 +481,127 @@ async fn an_allowed_token_runs_and_its_identity_is_the_requester() {
 }
 
 #[tokio::test]
+async fn a_caller_reads_only_executions_it_requested_or_may_run_or_approve() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_tokens(dir.path());
+    let client = plain_client(&server).await;
+    let run = |request, token| {
+        let mut client = client.clone();
+        async move {
+            client
+                .execute(with_token(request, token))
+                .await
+                .expect("execute")
+                .into_inner()
+                .execution
+                .unwrap()
+                .id
+        }
+    };
+    let production = run(scale_web("production", 4), ONCALL_TOKEN).await;
+    let staging = run(scale_web("staging", 3), ALICE_TOKEN).await;
+    let get = |id: &str, token| {
+        let mut client = client.clone();
+        let request = with_token(
+            GetExecutionRequest {
+                execution_id: id.to_string(),
+                include_events: true,
+            },
+            token,
+        );
+        async move { client.get_execution(request).await }
+    };
+
+    // alice may act only in staging: production's execution (its parameters, events and
+    // result) is not hers to read, by get or by watch.
+    let err = get(&production, ALICE_TOKEN).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message()
+            .contains("alice may not read executions of scale_deployment in production"),
+        "{err:?}"
+    );
+    let watched = client
+        .clone()
+        .watch_execution(with_token(
+            executor_service::api::proto::WatchExecutionRequest {
+                execution_id: production.clone(),
+                from_sequence: 0,
+            },
+            ALICE_TOKEN,
+        ))
+        .await;
+    assert_eq!(
+        watched.err().map(|e| e.code()),
+        Some(Code::PermissionDenied)
+    );
+    assert!(get(&staging, ALICE_TOKEN).await.is_ok());
+    // oncall may run anything anywhere, so reads both; lead approves only drains, so neither.
+    assert!(get(&production, ONCALL_TOKEN).await.is_ok());
+    assert!(get(&staging, ONCALL_TOKEN).await.is_ok());
+    assert_eq!(
+        get(&staging, LEAD_TOKEN).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    let listed = |token| {
+        let mut client = client.clone();
+        async move {
+            let mut ids: Vec<String> = client
+                .list_executions(with_token(ListExecutionsRequest::default(), token))
+                .await
+                .expect("list")
+                .into_inner()
+                .executions
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(listed(ALICE_TOKEN).await, vec![staging.clone()]);
+    let mut both = vec![production.clone(), staging.clone()];
+    both.sort();
+    assert_eq!(listed(ONCALL_TOKEN).await, both);
+    assert!(listed(LEAD_TOKEN).await.is_empty());
+
+    // The HTTP API answers the same: 403 naming the reason, and a filtered list.
+    let http = plain_http();
+    let base = format!("http://{}/api/v1/executions", server.http_addr);
+    let response = http
+        .get(format!("{base}/{production}"))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let response = http
+        .get(format!("{base}/{production}/events"))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body: Value = http
+        .get(&base)
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = body["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![staging.as_str()], "{body}");
+}
+
+#[tokio::test]
 async fn the_approver_is_the_authenticated_caller_and_must_be_allowed_to_approve() {
     use executor_service::api::proto::ApproveExecutionRequest;
     let dir = tempfile::tempdir().unwrap();

@@ -63,9 +63,13 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         &self,
         request: Request<proto::WatchExecutionRequest>,
     ) -> Result<Response<Self::WatchExecutionStream>, Status> {
+        let caller = grpc_caller(&request);
         let request = request.into_inner();
         let id = request.execution_id;
-        let events = self.engine.watch(&id, request.from_sequence).await?;
+        let events = self
+            .engine
+            .watch_as(&id, request.from_sequence, &caller.identity)
+            .await?;
         Ok(Response::new(Box::pin(events.map(move |event| {
             Ok(proto::WatchExecutionResponse {
                 event: Some(convert::event_to(&id, &event)),
@@ -77,8 +81,12 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         &self,
         request: Request<proto::GetExecutionRequest>,
     ) -> Result<Response<proto::GetExecutionResponse>, Status> {
+        let caller = grpc_caller(&request);
         let request = request.into_inner();
-        let (execution, events) = self.engine.get(&request.execution_id).await?;
+        let (execution, events) = self
+            .engine
+            .get_as(&request.execution_id, &caller.identity)
+            .await?;
         let events = if request.include_events {
             events
                 .iter()
@@ -97,6 +105,7 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         &self,
         request: Request<proto::ListExecutionsRequest>,
     ) -> Result<Response<proto::ListExecutionsResponse>, Status> {
+        let caller = grpc_caller(&request);
         let r = request.into_inner();
         let filter = ListFilter {
             state: convert::state_from(r.state)?,
@@ -106,7 +115,7 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
             page_size: r.page_size as usize,
             page_token: r.page_token,
         };
-        let (executions, next_page_token) = self.engine.list(&filter).await?;
+        let (executions, next_page_token) = self.engine.list_as(&filter, &caller.identity).await?;
         Ok(Response::new(proto::ListExecutionsResponse {
             executions: executions.iter().map(convert::execution_to).collect(),
             next_page_token,

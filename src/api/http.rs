@@ -194,10 +194,11 @@ async fn dry_run(
 
 async fn status(
     State(engine): State<Engine>,
+    caller: Caller,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let id = execution_id(id)?;
-    let (execution, events) = engine.get(&id).await?;
+    let (execution, events) = engine.get_as(&id, &caller.identity).await?;
     Ok(Json(json!({
         "execution": execution_json(&execution),
         "events": events.iter().map(|e| event_json(&execution.id, e)).collect::<Vec<_>>(),
@@ -206,6 +207,7 @@ async fn status(
 
 async fn list(
     State(engine): State<Engine>,
+    caller: Caller,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(query) = query.map_err(|e| EngineError::invalid("query", e.body_text()))?;
@@ -230,7 +232,7 @@ async fn list(
             )),
         }
     }
-    let (executions, next_page_token) = engine.list(&filter).await?;
+    let (executions, next_page_token) = engine.list_as(&filter, &caller.identity).await?;
     Ok(Json(json!({
         "executions": executions.iter().map(execution_json).collect::<Vec<_>>(),
         "next_page_token": next_page_token,
@@ -289,6 +291,7 @@ async fn decide(
 
 async fn events(
     State(engine): State<Engine>,
+    caller: Caller,
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
@@ -310,7 +313,7 @@ async fn events(
     };
     // An EventSource reconnects whenever a stream ends, even after the terminal event; 204
     // is the one answer that stops it, rather than a stream that would never send anything.
-    let (execution, _) = engine.get(&id).await?;
+    let (execution, _) = engine.get_as(&id, &caller.identity).await?;
     if execution.state.is_terminal() && from >= execution.last_sequence {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }

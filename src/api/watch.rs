@@ -96,9 +96,12 @@ impl ServerStreamingService<proto::WatchExecutionRequest> for Watch {
     fn call(&mut self, request: Request<proto::WatchExecutionRequest>) -> Self::Future {
         let engine = self.0.clone();
         Box::pin(async move {
+            let caller = super::auth::grpc_caller(&request);
             let request = request.into_inner();
             let id = request.execution_id;
-            let events = engine.watch(&id, request.from_sequence).await?;
+            let events = engine
+                .watch_as(&id, request.from_sequence, &caller.identity)
+                .await?;
             let stream: WireStream = Box::pin(events.map(move |event| Ok(encoded(&id, &event))));
             Ok(Response::new(stream))
         })

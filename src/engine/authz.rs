@@ -22,13 +22,22 @@
 //! ```
 //!
 //! A request is allowed when any rule allows it; without rules (no `--authz`) everything is.
+//! Reading an execution (get, list, watch, the HTTP event stream) is allowed to its requester
+//! and to whoever a rule lets run or approve that action on that target: its parameters,
+//! events and result (diagnostics, say) are not for every authenticated caller.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use futures::Stream;
+
 use super::{
-    execution::Execution, model::ExecutionRequest, requester_of, Engine, EngineError, Validated,
+    execution::Execution,
+    model::{Event, ExecutionRequest, ExecutionView, ListFilter},
+    requester_of, Engine, EngineError, Validated,
 };
 use crate::actions::Target;
 
@@ -94,6 +103,9 @@ struct RulesFile {
     rules: Vec<Rule>,
 }
 
+/// Store pages one filtered listing reads at most before it answers with what it found.
+pub const LIST_PAGES_SCANNED: usize = 20;
+
 /// What a caller asks to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
@@ -101,6 +113,9 @@ pub enum Permission {
     Run,
     /// Approve or reject an execution waiting for approval.
     Approve,
+    /// Read an execution (get, list, watch): granted by a rule that lets the caller run or
+    /// approve it. Its requester may always read it.
+    Read,
 }
 
 impl Permission {
@@ -108,6 +123,7 @@ impl Permission {
         match self {
             Permission::Run => "run",
             Permission::Approve => "approve",
+            Permission::Read => "read executions of",
         }
     }
 }
@@ -209,6 +225,7 @@ impl Authorizer {
             let granted = match permission {
                 Permission::Run => rule.run,
                 Permission::Approve => rule.approve,
+                Permission::Read => rule.run || rule.approve,
             };
             granted
                 && (rule.identity == "*" || rule.identity == identity)
@@ -296,6 +313,88 @@ impl Engine {
         }
     }
 
+    /// Refuses `caller` an execution they neither requested nor may run or approve.
+    fn authorize_read(&self, caller: &str, view: &ExecutionView) -> Result<(), EngineError> {
+        match &self.inner.config.authorizer {
+            Some(authz) if view.requester != caller => {
+                authz.check(caller, Permission::Read, &view.action, &view.target)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn may_read(&self, caller: &str, view: &ExecutionView) -> bool {
+        self.authorize_read(caller, view).is_ok()
+    }
+
+    /// [`Engine::get`] on behalf of `caller`.
+    ///
+    /// # Errors
+    /// Those of [`Engine::get`], then [`EngineError::PermissionDenied`] when the rules do not
+    /// let `caller` read it.
+    pub async fn get_as(
+        &self,
+        id: &str,
+        caller: &str,
+    ) -> Result<(ExecutionView, Vec<Arc<Event>>), EngineError> {
+        let (view, events) = self.get(id).await?;
+        self.authorize_read(caller, &view)?;
+        Ok((view, events))
+    }
+
+    /// [`Engine::watch`] on behalf of `caller`.
+    ///
+    /// # Errors
+    /// As [`Engine::get_as`].
+    pub async fn watch_as(
+        &self,
+        id: &str,
+        from_sequence: u64,
+        caller: &str,
+    ) -> Result<impl Stream<Item = Arc<Event>> + Send + 'static, EngineError> {
+        if self.inner.config.authorizer.is_some() {
+            let view = match self.find(id) {
+                Some(execution) => execution.view(),
+                None => self.get(id).await?.0,
+            };
+            self.authorize_read(caller, &view)?;
+        }
+        self.watch(id, from_sequence).await
+    }
+
+    /// [`Engine::list`] on behalf of `caller`: only what `caller` may read. A page holds up to
+    /// `page_size` of those: further store pages are read to fill it, up to
+    /// [`LIST_PAGES_SCANNED`] (a caller who may read little of a long history gets short pages
+    /// quickly rather than one slow one); the token continues after the last one examined.
+    ///
+    /// # Errors
+    /// Those of [`Engine::list`].
+    pub async fn list_as(
+        &self,
+        filter: &ListFilter,
+        caller: &str,
+    ) -> Result<(Vec<ExecutionView>, String), EngineError> {
+        if self.inner.config.authorizer.is_none() {
+            return self.list(filter).await;
+        }
+        let mut page = Vec::new();
+        let mut filter = filter.clone();
+        let wanted = match filter.page_size {
+            0 => super::DEFAULT_PAGE_SIZE,
+            n => n,
+        };
+        for _ in 0..LIST_PAGES_SCANNED {
+            filter.page_size = wanted - page.len();
+            let (found, next) = self.list(&filter).await?;
+            page.extend(found.into_iter().filter(|v| self.may_read(caller, v)));
+            if page.len() >= wanted || next.is_empty() {
+                return Ok((page, next));
+            }
+            filter.page_token = next;
+        }
+        Ok((page, filter.page_token))
+    }
+
     /// [`Engine::cancel`] on behalf of `caller`: with authorization rules, only the execution's
     /// requester or someone allowed to run that action on that target may cancel it.
     ///
@@ -306,7 +405,7 @@ impl Engine {
         id: &str,
         reason: &str,
         caller: &str,
-    ) -> Result<super::model::ExecutionView, EngineError> {
+    ) -> Result<ExecutionView, EngineError> {
         if let Some(authz) = &self.inner.config.authorizer {
             let (view, _) = self.get(id).await?;
             if view.requester != caller {
