@@ -737,7 +737,30 @@ mod tests {
             .fetch_all(sqlite(&store))
             .await
             .unwrap();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_version_1_store_is_brought_up_to_date() {
+        let (_dir, store) = mk_sqlite().await;
+        for statement in [
+            "DROP INDEX executions_by_state_namespace",
+            "DELETE FROM store_schema WHERE version = 2",
+        ] {
+            sqlx::query(statement)
+                .execute(sqlite(&store))
+                .await
+                .unwrap();
+        }
+        store.migrate().await.unwrap();
+        let index: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' \
+             AND name = 'executions_by_state_namespace'",
+        )
+        .fetch_optional(sqlite(&store))
+        .await
+        .unwrap();
+        assert_eq!(index.as_deref(), Some("executions_by_state_namespace"));
     }
 
     #[tokio::test]
