@@ -168,8 +168,57 @@ fn the_cluster_role_grants_only_named_verbs_on_named_resources() {
         container["securityContext"]["allowPrivilegeEscalation"],
         false
     );
-    assert_eq!(container["readinessProbe"]["grpc"]["port"], 8084);
-    assert_eq!(container["livenessProbe"]["grpc"]["port"], 8084);
+    // Probes go to the plain health port: the API ports serve TLS and want tokens.
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/health");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "health");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/livez");
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "health");
+    let health_port = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "health")
+        .expect("a health port");
+    assert_eq!(health_port["containerPort"], 8086);
+    // Safe by default: TLS, tokens and rules come from Secrets the pod cannot start without.
+    let env = container["env"].as_sequence().unwrap();
+    let env_of = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("{name} is not set"))
+            .to_string()
+    };
+    assert_eq!(env_of("EXECUTOR_HEALTH_LISTEN"), "0.0.0.0:8086");
+    for (variable, volume) in [
+        ("EXECUTOR_TLS_CERT", "tls"),
+        ("EXECUTOR_TLS_KEY", "tls"),
+        ("EXECUTOR_AUTH_TOKENS", "auth"),
+        ("EXECUTOR_AUTHZ", "auth"),
+    ] {
+        let path = env_of(variable);
+        let mount = container["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume)
+            .unwrap_or_else(|| panic!("no {volume} mount"));
+        assert!(
+            path.starts_with(mount["mountPath"].as_str().unwrap()),
+            "{variable}={path} is not under the {volume} mount"
+        );
+        let source = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == volume)
+            .unwrap();
+        assert!(source["secret"]["secretName"].is_string(), "{source:?}");
+        assert!(
+            source["secret"]["optional"].as_bool() != Some(true),
+            "the {volume} Secret must be required"
+        );
+    }
     assert!(container["resources"]["limits"]["memory"].is_string());
     assert!(container["resources"]["requests"]["cpu"].is_string());
     let ports: Vec<i64> = one(&docs, "Service")["spec"]["ports"]

@@ -519,6 +519,9 @@ async fn health_is_503_and_execute_unavailable_once_the_cluster_is_gone() {
     assert_eq!(status, 503, "{health}");
     assert_eq!(health["status"], "NOT_SERVING");
     assert_eq!(health["cluster_reachable"], false);
+    // Unready, but alive: a restart would not bring the API server back.
+    let (status, live) = get(&format!("{base}/livez")).await;
+    assert_eq!(status, 200, "{live}");
     let (status, answer) = tokio::time::timeout(
         PATIENCE,
         post(

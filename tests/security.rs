@@ -344,6 +344,12 @@ async fn calls_without_a_token_or_with_a_wrong_one_are_unauthenticated_and_nothi
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    let live = http
+        .get(format!("http://{}/livez", server.http_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
     let metrics = http
         .get(format!("http://{}/metrics", server.http_addr))
         .send()

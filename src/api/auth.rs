@@ -36,7 +36,7 @@ use super::tls::{Tls, TlsPeer};
 use crate::engine::ANONYMOUS;
 
 /// HTTP paths served without authentication: probes and Prometheus carry no token.
-pub const OPEN_HTTP_PATHS: &[&str] = &["/health", "/metrics"];
+pub const OPEN_HTTP_PATHS: &[&str] = &["/health", "/livez", "/metrics"];
 
 /// Who made a request, as the edge established it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -80,6 +80,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/executions/{id}/events", get(events))
         .route("/api/v1/actions", get(actions))
         .route("/health", get(health))
+        .route("/livez", get(livez))
         .route("/metrics", get(metrics))
         // A span per request, continuing the caller's W3C `traceparent`.
         .layer(axum::middleware::from_fn(traced))
@@ -364,6 +365,12 @@ async fn actions(State(engine): State<Engine>) -> Json<Value> {
     Json(json!({
         "actions": engine.actions().iter().map(action_json).collect::<Vec<_>>(),
     }))
+}
+
+/// Liveness: the process answers HTTP. Unlike `/health` it does not depend on the cluster: a
+/// restart would not bring an unreachable API server back.
+async fn livez() -> Json<Value> {
+    Json(json!({ "status": "alive" }))
 }
 
 async fn health(State(engine): State<Engine>) -> Response {
