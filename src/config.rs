@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// back from the store. Bounds the service's memory however long it runs.
     #[arg(long, env = "EXECUTOR_FINISHED_IN_MEMORY", default_value_t = 1000)]
     pub finished_in_memory: usize,
+    /// How often `--auth-tokens`, `--authz` and `--policy` are checked for changes (a rotated
+    /// Secret, an edited ConfigMap) and reloaded together, as on SIGHUP; 0 = only on SIGHUP.
+    #[arg(long, env = "EXECUTOR_RELOAD_INTERVAL", default_value = "10s")]
+    pub reload_interval: humantime::Duration,
     /// How long an execution waits for an approval before it is rejected.
     #[arg(long, env = "EXECUTOR_APPROVAL_TIMEOUT", default_value = "1h")]
     pub approval_timeout: humantime::Duration,

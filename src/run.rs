@@ -65,6 +65,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "executions left unfinished by a previous run are now INTERRUPTED"
         );
     }
+    spawn_reload(args.clone(), security.clone(), engine.clone());
     spawn_retention(
         engine.clone(),
         args.retention_max_age.into(),
@@ -164,16 +165,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The engine's configuration from flags: policy, store (recovered), cooldowns, limits.
 async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
-    let policy_config = PolicyConfig {
-        protected_namespaces: args.protected_namespaces.clone(),
-        max_replicas: args.max_replicas,
-        ..Default::default()
-    };
-    let policy = match &args.policy {
-        Some(path) => Policy::from_file(path, &policy_config)?,
-        None => Policy::builtin(&policy_config)?,
-    };
-    tracing::info!(policy = %policy.origin(), "policy loaded");
+    let policy = policy(args)?;
     let store = crate::store::open(&args.store).await?;
     tracing::info!(store = %args.store, "execution history store opened");
     Ok(EngineConfig {
@@ -184,7 +176,7 @@ async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
         action_cooldowns: args.action_cooldowns.iter().cloned().collect(),
         namespace_limit: args.namespace_limit,
         approval_timeout: args.approval_timeout.into(),
-        policy: Some(Arc::new(policy)),
+        policy: Some(policy),
         store: Some(store),
         finished_in_memory: args.finished_in_memory,
         authorizer: authorizer(args)?,
@@ -192,6 +184,119 @@ async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
 }
 
 /// `--authz`, its action names checked against the registry.
+/// `--policy` (or the built-in one) with the policy flags.
+fn policy(args: &ServeArgs) -> anyhow::Result<Arc<Policy>> {
+    let policy_config = PolicyConfig {
+        protected_namespaces: args.protected_namespaces.clone(),
+        max_replicas: args.max_replicas,
+        ..Default::default()
+    };
+    let policy = match &args.policy {
+        Some(path) => Policy::from_file(path, &policy_config)?,
+        None => Policy::builtin(&policy_config)?,
+    };
+    tracing::info!(policy = %policy.origin(), "policy loaded");
+    Ok(Arc::new(policy))
+}
+
+/// On SIGHUP, and when one of the files changes (checked every `--reload-interval`), reads
+/// `--auth-tokens`, `--authz` and `--policy` again and puts them in force together, so that
+/// rotated tokens and edited rules (a Secret or ConfigMap update) need no restart. If any of
+/// them fails to load, nothing changes and the error is logged and counted.
+fn spawn_reload(args: ServeArgs, security: api::Security, engine: Engine) {
+    let interval: Duration = args.reload_interval.into();
+    let mut seen = watched_files(&args);
+    #[cfg(unix)]
+    let mut hangups = {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Installed before the listen lines are printed: a SIGHUP from then on reloads, never
+        // kills (the default action).
+        match signal(SignalKind::hangup()) {
+            Ok(hangups) => Some(hangups),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP");
+                None
+            }
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            let hangup = async {
+                #[cfg(unix)]
+                if let Some(hangups) = hangups.as_mut() {
+                    hangups.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            let changed = async {
+                if interval.is_zero() {
+                    return std::future::pending::<()>().await;
+                }
+                loop {
+                    tokio::time::sleep(interval).await;
+                    let now = watched_files(&args);
+                    if now != seen {
+                        seen = now;
+                        return;
+                    }
+                }
+            };
+            let why = tokio::select! {
+                _ = hangup => "SIGHUP",
+                _ = changed => "a configuration file changed",
+            };
+            let outcome = reload(&args, &security, &engine);
+            crate::telemetry::metrics().reloaded(outcome.is_ok());
+            match outcome {
+                Ok(()) => tracing::info!(why, "tokens, authorization rules and policy reloaded"),
+                Err(e) => tracing::error!(
+                    why,
+                    error = format!("{e:#}"),
+                    "reload failed; the previous tokens, rules and policy stay in force"
+                ),
+            }
+        }
+    });
+}
+
+/// What identifies the current content of the reloadable files: modification time and size
+/// (following symlinks, as a mounted Secret's `..data` swap changes the target).
+fn watched_files(args: &ServeArgs) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    [
+        args.security.auth_tokens.as_deref(),
+        args.security.authz.as_deref(),
+        args.policy.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|path| {
+        std::fs::metadata(path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())))
+    })
+    .collect()
+}
+
+fn reload(args: &ServeArgs, security: &api::Security, engine: &Engine) -> anyhow::Result<()> {
+    let tokens = args
+        .security
+        .auth_tokens
+        .as_deref()
+        .map(api::auth::Tokens::from_file)
+        .transpose()?;
+    let authorizer = authorizer(args)?;
+    let policy = policy(args)?;
+    if let Some(tokens) = tokens {
+        security
+            .authenticator
+            .replace_tokens(tokens)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
+    engine.replace_rules(Some(policy), authorizer);
+    Ok(())
+}
+
 fn authorizer(args: &ServeArgs) -> anyhow::Result<Option<Arc<Authorizer>>> {
     let Some(path) = &args.security.authz else {
         return Ok(None);

@@ -133,6 +133,11 @@ struct Code {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reload {
+    outcome: String,
+}
+
 /// Execution durations from a fraction of a second (a scale) to an hour (a long drain).
 const DURATION_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
@@ -150,6 +155,7 @@ pub struct Metrics {
     pub in_memory: Gauge,
     subscribers: Gauge,
     kube_errors: Family<Code, Counter>,
+    reloads: Family<Reload, Counter>,
 }
 
 impl Metrics {
@@ -200,8 +206,15 @@ impl Metrics {
             "Kubernetes API calls that failed, by HTTP status code (or `transport`)",
             kube_errors.clone(),
         );
+        let reloads = Family::<Reload, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "SIGHUP reloads of tokens, authorization rules and policy, by outcome (ok, failed)",
+            reloads.clone(),
+        );
         Metrics {
             registry,
+            reloads,
             executions,
             duration,
             queue_depth,
@@ -235,6 +248,15 @@ impl Metrics {
         self.kube_errors
             .get_or_create(&Code {
                 code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// A reload of the configuration files ended: `ok` or `failed`.
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&Reload {
+                outcome: if ok { "ok" } else { "failed" }.to_string(),
             })
             .inc();
     }

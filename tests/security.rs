@@ -607,6 +607,141 @@ async fn a_caller_reads_only_executions_it_requested_or_may_run_or_approve() {
     assert_eq!(ids, vec![staging.as_str()], "{body}");
 }
 
+/// `executor_config_reloads_total{outcome}` as the server reports it.
+async fn reloads(server: &ServeProcess, outcome: &str) -> u64 {
+    let text = plain_http()
+        .get(format!("http://{}/metrics", server.http_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("executor_config_reloads_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+/// Sends SIGHUP and waits until the server counted one more reload with `outcome`.
+async fn hang_up(server: &ServeProcess, outcome: &str) {
+    let before = reloads(server, outcome).await;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for _ in 0..200 {
+        if reloads(server, outcome).await > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no {outcome} reload counted after SIGHUP");
+}
+
+#[tokio::test]
+async fn sighup_puts_rotated_tokens_and_edited_rules_in_force_and_a_broken_file_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_tokens(dir.path());
+    let mut client = plain_client(&server).await;
+    let err = client
+        .execute(with_token(scale_web("production", 2), ALICE_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // Rotate alice's token and let her act in production too.
+    const ROTATED: &str = "alice-rotated-token-2468";
+    let tokens = dir.path().join("tokens.yaml");
+    let authz = dir.path().join("authz.yaml");
+    std::fs::write(
+        &tokens,
+        format!("tokens:\n  - identity: alice\n    token: {ROTATED}\n  - identity: oncall\n    token: {ONCALL_TOKEN}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        &authz,
+        "rules:\n  - identity: alice\n    actions: [scale_deployment]\n    namespaces: [staging, production]\n  - identity: oncall\n    actions: [\"*\"]\n    namespaces: [\"*\"]\n",
+    )
+    .unwrap();
+    hang_up(&server, "ok").await;
+    let err = client
+        .list_executions(with_token(ListExecutionsRequest::default(), ALICE_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "the old token is gone");
+    let execution = client
+        .execute(with_token(scale_web("production", 2), ROTATED))
+        .await
+        .expect("the rotated token and the new rule are in force")
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(execution.requester, "alice");
+    assert_eq!(execution.state, ExecutionState::Succeeded as i32);
+
+    // A broken token file fails the whole reload: the valid rules written with it (taking
+    // production away from alice) are not applied either.
+    std::fs::write(&tokens, "tokens: [").unwrap();
+    std::fs::write(
+        &authz,
+        "rules:\n  - identity: alice\n    actions: [scale_deployment]\n    namespaces: [staging]\n",
+    )
+    .unwrap();
+    hang_up(&server, "failed").await;
+    let execution = client
+        .execute(with_token(scale_web("production", 3), ROTATED))
+        .await
+        .expect("the previous tokens and rules stay in force")
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(execution.state, ExecutionState::Succeeded as i32);
+}
+
+#[tokio::test]
+async fn a_rotated_token_file_is_picked_up_without_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, authz) = write_auth_files(dir.path());
+    let server = ServeProcess::start(&[
+        "--auth-tokens",
+        &tokens,
+        "--authz",
+        &authz,
+        "--reload-interval",
+        "100ms",
+    ]);
+    let mut client = plain_client(&server).await;
+    const ROTATED: &str = "oncall-rotated-token-1357";
+    let before = reloads(&server, "ok").await;
+    // As a Secret update lands: new content, same path.
+    std::fs::write(
+        &tokens,
+        format!("tokens:\n  - identity: oncall\n    token: {ROTATED}\n"),
+    )
+    .unwrap();
+    for _ in 0..200 {
+        if reloads(&server, "ok").await > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        reloads(&server, "ok").await > before,
+        "the change was not reloaded"
+    );
+    let err = client
+        .list_executions(with_token(ListExecutionsRequest::default(), ONCALL_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(client
+        .list_executions(with_token(ListExecutionsRequest::default(), ROTATED))
+        .await
+        .is_ok());
+}
+
 #[tokio::test]
 async fn the_approver_is_the_authenticated_caller_and_must_be_allowed_to_approve() {
     use executor_service::api::proto::ApproveExecutionRequest;

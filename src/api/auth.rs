@@ -222,7 +222,8 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
 /// Decides who a request comes from.
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
-    tokens: Option<Arc<Tokens>>,
+    /// Shared by every clone, so that [`Authenticator::replace_tokens`] reaches all listeners.
+    tokens: Option<Arc<std::sync::RwLock<Arc<Tokens>>>>,
     /// Whether the TLS layer verified client certificates (mTLS).
     client_certificates: bool,
 }
@@ -230,9 +231,22 @@ pub struct Authenticator {
 impl Authenticator {
     pub fn new(tokens: Option<Arc<Tokens>>, client_certificates: bool) -> Self {
         Authenticator {
-            tokens,
+            tokens: tokens.map(|t| Arc::new(std::sync::RwLock::new(t))),
             client_certificates,
         }
+    }
+
+    /// Puts `tokens` in force for every listener; tokens not in it stop working at once.
+    ///
+    /// # Errors
+    /// When the server was started without tokens (turning them on needs a restart).
+    pub fn replace_tokens(&self, tokens: Tokens) -> Result<(), &'static str> {
+        let current = self
+            .tokens
+            .as_ref()
+            .ok_or("the server was started without --auth-tokens")?;
+        *current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
+        Ok(())
     }
 
     /// Whether callers must prove who they are.
@@ -256,6 +270,7 @@ impl Authenticator {
         }
         if let (Some(tokens), Some(header)) = (&self.tokens, authorization) {
             let token = bearer_token(header).ok_or(AuthError::Malformed)?;
+            let tokens = tokens.read().unwrap_or_else(|e| e.into_inner()).clone();
             let identity = tokens.identity(token).ok_or(AuthError::InvalidToken)?;
             return Ok(Caller {
                 identity: identity.to_string(),

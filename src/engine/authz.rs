@@ -285,7 +285,7 @@ impl Engine {
         request: &ExecutionRequest,
         v: &Validated,
     ) -> Result<(), EngineError> {
-        match &self.inner.config.authorizer {
+        match self.authorizer() {
             Some(authz) => authz.check(
                 &requester_of(request),
                 Permission::Run,
@@ -302,7 +302,7 @@ impl Engine {
         approver: &str,
         execution: &Execution,
     ) -> Result<(), EngineError> {
-        match &self.inner.config.authorizer {
+        match self.authorizer() {
             Some(authz) => authz.check(
                 approver,
                 Permission::Approve,
@@ -315,7 +315,7 @@ impl Engine {
 
     /// Refuses `caller` an execution they neither requested nor may run or approve.
     fn authorize_read(&self, caller: &str, view: &ExecutionView) -> Result<(), EngineError> {
-        match &self.inner.config.authorizer {
+        match self.authorizer() {
             Some(authz) if view.requester != caller => {
                 authz.check(caller, Permission::Read, &view.action, &view.target)
             }
@@ -352,7 +352,7 @@ impl Engine {
         from_sequence: u64,
         caller: &str,
     ) -> Result<impl Stream<Item = Arc<Event>> + Send + 'static, EngineError> {
-        if self.inner.config.authorizer.is_some() {
+        if self.authorizer().is_some() {
             let view = match self.find(id) {
                 Some(execution) => execution.view(),
                 None => self.get(id).await?.0,
@@ -374,7 +374,7 @@ impl Engine {
         filter: &ListFilter,
         caller: &str,
     ) -> Result<(Vec<ExecutionView>, String), EngineError> {
-        if self.inner.config.authorizer.is_none() {
+        if self.authorizer().is_none() {
             return self.list(filter).await;
         }
         let mut page = Vec::new();
@@ -406,7 +406,7 @@ impl Engine {
         reason: &str,
         caller: &str,
     ) -> Result<ExecutionView, EngineError> {
-        if let Some(authz) = &self.inner.config.authorizer {
+        if let Some(authz) = self.authorizer() {
             let (view, _) = self.get(id).await?;
             if view.requester != caller {
                 authz.check(caller, Permission::Run, &view.action, &view.target)?;

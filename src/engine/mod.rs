@@ -224,6 +224,9 @@ struct History {
 
 struct Inner {
     config: EngineConfig,
+    /// The policy and the authorization rules in force: `config`'s at start, replaced as a
+    /// whole by [`Engine::replace_rules`] (SIGHUP) while executions run.
+    rules: RwLock<Rules>,
     registry: Registry,
     clusters: Clusters,
     history: RwLock<History>,
@@ -237,6 +240,12 @@ struct Inner {
     tasks: TaskTracker,
     closed: CancellationToken,
     persister: Persister,
+}
+
+/// What decides whether a request may run.
+struct Rules {
+    policy: Option<Arc<Policy>>,
+    authorizer: Option<Arc<authz::Authorizer>>,
 }
 
 /// The execution engine; cheap to clone.
@@ -266,6 +275,10 @@ impl Engine {
                 queue: Arc::new(Semaphore::new(config.queue_capacity)),
                 workers: Arc::new(Semaphore::new(config.workers)),
                 namespaces: Mutex::new(HashMap::new()),
+                rules: RwLock::new(Rules {
+                    policy: config.policy.clone(),
+                    authorizer: config.authorizer.clone(),
+                }),
                 config,
                 registry,
                 clusters,
@@ -278,6 +291,34 @@ impl Engine {
                 persister,
             }),
         }
+    }
+
+    /// Puts a new policy and new authorization rules in force, both at once. Requests
+    /// admitted before keep the decision they got; the next ones are judged by these.
+    pub fn replace_rules(
+        &self,
+        policy: Option<Arc<Policy>>,
+        authorizer: Option<Arc<authz::Authorizer>>,
+    ) {
+        *self.inner.rules.write().unwrap_or_else(|e| e.into_inner()) = Rules { policy, authorizer };
+    }
+
+    fn policy(&self) -> Option<Arc<Policy>> {
+        self.inner
+            .rules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .policy
+            .clone()
+    }
+
+    fn authorizer(&self) -> Option<Arc<authz::Authorizer>> {
+        self.inner
+            .rules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .authorizer
+            .clone()
     }
 
     pub fn actions(&self) -> Vec<ActionSpec> {
@@ -382,7 +423,7 @@ impl Engine {
         plan: &Plan,
         requester: &str,
     ) -> Result<Decision, EngineError> {
-        let Some(policy) = &self.inner.config.policy else {
+        let Some(policy) = self.policy() else {
             return Ok(Decision {
                 allow: true,
                 require_approval: false,
