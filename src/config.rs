@@ -148,7 +148,7 @@ pub struct SecurityArgs {
     /// `--tls-client-ca`. Without it every caller may do everything.
     #[arg(long, env = "EXECUTOR_AUTHZ")]
     pub authz: Option<PathBuf>,
-    /// Plain-HTTP address serving only `/health` and `/metrics`, without TLS or
+    /// Plain-HTTP address serving only `/health`, `/livez` and `/metrics`, without TLS or
     /// authentication: for kubelet probes (which cannot present client certificates, and
     /// whose gRPC probes speak no TLS) and Prometheus. Off when absent.
     #[arg(long, env = "EXECUTOR_HEALTH_LISTEN")]

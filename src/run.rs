@@ -183,7 +183,6 @@ async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
     })
 }
 
-/// `--authz`, its action names checked against the registry.
 /// `--policy` (or the built-in one) with the policy flags.
 fn policy(args: &ServeArgs) -> anyhow::Result<Arc<Policy>> {
     let policy_config = PolicyConfig {
@@ -246,7 +245,13 @@ fn spawn_reload(args: ServeArgs, security: api::Security, engine: Engine) {
                 _ = hangup => "SIGHUP",
                 _ = changed => "a configuration file changed",
             };
-            let outcome = reload(&args, &security, &engine);
+            // File reads and Rego compilation block: off the async workers.
+            let outcome = {
+                let (args, security, engine) = (args.clone(), security.clone(), engine.clone());
+                tokio::task::spawn_blocking(move || reload(&args, &security, &engine))
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow::anyhow!("reload task: {e}")))
+            };
             crate::telemetry::metrics().reloaded(outcome.is_ok());
             match outcome {
                 Ok(()) => tracing::info!(why, "tokens, authorization rules and policy reloaded"),
@@ -297,6 +302,7 @@ fn reload(args: &ServeArgs, security: &api::Security, engine: &Engine) -> anyhow
     Ok(())
 }
 
+/// `--authz`, its action names checked against the registry.
 fn authorizer(args: &ServeArgs) -> anyhow::Result<Option<Arc<Authorizer>>> {
     let Some(path) = &args.security.authz else {
         return Ok(None);

@@ -328,20 +328,11 @@ async fn finished_executions_beyond_the_memory_bound_are_served_from_the_store()
     }
     // Only the newest two finished executions stay in memory (each leaves once its history is
     // written, just after its caller got the answer)...
-    let in_memory = || {
-        h.engine
-            .metrics_text()
-            .lines()
-            .find(|l| l.starts_with("executor_executions_in_memory "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .expect("executor_executions_in_memory gauge")
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while in_memory() > 2.0 && std::time::Instant::now() < deadline {
+    while h.engine.executions_in_memory() > 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(in_memory(), 2.0, "executions in memory");
+    assert_eq!(h.engine.executions_in_memory(), 2, "executions in memory");
     // ...yet every one reads as before: get, watch (replay), list, idempotent retry, cancel.
     for (k, id) in ids.iter().enumerate() {
         let (execution, events) = get(&mut client, id).await;
@@ -379,4 +370,71 @@ async fn finished_executions_beyond_the_memory_bound_are_served_from_the_store()
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("already ended"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_execute_abandoned_at_any_moment_never_leaves_a_stored_execution_that_does_not_run() {
+    use executor_service::engine::model::{ExecutionRequest, ListFilter, RequestedTarget};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(&dir.path().join("h.db").display().to_string())
+        .await
+        .unwrap();
+    let h = common::Harness::start(
+        EngineConfig {
+            store: Some(store),
+            ..Default::default()
+        },
+        executor_service::sim::Scenario::demo(),
+    )
+    .await;
+    // A caller that gives up after 0, 0.1, 0.2 … ms: some before the execution is stored, some
+    // while its round is being written, some after.
+    for k in 0..40u64 {
+        let request = ExecutionRequest {
+            action: "notify_only".into(),
+            target: RequestedTarget {
+                namespace: "production".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+                ..Default::default()
+            },
+            parameters: json!({"message": format!("note {k}")})
+                .as_object()
+                .unwrap()
+                .clone(),
+            request_id: format!("abandoned-{k}"),
+            ..Default::default()
+        };
+        let _ =
+            tokio::time::timeout(Duration::from_micros(k * 100), h.engine.submit(request)).await;
+    }
+    // Whatever was stored runs to its end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (page, _) = h
+            .engine
+            .list(&ListFilter {
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let stuck: Vec<_> = page
+            .iter()
+            .filter(|v| !v.state.is_terminal())
+            .map(|v| (v.request_id.clone(), v.state))
+            .collect();
+        if stuck.is_empty() {
+            assert!(
+                !page.is_empty(),
+                "no abandoned request got as far as the store"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stored but never run: {stuck:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -643,7 +643,16 @@ async fn hang_up(server: &ServeProcess, outcome: &str) {
 #[tokio::test]
 async fn sighup_puts_rotated_tokens_and_edited_rules_in_force_and_a_broken_file_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_with_tokens(dir.path());
+    let (tokens, authz) = write_auth_files(dir.path());
+    // Only the signal reloads here, never the file check between two of the test's writes.
+    let server = ServeProcess::start(&[
+        "--auth-tokens",
+        &tokens,
+        "--authz",
+        &authz,
+        "--reload-interval",
+        "0s",
+    ]);
     let mut client = plain_client(&server).await;
     let err = client
         .execute(with_token(scale_web("production", 2), ALICE_TOKEN))
@@ -653,8 +662,6 @@ async fn sighup_puts_rotated_tokens_and_edited_rules_in_force_and_a_broken_file_
 
     // Rotate alice's token and let her act in production too.
     const ROTATED: &str = "alice-rotated-token-2468";
-    let tokens = dir.path().join("tokens.yaml");
-    let authz = dir.path().join("authz.yaml");
     std::fs::write(
         &tokens,
         format!("tokens:\n  - identity: alice\n    token: {ROTATED}\n  - identity: oncall\n    token: {ONCALL_TOKEN}\n"),

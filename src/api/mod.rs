@@ -147,7 +147,7 @@ pub async fn bind_with(addr: SocketAddr, security: &Security) -> anyhow::Result<
     Ok(TcpListener::bind(addr).await?)
 }
 
-/// Serves only `/health` and `/metrics` of `app` on `listener`, in plain HTTP and without
+/// Serves only `/health`, `/livez` and `/metrics` of `app` on `listener`, in plain HTTP and without
 /// authentication (`--health-listen`): probes and scrapers reach them even when the API
 /// ports demand client certificates.
 ///

@@ -353,10 +353,7 @@ impl Engine {
         caller: &str,
     ) -> Result<impl Stream<Item = Arc<Event>> + Send + 'static, EngineError> {
         if self.authorizer().is_some() {
-            let view = match self.find(id) {
-                Some(execution) => execution.view(),
-                None => self.get(id).await?.0,
-            };
+            let view = self.view_of(id).await?;
             self.authorize_read(caller, &view)?;
         }
         self.watch(id, from_sequence).await
@@ -377,6 +374,7 @@ impl Engine {
         if self.authorizer().is_none() {
             return self.list(filter).await;
         }
+        self.inner.persister.flush().await;
         let mut page = Vec::new();
         let mut filter = filter.clone();
         let wanted = match filter.page_size {
@@ -385,7 +383,7 @@ impl Engine {
         };
         for _ in 0..LIST_PAGES_SCANNED {
             filter.page_size = wanted - page.len();
-            let (found, next) = self.list(&filter).await?;
+            let (found, next) = self.list_flushed(&filter).await?;
             page.extend(found.into_iter().filter(|v| self.may_read(caller, v)));
             if page.len() >= wanted || next.is_empty() {
                 return Ok((page, next));

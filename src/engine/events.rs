@@ -22,6 +22,9 @@ const LIVE_BUFFER: usize = 64;
 pub struct EventLog {
     events: RwLock<Recorded>,
     live: broadcast::Sender<Arc<Event>>,
+    /// Set when a write of these events to the store failed: the store's copy is behind, so
+    /// the execution must stay in memory to be read right.
+    unstored: std::sync::atomic::AtomicBool,
 }
 
 /// Events in sequence order; the first `published` are visible.
@@ -36,6 +39,7 @@ impl Default for EventLog {
         EventLog {
             events: RwLock::new(Recorded::default()),
             live: broadcast::channel(LIVE_BUFFER).0,
+            unstored: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -82,6 +86,17 @@ impl EventLog {
         recorded.events[..recorded.published]
             .last()
             .is_some_and(|e| e.state.is_terminal() && e.sequence <= sequence)
+    }
+
+    /// Records that some of these events did not reach the store.
+    pub fn mark_unstored(&self) {
+        self.unstored
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether some of these events did not reach the store.
+    pub fn is_unstored(&self) -> bool {
+        self.unstored.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Sequence of the last published event.

@@ -612,54 +612,67 @@ impl Engine {
             None,
             json!({ "parameters": execution.parameters, "plan": plan.summary, "policy": execution.policy }),
         );
-        // Durable, first event included, before anyone is told it exists; the store settles
-        // request_id races.
-        if self.inner.config.store.is_some() {
-            let new = NewExecution {
-                view: execution.view(),
-                fingerprint: fingerprint.clone(),
-                events: execution
-                    .log
-                    .after(0)
-                    .iter()
-                    .map(|e| (**e).clone())
-                    .collect(),
-            };
-            if let Err(e) = self.inner.persister.insert(new).await {
-                release(self);
-                drop(queue_slot);
-                if let StoreError::DuplicateRequest { .. } = e {
-                    if let Some(existing) =
-                        self.find_request(&request.request_id, &fingerprint).await?
-                    {
-                        return Ok(existing);
-                    }
-                }
-                return Err(e.into());
-            }
-        }
-        execution.persister = self.inner.persister.clone();
-        let execution = self.remember(execution, &fingerprint);
-        let view = execution.view();
-        let span = tracing::info_span!("execution", execution_id = %execution.id, action = %execution.action);
+        // From here on the execution may be stored, so storing it, remembering it and starting
+        // it happen in a task of their own: a caller that goes away meanwhile cannot leave it
+        // stored but never run, nor its cooldown held.
         let engine = self.clone();
-        let ran = execution.clone();
-        let job = runner::Job {
-            execution,
-            validated: v,
-            queue_slot,
-            approval: needs_approval.then_some(approval_rx),
-            cooldown,
-            cooldown_key,
-        };
-        self.inner.tasks.spawn(
+        let request_id = request.request_id.clone();
+        let admitted = self.inner.tasks.spawn(
             async move {
-                engine.run(job).await;
-                engine.retire(ran).await;
+            // Durable, first event included, before anyone is told it exists; the store
+            // settles request_id races.
+            if engine.inner.config.store.is_some() {
+                let new = NewExecution {
+                    view: execution.view(),
+                    fingerprint: fingerprint.clone(),
+                    events: execution
+                        .log
+                        .after(0)
+                        .iter()
+                        .map(|e| (**e).clone())
+                        .collect(),
+                };
+                if let Err(e) = engine.inner.persister.insert(new).await {
+                    if !cooldown.is_zero() {
+                        engine.inner.cooldowns.release(&cooldown_key, &id);
+                    }
+                    drop(queue_slot);
+                    if let StoreError::DuplicateRequest { .. } = e {
+                        if let Some(existing) = engine.find_request(&request_id, &fingerprint).await? {
+                            return Ok(existing);
+                        }
+                    }
+                    return Err(e.into());
+                }
             }
-            .instrument(span),
-        );
-        Ok(view)
+            execution.persister = engine.inner.persister.clone();
+            let execution = engine.remember(execution, &fingerprint);
+            let view = execution.view();
+            let span = tracing::info_span!("execution", execution_id = %execution.id, action = %execution.action);
+            let ran = execution.clone();
+            let job = runner::Job {
+                execution,
+                validated: v,
+                queue_slot,
+                approval: needs_approval.then_some(approval_rx),
+                cooldown,
+                cooldown_key,
+            };
+            let runner = engine.clone();
+            engine.inner.tasks.spawn(
+                async move {
+                    runner.run(job).await;
+                    runner.retire(ran).await;
+                }
+                .instrument(span),
+            );
+            Ok(view)
+        }
+        // Under the caller's span: the execution's span hangs off the request that made it.
+        .instrument(tracing::Span::current()));
+        admitted
+            .await
+            .map_err(|e| EngineError::Internal(format!("admitting the execution: {e}")))?
     }
 
     /// After `execution` ended: once its history is durable, it joins the finished ones kept in
@@ -670,6 +683,10 @@ impl Engine {
             return;
         }
         self.inner.persister.flush().await;
+        if execution.log.is_unstored() {
+            // The store's copy is behind: only memory answers right about this one.
+            return;
+        }
         let mut history = self
             .inner
             .history
@@ -769,6 +786,20 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError::NotFound`] for an unknown id.
+    /// An execution's snapshot without its events, from memory or from the store.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`] for an unknown id.
+    pub async fn view_of(&self, id: &str) -> Result<ExecutionView, EngineError> {
+        if let Some(execution) = self.find(id) {
+            return Ok(execution.view());
+        }
+        match &self.inner.config.store {
+            Some(store) => store.get(id).await?.ok_or_else(|| Self::not_found(id)),
+            None => Err(Self::not_found(id)),
+        }
+    }
+
     pub async fn get(&self, id: &str) -> Result<(ExecutionView, Vec<Arc<Event>>), EngineError> {
         if let Some(execution) = self.find(id) {
             return Ok((execution.view(), execution.log.after(0)));
@@ -836,6 +867,15 @@ impl Engine {
         &self,
         filter: &ListFilter,
     ) -> Result<(Vec<ExecutionView>, String), EngineError> {
+        self.inner.persister.flush().await;
+        self.list_flushed(filter).await
+    }
+
+    /// [`Engine::list`] once what was recorded is in the store.
+    async fn list_flushed(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<(Vec<ExecutionView>, String), EngineError> {
         if filter.page_size > MAX_PAGE_SIZE {
             return Err(EngineError::invalid(
                 "page_size",
@@ -847,7 +887,6 @@ impl Engine {
             filter.page_size = DEFAULT_PAGE_SIZE;
         }
         if let Some(store) = &self.inner.config.store {
-            self.inner.persister.flush().await;
             let (mut page, next) = store.list(&filter).await?;
             for view in &mut page {
                 if let Some(live) = self.find(&view.id) {
@@ -952,7 +991,16 @@ impl Engine {
         let execution = match self.find(id) {
             Some(e) => e,
             None => {
-                let (view, _) = self.get(id).await?;
+                let view = self.view_of(id).await?;
+                // Only someone who may approve it learns what became of it.
+                if let Some(authz) = self.authorizer() {
+                    authz.check(
+                        approver,
+                        authz::Permission::Approve,
+                        &view.action,
+                        &view.target,
+                    )?;
+                }
                 return Err(EngineError::FailedPrecondition(format!(
                     "execution {id} is not waiting for approval ({})",
                     view.state.as_str()
@@ -1080,6 +1128,17 @@ impl Engine {
     pub fn abort(&self) {
         self.inner.tasks.close();
         self.inner.closed.cancel();
+    }
+
+    /// How many executions are held in memory (unfinished ones, and with a store the newest
+    /// finished ones).
+    pub fn executions_in_memory(&self) -> usize {
+        self.inner
+            .history
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .len()
     }
 
     /// Sets the state gauges from the executions in memory and returns the Prometheus text.

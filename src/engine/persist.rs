@@ -1,5 +1,6 @@
-//! Persistence: events and snapshots go to the store in order from one task, batched, so
-//! recording never blocks on the database. An event is published to readers only once it is
+//! Persistence: new executions, events and snapshots go to the store in order from one task,
+//! a round at a time in one transaction (group commit), so recording never blocks on the
+//! database and one sync to disk serves every caller in the round. An event is published to readers only once it is
 //! stored: whatever a subscriber saw survives a crash. `flush` waits for everything sent so far.
 
 use std::sync::Arc;
@@ -77,8 +78,12 @@ impl Persister {
                     .await
                     .unwrap_or_else(|e| {
                         // Publishing anyway keeps streams alive; the gap is in the log for
-                        // operators. New executions are refused: nobody was told of them.
+                        // operators, and the executions stay in memory (their stored copy is
+                        // behind). New executions are refused: nobody was told of them.
                         tracing::error!(error = %e, "persisting executions");
+                        for batch in &events {
+                            batch.log.mark_unstored();
+                        }
                         vec![Err(e); inserts.len()]
                     });
                 for (done, outcome) in inserted.into_iter().zip(outcomes) {

@@ -87,10 +87,12 @@ pub trait Store: Send + Sync + 'static {
     /// One round of writes, all at once where the backend can (one transaction, one sync to
     /// disk): new executions (as [`Store::insert`], each with its first events), then events (per execution, in sequence
     /// order), then snapshots. Returns each insert's own outcome, in order: a taken
-    /// `request_id` fails that insert alone. The default makes one call at a time.
+    /// `request_id` fails that insert alone. The SQL backends write a round in one
+    /// transaction; the default makes one call at a time and is not atomic (fine for the
+    /// in-memory store, whose calls cannot fail part-way).
     ///
     /// # Errors
-    /// When the round as a whole could not be written (then nothing of it may be stored).
+    /// When the round could not be written (with one transaction: nothing of it is stored).
     async fn write(
         &self,
         inserts: &[NewExecution],

@@ -149,7 +149,10 @@ impl Dialect for Sqlite {
 impl Dialect for Postgres {
     const TIMESTAMP: &'static str = "TIMESTAMPTZ";
     const ID_COLLATION: &'static str = "\"C\"";
-    const BEGIN_WRITE: &'static str = "BEGIN";
+    // Explicit: the insert-or-find-the-winner logic of a round relies on each statement
+    // seeing what other transactions committed (a server defaulting to REPEATABLE READ would
+    // fail the whole round on a request_id another replica took).
+    const BEGIN_WRITE: &'static str = "BEGIN ISOLATION LEVEL READ COMMITTED";
     const MIGRATION_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock($1)");
 }
 
@@ -255,15 +258,20 @@ impl SqlStore {
         events: &[(String, Vec<Event>)],
         snapshots: &[ExecutionView],
     ) -> Result<Round, StoreError> {
-        let new_rows = inserts
+        // In request_id order: two replicas taking the same ids wait on each other in one order
+        // rather than deadlocking.
+        let mut order: Vec<usize> = (0..inserts.len()).collect();
+        order.sort_by(|&a, &b| inserts[a].view.request_id.cmp(&inserts[b].view.request_id));
+        let new_rows = order
             .iter()
-            .map(|n| {
+            .map(|&k| {
+                let n = &inserts[k];
                 let events = n
                     .events
                     .iter()
                     .map(|e| Ok((seq(e.sequence), to_json(e)?)))
                     .collect::<Result<Vec<_>, StoreError>>()?;
-                Ok((n, to_json(&n.view)?, events))
+                Ok((k, n, to_json(&n.view)?, events))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         // (execution id, sequence, body); a new execution's first events join once it is in.
@@ -277,11 +285,11 @@ impl SqlStore {
             .iter()
             .map(|v| Ok((v, to_json(v)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut outcomes = Vec::with_capacity(new_rows.len());
+        let mut outcomes: Vec<Result<(), StoreError>> = vec![Ok(()); new_rows.len()];
         let mut snapshots_updated = 0;
         on_pool!(self, pool => {
             let mut tx = pool.begin_with(begin_write(pool)).await?;
-            for (new, body, first_events) in &new_rows {
+            for (k, new, body, first_events) in &new_rows {
                 let execution = &new.view;
                 let request_id = Some(execution.request_id.as_str()).filter(|r| !r.is_empty());
                 // DO NOTHING rather than an error: a statement that fails would abort the whole
@@ -310,7 +318,6 @@ impl SqlStore {
                             .iter()
                             .map(|(sequence, body)| (execution.id.as_str(), *sequence, body.clone())),
                     );
-                    outcomes.push(Ok(()));
                     continue;
                 }
                 let existing: Option<String> = match request_id {
@@ -322,7 +329,7 @@ impl SqlStore {
                     }
                     None => None,
                 };
-                outcomes.push(Err(match existing {
+                outcomes[*k] = Err(match existing {
                     Some(existing) => StoreError::DuplicateRequest {
                         request_id: execution.request_id.clone(),
                         existing,
@@ -330,7 +337,7 @@ impl SqlStore {
                     None => {
                         StoreError::Backend(format!("execution {} already exists", execution.id))
                     }
-                }));
+                });
             }
             for (id, sequence, body) in &rows {
                 sqlx::query(
