@@ -438,3 +438,159 @@ async fn an_execute_abandoned_at_any_moment_never_leaves_a_stored_execution_that
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A history whose rounds that record no new execution fail while `failing` is set (a disk
+/// that fills up after the execution was accepted).
+struct FlakyStore {
+    inner: store::MemoryStore,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl store::Store for FlakyStore {
+    async fn insert(
+        &self,
+        execution: &executor_service::engine::model::ExecutionView,
+        fingerprint: &str,
+    ) -> Result<(), store::StoreError> {
+        self.inner.insert(execution, fingerprint).await
+    }
+    async fn find_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(executor_service::engine::model::ExecutionView, String)>, store::StoreError>
+    {
+        self.inner.find_request(request_id).await
+    }
+    async fn update(
+        &self,
+        execution: &executor_service::engine::model::ExecutionView,
+    ) -> Result<(), store::StoreError> {
+        self.inner.update(execution).await
+    }
+    async fn append_events(
+        &self,
+        execution_id: &str,
+        events: &[executor_service::engine::model::Event],
+    ) -> Result<(), store::StoreError> {
+        self.inner.append_events(execution_id, events).await
+    }
+    async fn get(
+        &self,
+        id: &str,
+    ) -> Result<Option<executor_service::engine::model::ExecutionView>, store::StoreError> {
+        self.inner.get(id).await
+    }
+    async fn events(
+        &self,
+        id: &str,
+        after: u64,
+    ) -> Result<Vec<executor_service::engine::model::Event>, store::StoreError> {
+        self.inner.events(id, after).await
+    }
+    async fn list(
+        &self,
+        filter: &executor_service::engine::model::ListFilter,
+    ) -> Result<(Vec<executor_service::engine::model::ExecutionView>, String), store::StoreError>
+    {
+        self.inner.list(filter).await
+    }
+    async fn unfinished(
+        &self,
+    ) -> Result<Vec<executor_service::engine::model::ExecutionView>, store::StoreError> {
+        self.inner.unfinished().await
+    }
+    async fn write(
+        &self,
+        inserts: &[store::NewExecution],
+        events: &[(String, Vec<executor_service::engine::model::Event>)],
+        snapshots: &[executor_service::engine::model::ExecutionView],
+    ) -> Result<Vec<Result<(), store::StoreError>>, store::StoreError> {
+        if inserts.is_empty() && self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(store::StoreError::Backend("disk full".into()));
+        }
+        self.inner.write(inserts, events, snapshots).await
+    }
+    async fn prune(
+        &self,
+        older_than: chrono::DateTime<chrono::Utc>,
+        keep: usize,
+    ) -> Result<u64, store::StoreError> {
+        self.inner.prune(older_than, keep).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_execution_whose_history_could_not_be_written_is_still_read_right() {
+    let flaky = std::sync::Arc::new(FlakyStore {
+        inner: store::MemoryStore::new(),
+        failing: std::sync::atomic::AtomicBool::new(true),
+    });
+    let h = common::Harness::start(
+        EngineConfig {
+            store: Some(flaky.clone()),
+            // Evict every finished execution whose history was written.
+            finished_in_memory: 0,
+            ..Default::default()
+        },
+        executor_service::sim::Scenario::demo(),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    let mut request = mk_request(
+        "notify_only",
+        mk_target("production", "Deployment", "web"),
+        json!({"message": "disk full"}),
+    );
+    request.wait = true;
+    let execution = client
+        .execute(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(execution.state, ExecutionState::Succeeded as i32);
+    // Its events never reached the store (it still says QUEUED there), so the engine keeps
+    // it in memory: what callers read is what happened, not the stale stored copy.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stored = store::Store::get(flaky.as_ref(), &execution.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(stored.state.as_str(), "SUCCEEDED");
+    let (read, events) = get(&mut client, &execution.id).await;
+    assert_eq!(read.state, ExecutionState::Succeeded as i32);
+    assert_eq!(
+        events.last().map(|e| e.state),
+        Some(ExecutionState::Succeeded as i32)
+    );
+    // Once writes work again, a later execution is stored and leaves memory as usual.
+    flaky
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut request = mk_request(
+        "notify_only",
+        mk_target("production", "Deployment", "web"),
+        json!({"message": "disk fine"}),
+    );
+    request.wait = true;
+    let later = client
+        .execute(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.engine.executions_in_memory() > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        h.engine.executions_in_memory(),
+        1,
+        "only the unstored one stays"
+    );
+    let (read, _) = get(&mut client, &later.id).await;
+    assert_eq!(read.state, ExecutionState::Succeeded as i32);
+}
