@@ -219,6 +219,23 @@ async fn a_killed_server_restarts_with_every_execution_accounted_for_and_none_re
     assert_eq!(replayed, finished_before);
 }
 
+/// Runs `notify_only` with `message` to its end.
+async fn notify(client: &mut ExecutorServiceClient<Channel>, message: &str) -> Execution {
+    let mut request = mk_request(
+        "notify_only",
+        mk_target("production", "Deployment", "web"),
+        json!({ "message": message }),
+    );
+    request.wait = true;
+    client
+        .execute(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap()
+}
+
 async fn events_of(client: &mut ExecutorServiceClient<Channel>, id: &str) -> Vec<ExecutionEvent> {
     get(client, id).await.1
 }
@@ -537,19 +554,7 @@ async fn an_execution_whose_history_could_not_be_written_is_still_read_right() {
     )
     .await;
     let mut client = h.grpc().await;
-    let mut request = mk_request(
-        "notify_only",
-        mk_target("production", "Deployment", "web"),
-        json!({"message": "disk full"}),
-    );
-    request.wait = true;
-    let execution = client
-        .execute(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .execution
-        .unwrap();
+    let execution = notify(&mut client, "disk full").await;
     assert_eq!(execution.state, ExecutionState::Succeeded as i32);
     // Its events never reached the store (it still says QUEUED there), so the engine keeps
     // it in memory: what callers read is what happened, not the stale stored copy.
@@ -569,19 +574,7 @@ async fn an_execution_whose_history_could_not_be_written_is_still_read_right() {
     flaky
         .failing
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    let mut request = mk_request(
-        "notify_only",
-        mk_target("production", "Deployment", "web"),
-        json!({"message": "disk fine"}),
-    );
-    request.wait = true;
-    let later = client
-        .execute(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .execution
-        .unwrap();
+    let later = notify(&mut client, "disk fine").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while h.engine.executions_in_memory() > 1 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -163,8 +163,21 @@ fn write_auth_files(dir: &Path) -> (String, String) {
 
 /// A server with bearer tokens and authorization rules, in plain text.
 fn start_with_tokens(dir: &Path) -> ServeProcess {
+    start_with_tokens_and(dir, "10s")
+}
+
+/// [`start_with_tokens`], checking the files for changes every `reload_interval` (`0s`: only
+/// on SIGHUP).
+fn start_with_tokens_and(dir: &Path, reload_interval: &str) -> ServeProcess {
     let (tokens, authz) = write_auth_files(dir);
-    ServeProcess::start(&["--auth-tokens", &tokens, "--authz", &authz])
+    ServeProcess::start(&[
+        "--auth-tokens",
+        &tokens,
+        "--authz",
+        &authz,
+        "--reload-interval",
+        reload_interval,
+    ])
 }
 
 async fn plain_client(server: &ServeProcess) -> ExecutorServiceClient<Channel> {
@@ -643,16 +656,12 @@ async fn hang_up(server: &ServeProcess, outcome: &str) {
 #[tokio::test]
 async fn sighup_puts_rotated_tokens_and_edited_rules_in_force_and_a_broken_file_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (tokens, authz) = write_auth_files(dir.path());
     // Only the signal reloads here, never the file check between two of the test's writes.
-    let server = ServeProcess::start(&[
-        "--auth-tokens",
-        &tokens,
-        "--authz",
-        &authz,
-        "--reload-interval",
-        "0s",
-    ]);
+    let server = start_with_tokens_and(dir.path(), "0s");
+    let (tokens, authz) = (
+        dir.path().join("tokens.yaml"),
+        dir.path().join("authz.yaml"),
+    );
     let mut client = plain_client(&server).await;
     let err = client
         .execute(with_token(scale_web("production", 2), ALICE_TOKEN))
@@ -710,15 +719,8 @@ async fn sighup_puts_rotated_tokens_and_edited_rules_in_force_and_a_broken_file_
 #[tokio::test]
 async fn a_rotated_token_file_is_picked_up_without_a_signal() {
     let dir = tempfile::tempdir().unwrap();
-    let (tokens, authz) = write_auth_files(dir.path());
-    let server = ServeProcess::start(&[
-        "--auth-tokens",
-        &tokens,
-        "--authz",
-        &authz,
-        "--reload-interval",
-        "100ms",
-    ]);
+    let server = start_with_tokens_and(dir.path(), "100ms");
+    let tokens = dir.path().join("tokens.yaml");
     let mut client = plain_client(&server).await;
     const ROTATED: &str = "oncall-rotated-token-1357";
     let before = reloads(&server, "ok").await;
