@@ -219,6 +219,21 @@ async fn a_killed_server_restarts_with_every_execution_accounted_for_and_none_re
     assert_eq!(replayed, finished_before);
 }
 
+/// The in-process harness with its history in a SQLite file under `dir`.
+async fn on_sqlite(dir: &std::path::Path, config: EngineConfig) -> common::Harness {
+    let store = store::open(&dir.join("h.db").display().to_string())
+        .await
+        .unwrap();
+    common::Harness::start(
+        EngineConfig {
+            store: Some(store),
+            ..config
+        },
+        executor_service::sim::Scenario::demo(),
+    )
+    .await
+}
+
 /// Runs `notify_only` with `message` to its end.
 async fn notify(client: &mut ExecutorServiceClient<Channel>, message: &str) -> Execution {
     let mut request = mk_request(
@@ -308,16 +323,12 @@ async fn idempotency_under_concurrency_on_the_embedded_store() {
 async fn finished_executions_beyond_the_memory_bound_are_served_from_the_store() {
     use executor_service::api::proto::CancelExecutionRequest;
     let dir = tempfile::tempdir().unwrap();
-    let store = store::open(&dir.path().join("h.db").display().to_string())
-        .await
-        .unwrap();
-    let h = common::Harness::start(
+    let h = on_sqlite(
+        dir.path(),
         EngineConfig {
-            store: Some(store),
             finished_in_memory: 2,
             ..Default::default()
         },
-        executor_service::sim::Scenario::demo(),
     )
     .await;
     let mut client = h.grpc().await;
@@ -393,17 +404,7 @@ async fn finished_executions_beyond_the_memory_bound_are_served_from_the_store()
 async fn an_execute_abandoned_at_any_moment_never_leaves_a_stored_execution_that_does_not_run() {
     use executor_service::engine::model::{ExecutionRequest, ListFilter, RequestedTarget};
     let dir = tempfile::tempdir().unwrap();
-    let store = store::open(&dir.path().join("h.db").display().to_string())
-        .await
-        .unwrap();
-    let h = common::Harness::start(
-        EngineConfig {
-            store: Some(store),
-            ..Default::default()
-        },
-        executor_service::sim::Scenario::demo(),
-    )
-    .await;
+    let h = on_sqlite(dir.path(), EngineConfig::default()).await;
     // A caller that gives up after 0, 0.1, 0.2 … ms: some before the execution is stored, some
     // while its round is being written, some after.
     for k in 0..40u64 {
