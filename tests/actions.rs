@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use common::{mk_request, mk_target, watch_all, Harness};
 use executor_service::{
-    api::proto::{
-        executor_service_client::ExecutorServiceClient, Execution, ExecutionState,
-        ListActionsRequest, ParameterType,
-    },
+    api::proto::{ExecutionState, ListActionsRequest, ParameterType},
     engine::EngineConfig,
     sim::{mk_daemonset, mk_deployment, mk_pod, mk_pvc, mk_storage_class, Scenario},
 };
@@ -23,24 +20,7 @@ use k8s_openapi::api::{
 use kube::{api::ListParams, Api, ResourceExt};
 use prost_types::value::Kind;
 use serde_json::json;
-use tonic::{transport::Channel, Code};
-
-async fn run(
-    client: &mut ExecutorServiceClient<Channel>,
-    action: &str,
-    target: Option<executor_service::api::proto::Target>,
-    params: serde_json::Value,
-) -> Execution {
-    let mut request = mk_request(action, target, params);
-    request.wait = true;
-    client
-        .execute(request)
-        .await
-        .expect("execute")
-        .into_inner()
-        .execution
-        .unwrap()
-}
+use tonic::Code;
 
 fn field<'a>(s: &'a Option<prost_types::Struct>, name: &str) -> &'a Kind {
     s.as_ref().unwrap().fields[name].kind.as_ref().unwrap()
@@ -174,7 +154,7 @@ async fn expand_pvc_grows_the_claim_and_waits_for_the_capacity() {
         "{}",
         err.message()
     );
-    let done = run(&mut client, "expand_pvc", target, json!({"size": "20Gi"})).await;
+    let done = common::run_to_end(&mut client, "expand_pvc", target, json!({"size": "20Gi"})).await;
     assert_eq!(
         done.state,
         ExecutionState::Succeeded as i32,
@@ -231,7 +211,7 @@ async fn update_hpa_changes_the_bounds_and_refuses_min_above_max() {
         "{}",
         err.message()
     );
-    let done = run(
+    let done = common::run_to_end(
         &mut client,
         "update_hpa",
         target,
@@ -280,7 +260,7 @@ async fn quarantine_pod_labels_the_pod_and_isolates_it_once() {
     let mut client = h.grpc().await;
     let pod = first_pod(&h, "production", "api").await;
     let target = mk_target("production", "Pod", &pod.name_any());
-    let done = run(
+    let done = common::run_to_end(
         &mut client,
         "quarantine_pod",
         target.clone(),
@@ -314,7 +294,7 @@ async fn quarantine_pod_labels_the_pod_and_isolates_it_once() {
     assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
     assert_eq!(spec["egress"][0]["ports"][0]["port"], json!(53));
     let rv = labelled.resource_version();
-    let again = run(&mut client, "quarantine_pod", target, json!({})).await;
+    let again = common::run_to_end(&mut client, "quarantine_pod", target, json!({})).await;
     assert_eq!(again.state, ExecutionState::Succeeded as i32);
     assert!(
         again.message.contains("already quarantined"),
@@ -342,7 +322,7 @@ async fn collect_diagnostics_reports_crashing_containers_logs_and_events_without
     let mut client = h.grpc().await;
     // Let the containers crash at least once.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let done = run(
+    let done = common::run_to_end(
         &mut client,
         "collect_diagnostics",
         mk_target("default", "Deployment", "broken"),
@@ -378,7 +358,7 @@ async fn notify_only_records_the_message_and_touches_nothing() {
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let mut client = h.grpc().await;
     let before = common::quiet_version(&h.kube).await;
-    let done = run(
+    let done = common::run_to_end(
         &mut client,
         "notify_only",
         mk_target("production", "Deployment", "web"),
@@ -410,7 +390,7 @@ async fn delete_pod_waits_until_the_pod_is_gone() {
         Code::FailedPrecondition,
         "unmanaged pods need force: {err:?}"
     );
-    let done = run(
+    let done = common::run_to_end(
         &mut client,
         "delete_pod",
         target,
@@ -434,7 +414,7 @@ async fn delete_pod_waits_until_the_pod_is_gone() {
 async fn scale_statefulset_follows_the_ordered_rollout() {
     let h = Harness::demo().await;
     let mut client = h.grpc().await;
-    let done = run(
+    let done = common::run_to_end(
         &mut client,
         "scale_statefulset",
         mk_target("production", "StatefulSet", "db"),
@@ -467,7 +447,7 @@ async fn restart_statefulset_and_daemonset_roll_every_pod() {
     let pods = Api::<Pod>::namespaced(h.kube.clone(), "production");
     let old_db0 = pods.get("db-0").await.unwrap().uid();
     let mut client = h.grpc().await;
-    let done = run(
+    let done = common::run_to_end(
         &mut client,
         "restart_statefulset",
         mk_target("production", "StatefulSet", "db"),
@@ -485,7 +465,7 @@ async fn restart_statefulset_and_daemonset_roll_every_pod() {
         old_db0,
         "db-0 was replaced"
     );
-    let done = run(
+    let done = common::run_to_end(
         &mut client,
         "restart_daemonset",
         mk_target("default", "DaemonSet", "agent"),
@@ -541,7 +521,7 @@ async fn a_rollout_to_a_crashing_image_fails_on_the_progress_deadline() {
     )
     .await;
     let mut client = h.grpc().await;
-    let done = run(
+    let done = common::run_to_end(
         &mut client,
         "rolling_restart_deployment",
         mk_target("default", "Deployment", "shaky"),

@@ -236,19 +236,13 @@ async fn on_sqlite(dir: &std::path::Path, config: EngineConfig) -> common::Harne
 
 /// Runs `notify_only` with `message` to its end.
 async fn notify(client: &mut ExecutorServiceClient<Channel>, message: &str) -> Execution {
-    let mut request = mk_request(
+    common::run_to_end(
+        client,
         "notify_only",
         mk_target("production", "Deployment", "web"),
         json!({ "message": message }),
-    );
-    request.wait = true;
-    client
-        .execute(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .execution
-        .unwrap()
+    )
+    .await
 }
 
 async fn events_of(client: &mut ExecutorServiceClient<Channel>, id: &str) -> Vec<ExecutionEvent> {

@@ -84,19 +84,13 @@ async fn metrics_parse_as_prometheus_text_and_move_with_executions() {
     let mut client = ExecutorServiceClient::connect(format!("http://{}", server.addr))
         .await
         .unwrap();
-    let mut request = mk_request(
+    let done = common::run_to_end(
+        &mut client,
         "scale_deployment",
         mk_target("production", "Deployment", "web"),
         json!({"replicas": 4}),
-    );
-    request.wait = true;
-    let done = client
-        .execute(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .execution
-        .unwrap();
+    )
+    .await;
     assert_eq!(
         done.state,
         ExecutionState::Succeeded as i32,

@@ -304,19 +304,13 @@ decision := {"allow": count(deny) == 0, "require_approval": false, "reasons": [m
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("staging is frozen"));
     // The custom policy has no protected namespaces: kube-system is now allowed.
-    let mut request = mk_request(
+    let done = common::run_to_end(
+        &mut client,
         "restart_daemonset",
         mk_target("kube-system", "DaemonSet", "node-exporter"),
         json!({"wait_for_rollout": false}),
-    );
-    request.wait = true;
-    let done = client
-        .execute(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .execution
-        .unwrap();
+    )
+    .await;
     assert_eq!(
         done.state,
         ExecutionState::Succeeded as i32,
@@ -540,19 +534,13 @@ async fn a_rollout_that_fails_verification_is_rolled_back() {
     }
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let mut client = h.grpc().await;
-    let mut request = mk_request(
+    let done = common::run_to_end(
+        &mut client,
         "rollback_deployment",
         mk_target("default", "Deployment", "shop"),
         json!({"to_revision": 2}),
-    );
-    request.wait = true;
-    let done = client
-        .execute(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .execution
-        .unwrap();
+    )
+    .await;
     assert_eq!(
         done.state,
         ExecutionState::RolledBack as i32,

@@ -17,6 +17,22 @@ impl GrpcApi {
     pub fn new(engine: Engine) -> Self {
         GrpcApi { engine }
     }
+
+    /// Approve or reject: an authenticated caller is the approver, whatever the request says.
+    async fn decide(
+        &self,
+        caller: &super::Caller,
+        id: &str,
+        approve: bool,
+        approver: &str,
+        reason: &str,
+    ) -> Result<proto::Execution, Status> {
+        let execution = self
+            .engine
+            .decide_approval(id, approve, &caller.approver(approver), reason)
+            .await?;
+        Ok(convert::execution_to(&execution))
+    }
 }
 
 type EventStream =
@@ -141,19 +157,13 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         &self,
         request: Request<proto::ApproveExecutionRequest>,
     ) -> Result<Response<proto::ApproveExecutionResponse>, Status> {
-        let approver = grpc_caller(&request);
+        let caller = grpc_caller(&request);
         let r = request.into_inner();
         let execution = self
-            .engine
-            .decide_approval(
-                &r.execution_id,
-                true,
-                &approver.approver(&r.approver),
-                &r.reason,
-            )
+            .decide(&caller, &r.execution_id, true, &r.approver, &r.reason)
             .await?;
         Ok(Response::new(proto::ApproveExecutionResponse {
-            execution: Some(convert::execution_to(&execution)),
+            execution: Some(execution),
         }))
     }
 
@@ -161,19 +171,13 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         &self,
         request: Request<proto::RejectExecutionRequest>,
     ) -> Result<Response<proto::RejectExecutionResponse>, Status> {
-        let approver = grpc_caller(&request);
+        let caller = grpc_caller(&request);
         let r = request.into_inner();
         let execution = self
-            .engine
-            .decide_approval(
-                &r.execution_id,
-                false,
-                &approver.approver(&r.approver),
-                &r.reason,
-            )
+            .decide(&caller, &r.execution_id, false, &r.approver, &r.reason)
             .await?;
         Ok(Response::new(proto::RejectExecutionResponse {
-            execution: Some(convert::execution_to(&execution)),
+            execution: Some(execution),
         }))
     }
 

@@ -288,6 +288,24 @@ pub fn mk_request(
     }
 }
 
+/// Executes `action` with `wait: true`: the execution as it ended.
+pub async fn run_to_end(
+    client: &mut ExecutorServiceClient<Channel>,
+    action: &str,
+    target: Option<executor_service::api::proto::Target>,
+    params: serde_json::Value,
+) -> executor_service::api::proto::Execution {
+    let mut request = mk_request(action, target, params);
+    request.wait = true;
+    client
+        .execute(request)
+        .await
+        .expect("execute")
+        .into_inner()
+        .execution
+        .expect("an execution")
+}
+
 /// Every event of an execution, replayed then live, until the stream ends.
 pub async fn watch_all(
     client: &mut ExecutorServiceClient<Channel>,
