@@ -205,7 +205,7 @@ impl Default for EngineConfig {
 }
 
 /// Finished executions kept in memory by default when there is a store (recent ones are read
-/// most; ~30 KB each); older ones are read back from the store, so memory stays bounded
+/// most); older ones are read back from the store, so memory stays bounded
 /// however long the service runs.
 const FINISHED_KEPT_IN_MEMORY: usize = 1_000;
 
