@@ -396,7 +396,7 @@ async fn finished_executions_beyond_the_memory_bound_are_served_from_the_store()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_execute_abandoned_at_any_moment_never_leaves_a_stored_execution_that_does_not_run() {
-    use executor_service::engine::model::{ExecutionRequest, ListFilter, RequestedTarget};
+    use executor_service::domain::{ExecutionRequest, ListFilter, RequestedTarget};
     let dir = tempfile::tempdir().unwrap();
     let h = on_sqlite(dir.path(), EngineConfig::default()).await;
     // A caller that gives up after 0, 0.1, 0.2 … ms: some before the execution is stored, some
@@ -425,10 +425,13 @@ async fn an_execute_abandoned_at_any_moment_never_leaves_a_stored_execution_that
     loop {
         let (page, _) = h
             .engine
-            .list(&ListFilter {
-                page_size: 100,
-                ..Default::default()
-            })
+            .list(
+                &ListFilter {
+                    page_size: 100,
+                    ..Default::default()
+                },
+                executor_service::engine::ANONYMOUS,
+            )
             .await
             .unwrap();
         let stuck: Vec<_> = page
@@ -462,7 +465,7 @@ struct FlakyStore {
 impl store::Store for FlakyStore {
     async fn insert(
         &self,
-        execution: &executor_service::engine::model::ExecutionView,
+        execution: &executor_service::domain::ExecutionView,
         fingerprint: &str,
     ) -> Result<(), store::StoreError> {
         self.inner.insert(execution, fingerprint).await
@@ -470,53 +473,51 @@ impl store::Store for FlakyStore {
     async fn find_request(
         &self,
         request_id: &str,
-    ) -> Result<Option<(executor_service::engine::model::ExecutionView, String)>, store::StoreError>
-    {
+    ) -> Result<Option<(executor_service::domain::ExecutionView, String)>, store::StoreError> {
         self.inner.find_request(request_id).await
     }
     async fn update(
         &self,
-        execution: &executor_service::engine::model::ExecutionView,
+        execution: &executor_service::domain::ExecutionView,
     ) -> Result<(), store::StoreError> {
         self.inner.update(execution).await
     }
     async fn append_events(
         &self,
         execution_id: &str,
-        events: &[executor_service::engine::model::Event],
+        events: &[executor_service::domain::Event],
     ) -> Result<(), store::StoreError> {
         self.inner.append_events(execution_id, events).await
     }
     async fn get(
         &self,
         id: &str,
-    ) -> Result<Option<executor_service::engine::model::ExecutionView>, store::StoreError> {
+    ) -> Result<Option<executor_service::domain::ExecutionView>, store::StoreError> {
         self.inner.get(id).await
     }
     async fn events(
         &self,
         id: &str,
         after: u64,
-    ) -> Result<Vec<executor_service::engine::model::Event>, store::StoreError> {
+    ) -> Result<Vec<executor_service::domain::Event>, store::StoreError> {
         self.inner.events(id, after).await
     }
     async fn list(
         &self,
-        filter: &executor_service::engine::model::ListFilter,
-    ) -> Result<(Vec<executor_service::engine::model::ExecutionView>, String), store::StoreError>
-    {
+        filter: &executor_service::domain::ListFilter,
+    ) -> Result<(Vec<executor_service::domain::ExecutionView>, String), store::StoreError> {
         self.inner.list(filter).await
     }
     async fn unfinished(
         &self,
-    ) -> Result<Vec<executor_service::engine::model::ExecutionView>, store::StoreError> {
+    ) -> Result<Vec<executor_service::domain::ExecutionView>, store::StoreError> {
         self.inner.unfinished().await
     }
     async fn write(
         &self,
         inserts: &[store::NewExecution],
-        events: &[(String, Vec<executor_service::engine::model::Event>)],
-        snapshots: &[executor_service::engine::model::ExecutionView],
+        events: &[(String, Vec<executor_service::domain::Event>)],
+        snapshots: &[executor_service::domain::ExecutionView],
     ) -> Result<Vec<Result<(), store::StoreError>>, store::StoreError> {
         if inserts.is_empty() && self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(store::StoreError::Backend("disk full".into()));

@@ -229,7 +229,7 @@ async fn fifty_executes_on_one_deployment_run_strictly_one_at_a_time() {
         let done = h.engine.wait(&execution.id).await.unwrap();
         assert_eq!(
             done.state,
-            executor_service::engine::model::ExecutionState::Succeeded,
+            executor_service::domain::ExecutionState::Succeeded,
             "{}",
             done.message
         );
@@ -281,7 +281,7 @@ async fn distinct_targets_run_in_parallel_up_to_the_pool_size() {
         let done = h.engine.wait(id).await.unwrap();
         assert_eq!(
             done.state,
-            executor_service::engine::model::ExecutionState::Succeeded,
+            executor_service::domain::ExecutionState::Succeeded,
             "{}",
             done.message
         );
@@ -614,8 +614,14 @@ async fn a_full_queue_answers_resource_exhausted() {
     };
     let running = execute(&mut client, restart()).await;
     // Wait until the first one left the queue.
-    while h.engine.get(&running.id).await.unwrap().0.state
-        != executor_service::engine::model::ExecutionState::Running
+    while h
+        .engine
+        .get(&running.id, executor_service::engine::ANONYMOUS)
+        .await
+        .unwrap()
+        .0
+        .state
+        != executor_service::domain::ExecutionState::Running
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -15,7 +15,8 @@ use std::{
 use common::{mk_request, mk_target, to_struct, Harness};
 use executor_service::{
     api::proto::{CancelExecutionRequest, DryRunRequest, ExecuteRequest, ListExecutionsRequest},
-    engine::{model::ExecutionState, EngineConfig},
+    domain::ExecutionState,
+    engine::EngineConfig,
     sim::{mk_daemonset, mk_deployment, mk_namespace, mk_node, mk_pdb, mk_pod, PdbLimit, Scenario},
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -39,10 +40,7 @@ fn mk_cordoned_node(name: &str) -> Value {
 }
 
 /// Runs `request` through gRPC and waits for the execution to end.
-async fn run(
-    h: &Harness,
-    request: ExecuteRequest,
-) -> executor_service::engine::model::ExecutionView {
+async fn run(h: &Harness, request: ExecuteRequest) -> executor_service::domain::ExecutionView {
     let mut client = h.grpc().await;
     let execution = client
         .execute(request)
@@ -58,7 +56,11 @@ async fn run(
 }
 
 async fn event_messages(h: &Harness, id: &str) -> Vec<(String, Option<(u64, u64)>)> {
-    let (_, events) = h.engine.get(id).await.expect("execution exists");
+    let (_, events) = h
+        .engine
+        .get(id, executor_service::engine::ANONYMOUS)
+        .await
+        .expect("execution exists");
     events
         .iter()
         .map(|e| (e.message.clone(), e.progress))

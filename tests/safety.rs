@@ -484,7 +484,7 @@ async fn twenty_concurrent_requests_on_one_target_in_cooldown_run_exactly_once()
     let done = h.engine.wait(&accepted[0].id).await.unwrap();
     assert_eq!(
         done.state,
-        executor_service::engine::model::ExecutionState::Succeeded
+        executor_service::domain::ExecutionState::Succeeded
     );
     let mut c = client.clone();
     let after = c
@@ -612,7 +612,7 @@ async fn transient_api_errors_are_retried_and_shown_as_events() {
     let done = h.engine.wait(&scale.id).await.unwrap();
     assert_eq!(
         done.state,
-        executor_service::engine::model::ExecutionState::Succeeded,
+        executor_service::domain::ExecutionState::Succeeded,
         "{}",
         done.message
     );

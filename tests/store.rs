@@ -16,10 +16,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use executor_service::actions::Target;
-use executor_service::engine::model::{
-    AlertContext, Event, ExecutionState, ExecutionView, ListFilter,
-};
+use executor_service::domain::Target;
+use executor_service::domain::{AlertContext, Event, ExecutionState, ExecutionView, ListFilter};
 use executor_service::store::{self, NewExecution, Store, StoreError};
 use serde_json::json;
 

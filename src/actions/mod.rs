@@ -33,57 +33,11 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-pub use params::{parse_quantity, validate_parameters, ParamSpec, ParamType};
+pub use crate::domain::{ActionSpec, ParamSpec, ParamType, Risk, Target};
+pub use params::{parse_quantity, validate_parameters};
 pub use scaling::MAX_REPLICAS;
 
 use crate::cluster::{ClusterError, RolloutError};
-
-/// How much damage an action can do when it goes wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Risk {
-    Low,
-    Medium,
-    High,
-}
-
-/// What an action is, as `ListActions` shows it.
-#[derive(Debug, Clone)]
-pub struct ActionSpec {
-    pub name: &'static str,
-    pub description: &'static str,
-    pub risk: Risk,
-    /// Kinds the action accepts as target; the first is the default when the request names none.
-    pub target_kinds: &'static [&'static str],
-    pub params: Vec<ParamSpec>,
-}
-
-/// The object an action works on, after resolution (namespace defaulted, kind defaulted).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct Target {
-    /// Kubeconfig context; empty = the default cluster.
-    pub cluster: String,
-    pub namespace: String,
-    pub kind: String,
-    pub name: String,
-}
-
-impl Target {
-    /// `namespace/kind/name` (`kind/name` for cluster-scoped kinds), lower-case kind, as used
-    /// in summaries and lock keys.
-    pub fn object_ref(&self) -> String {
-        if self.namespace.is_empty() {
-            format!("{}/{}", self.kind.to_lowercase(), self.name)
-        } else {
-            format!(
-                "{}/{}/{}",
-                self.namespace,
-                self.kind.to_lowercase(),
-                self.name
-            )
-        }
-    }
-}
 
 /// One step of progress an action reports while it runs.
 #[derive(Debug, Clone, Default)]

@@ -7,14 +7,11 @@ use serde_json::{Map, Number, Value};
 
 use super::proto;
 use crate::{
-    actions::{ActionSpec, ParamType, Risk},
-    engine::{
-        model::{
-            AlertContext, DryRunReport, Event, ExecutionRequest, ExecutionState, ExecutionView,
-            RequestedTarget, Target,
-        },
-        EngineError,
+    domain::{
+        ActionSpec, AlertContext, Event, ExecutionRequest, ExecutionState, ExecutionView,
+        ParamType, RequestedTarget, Risk, Target,
     },
+    engine::{DryRunReport, EngineError},
 };
 
 pub fn struct_to_json(s: Struct) -> Map<String, Value> {

@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{auth::grpc_caller, convert, proto};
-use crate::engine::{model::ListFilter, Engine};
+use crate::{domain::ListFilter, engine::Engine};
 
 pub struct GrpcApi {
     engine: Engine,
@@ -84,7 +84,7 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         let id = request.execution_id;
         let events = self
             .engine
-            .watch_as(&id, request.from_sequence, &caller.identity)
+            .watch(&id, request.from_sequence, &caller.identity)
             .await?;
         Ok(Response::new(Box::pin(events.map(move |event| {
             Ok(proto::WatchExecutionResponse {
@@ -101,7 +101,7 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         let request = request.into_inner();
         let (execution, events) = self
             .engine
-            .get_as(&request.execution_id, &caller.identity)
+            .get(&request.execution_id, &caller.identity)
             .await?;
         let events = if request.include_events {
             events
@@ -131,7 +131,7 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
             page_size: r.page_size as usize,
             page_token: r.page_token,
         };
-        let (executions, next_page_token) = self.engine.list_as(&filter, &caller.identity).await?;
+        let (executions, next_page_token) = self.engine.list(&filter, &caller.identity).await?;
         Ok(Response::new(proto::ListExecutionsResponse {
             executions: executions.iter().map(convert::execution_to).collect(),
             next_page_token,
@@ -146,7 +146,7 @@ impl proto::executor_service_server::ExecutorService for GrpcApi {
         let r = request.into_inner();
         let execution = self
             .engine
-            .cancel_as(&r.execution_id, &r.reason, &caller.identity)
+            .cancel(&r.execution_id, &r.reason, &caller.identity)
             .await?;
         Ok(Response::new(proto::CancelExecutionResponse {
             execution: Some(convert::execution_to(&execution)),

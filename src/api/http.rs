@@ -43,14 +43,11 @@ use tracing::Instrument;
 
 use super::Caller;
 use crate::{
-    actions::{ActionSpec, ParamType},
-    engine::{
-        model::{
-            AlertContext, DryRunReport, Event, ExecutionRequest, ExecutionState, ExecutionView,
-            ListFilter, RequestedTarget,
-        },
-        Engine, EngineError, MAX_TIMEOUT,
+    domain::{
+        ActionSpec, AlertContext, Event, ExecutionRequest, ExecutionState, ExecutionView,
+        ListFilter, ParamType, RequestedTarget,
     },
+    engine::{DryRunReport, Engine, EngineError, MAX_TIMEOUT},
 };
 
 /// Events buffered per SSE stream between its producer task and the connection.
@@ -199,7 +196,7 @@ async fn status(
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let id = execution_id(id)?;
-    let (execution, events) = engine.get_as(&id, &caller.identity).await?;
+    let (execution, events) = engine.get(&id, &caller.identity).await?;
     Ok(Json(json!({
         "execution": execution_json(&execution),
         "events": events.iter().map(|e| event_json(&execution.id, e)).collect::<Vec<_>>(),
@@ -233,7 +230,7 @@ async fn list(
             )),
         }
     }
-    let (executions, next_page_token) = engine.list_as(&filter, &caller.identity).await?;
+    let (executions, next_page_token) = engine.list(&filter, &caller.identity).await?;
     Ok(Json(json!({
         "executions": executions.iter().map(execution_json).collect::<Vec<_>>(),
         "next_page_token": next_page_token,
@@ -249,7 +246,7 @@ async fn cancel(
     let id = execution_id(id)?;
     // The body is optional: an empty POST cancels without a reason.
     let reason = optional_string(&optional_json_object(body)?, "reason")?;
-    let execution = engine.cancel_as(&id, &reason, &caller.identity).await?;
+    let execution = engine.cancel(&id, &reason, &caller.identity).await?;
     Ok(Json(json!({ "execution": execution_json(&execution) })))
 }
 
@@ -314,11 +311,11 @@ async fn events(
     };
     // An EventSource reconnects whenever a stream ends, even after the terminal event; 204
     // is the one answer that stops it, rather than a stream that would never send anything.
-    let (execution, _) = engine.get_as(&id, &caller.identity).await?;
+    let (execution, _) = engine.get(&id, &caller.identity).await?;
     if execution.state.is_terminal() && from >= execution.last_sequence {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let events = engine.watch(&id, from).await?;
+    let events = engine.watch(&id, from, &caller.identity).await?;
     // The producer runs in its own task: a client that goes away ends only its own stream.
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
     let span = tracing::info_span!("sse", execution_id = %id);

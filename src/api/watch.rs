@@ -27,7 +27,7 @@ use tonic::{
 };
 
 use super::{convert, proto, GrpcApi};
-use crate::engine::{model::Event, Engine};
+use crate::{domain::Event, engine::Engine};
 
 type Generated = proto::executor_service_server::ExecutorServiceServer<GrpcApi>;
 
@@ -100,7 +100,7 @@ impl ServerStreamingService<proto::WatchExecutionRequest> for Watch {
             let request = request.into_inner();
             let id = request.execution_id;
             let events = engine
-                .watch_as(&id, request.from_sequence, &caller.identity)
+                .watch(&id, request.from_sequence, &caller.identity)
                 .await?;
             let stream: WireStream = Box::pin(events.map(move |event| Ok(encoded(&id, &event))));
             Ok(Response::new(stream))
@@ -156,7 +156,7 @@ impl Encoder for WireEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::model::ExecutionState;
+    use crate::domain::ExecutionState;
 
     fn mk_event(sequence: u64) -> Event {
         Event {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use executor_service::engine::model::{ExecutionState, ListFilter};
+use executor_service::domain::{ExecutionState, ListFilter};
 use executor_service::store::{self, Store};
 
 #[path = "shared/history.rs"]

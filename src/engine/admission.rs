@@ -1,103 +1,484 @@
-//! Cooldowns per target, checked and claimed atomically: of two concurrent requests on one
-//! target, one claims it and the other is refused with the time the cooldown ends.
+//! Admission: checking a request (validation, authorization, a dry run against the cluster,
+//! the policy), claiming its cooldown and a place in the queue, and handing the new execution
+//! to its runner; and the dry run, which stops before anything is claimed.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use k8s_openapi::api::core::v1::Node;
+use serde_json::{json, Map, Value};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tracing::Instrument;
 
-/// Who holds a target, and until when.
+use super::{
+    execution::{Execution, Progressing, Verdict},
+    runner, Engine, EngineError, EventLog, Persister, ANONYMOUS, MAX_TIMEOUT,
+};
+use crate::{
+    actions::{validate_parameters, ActionContext, Plan, Remediation, Reporter},
+    cluster::ClusterError,
+    domain::{ExecutionRequest, ExecutionState, ExecutionView, Target},
+    policy::Decision,
+    store::{NewExecution, StoreError},
+};
+
+/// Time an action with its own timeout gets beyond it, to report and clean up.
+const ACTION_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
+
+/// What a dry run reports.
 #[derive(Debug, Clone)]
-struct Claim {
-    execution_id: String,
-    /// `None` while the execution has not ended.
-    until: Option<DateTime<Utc>>,
+pub struct DryRunReport {
+    pub target: Target,
+    pub parameters: Map<String, Value>,
+    pub plan: Plan,
+    /// The policy's decision; `None` when no policy is configured.
+    pub policy: Option<Decision>,
 }
 
-/// Why a request was refused by the cooldown.
-#[derive(Debug, Clone)]
-pub struct InCooldown {
-    pub execution_id: String,
-    pub until: Option<DateTime<Utc>>,
+/// A request checked against its action (no cluster needed).
+pub(super) struct Validated {
+    pub action: Arc<dyn Remediation>,
+    pub target: Target,
+    pub parameters: Map<String, Value>,
+    pub timeout: Duration,
+    pub client: kube::Client,
 }
 
-#[derive(Default)]
-pub struct Cooldowns {
-    claims: Mutex<HashMap<String, Claim>>,
+/// What an admitted execution holds until it ends: its cooldown claim and its place in the
+/// queue.
+struct Held {
+    id: String,
+    cooldown: Duration,
+    cooldown_key: String,
+    queue_slot: Option<OwnedSemaphorePermit>,
 }
 
-impl Cooldowns {
-    /// Claims `target` for `execution_id` unless another execution holds it (running, or
-    /// ended less than its cooldown ago).
-    pub fn claim(&self, target: &str, execution_id: &str) -> Result<(), InCooldown> {
-        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Utc::now();
-        if let Some(claim) = claims.get(target) {
-            if claim.until.is_none_or(|until| until > now) {
-                return Err(InCooldown {
-                    execution_id: claim.execution_id.clone(),
-                    until: claim.until,
-                });
+impl Engine {
+    /// Checks everything that needs no cluster: action, target, parameters, timeout, cluster
+    /// name.
+    fn validate(&self, request: &ExecutionRequest) -> Result<Validated, EngineError> {
+        if request.action.is_empty() {
+            return Err(EngineError::invalid("action", "is required"));
+        }
+        let action = self.inner.registry.get(&request.action).ok_or_else(|| {
+            let known: Vec<&str> = self.inner.registry.specs().iter().map(|s| s.name).collect();
+            EngineError::invalid(
+                "action",
+                format!(
+                    "unknown action {:?} (known: {})",
+                    request.action,
+                    known.join(", ")
+                ),
+            )
+        })?;
+        let target =
+            super::target::resolve(action.spec(), &request.target, request.alert.as_ref())?;
+        let parameters = validate_parameters(&action.spec().params, &request.parameters)?;
+        action.validate(&parameters)?;
+        let timeout = match request.timeout {
+            // An action with its own time limit (a drain's timeout_seconds) gets that much,
+            // plus room to report and clean up, rather than being cut short by the default.
+            None => match parameters.get("timeout_seconds").and_then(Value::as_u64) {
+                Some(own) => self
+                    .inner
+                    .config
+                    .default_timeout
+                    .max(Duration::from_secs(own) + ACTION_TIMEOUT_MARGIN),
+                None => self.inner.config.default_timeout,
+            },
+            Some(t) if t.is_zero() || t > MAX_TIMEOUT => {
+                return Err(EngineError::invalid(
+                    "timeout",
+                    format!(
+                        "must be between 1s and {}",
+                        humantime::format_duration(MAX_TIMEOUT)
+                    ),
+                ))
+            }
+            Some(t) => t,
+        };
+        let client = self
+            .inner
+            .clusters
+            .client(&target.cluster)
+            .map_err(|e| match e {
+                ClusterError::Unknown { .. } => {
+                    EngineError::invalid("target.cluster", e.to_string())
+                }
+                other => EngineError::Unavailable(other.to_string()),
+            })?;
+        Ok(Validated {
+            action,
+            target,
+            parameters,
+            timeout,
+            client,
+        })
+    }
+
+    pub(super) fn context(v: &Validated, reporter: Reporter) -> ActionContext {
+        ActionContext {
+            client: v.client.clone(),
+            target: v.target.clone(),
+            params: v.parameters.clone(),
+            reporter,
+        }
+    }
+
+    /// The facts about the cluster the policy needs: schedulable nodes, for node targets.
+    async fn cluster_facts(&self, v: &Validated) -> Result<Value, EngineError> {
+        if v.target.kind != "Node" {
+            return Ok(json!({}));
+        }
+        // The same notion of "schedulable" the node actions use (Ready, not cordoned, not
+        // being deleted), so policy and actions never disagree about the last node.
+        let schedulable =
+            crate::cluster::nodes::schedulable_nodes(&kube::Api::<Node>::all(v.client.clone()))
+                .await
+                .map_err(|e| EngineError::Unavailable(format!("listing nodes: {e}")))?;
+        Ok(json!({
+            "schedulable_nodes": schedulable.len(),
+            "target_node_schedulable": schedulable.contains(&v.target.name),
+        }))
+    }
+
+    /// The policy's decision on a validated, planned request; allow-all without a policy.
+    async fn decide(
+        &self,
+        v: &Validated,
+        plan: &Plan,
+        requester: &str,
+    ) -> Result<Decision, EngineError> {
+        let Some(policy) = self.policy() else {
+            return Ok(Decision {
+                allow: true,
+                require_approval: false,
+                reasons: Vec::new(),
+            });
+        };
+        let spec = v.action.spec();
+        let input = json!({
+            "action": spec.name,
+            "risk": spec.risk,
+            "read_only": v.action.read_only(),
+            "target": v.target,
+            "parameters": v.parameters,
+            "requester": requester,
+            "changes": plan.changes.iter().map(|c| json!({
+                "object": c.object, "summary": c.summary, "before": c.before, "after": c.after,
+            })).collect::<Vec<_>>(),
+            "cluster": self.cluster_facts(v).await?,
+        });
+        policy
+            .evaluate(&input)
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    /// What `request` would change and what the policy says; nothing is mutated.
+    ///
+    /// # Errors
+    /// Invalid requests, a missing target, or a state the action refuses.
+    pub async fn dry_run(&self, request: ExecutionRequest) -> Result<DryRunReport, EngineError> {
+        let v = self.validate(&request)?;
+        self.authorize_run(&request, &v)?;
+        let plan = v
+            .action
+            .plan(&Self::context(&v, Reporter::discard()))
+            .await?;
+        let decision = self.decide(&v, &plan, &requester_of(&request)).await?;
+        Ok(DryRunReport {
+            target: v.target,
+            parameters: v.parameters,
+            plan,
+            policy: Some(decision),
+        })
+    }
+
+    fn cooldown_for(&self, action: &dyn Remediation) -> Duration {
+        if action.read_only() {
+            return Duration::ZERO;
+        }
+        let config = &self.inner.config;
+        config
+            .action_cooldowns
+            .get(action.spec().name)
+            .copied()
+            .unwrap_or(config.cooldown)
+    }
+
+    /// Validates `request`, checks it against the cluster (a dry run) and the policy, claims
+    /// the target's cooldown, and enqueues it (or parks it for approval). Returns at once.
+    ///
+    /// A repeated `request_id` with the same request returns the existing execution; with a
+    /// different request it is refused.
+    ///
+    /// # Errors
+    /// Invalid requests ([`EngineError::InvalidArgument`] naming the field), a missing target,
+    /// a policy denial, a cooldown, a full queue, or a shutting-down engine.
+    #[tracing::instrument(skip_all, fields(action = %request.action))]
+    pub async fn submit(&self, request: ExecutionRequest) -> Result<ExecutionView, EngineError> {
+        if self.is_closing() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let v = self.validate(&request)?;
+        self.authorize_run(&request, &v)?;
+        let fingerprint = fingerprint(&request, &v);
+        let _same_request = match request.request_id.as_str() {
+            "" => None,
+            id => Some(self.inner.request_locks.acquire(id).await),
+        };
+        if let Some(existing) = self.find_request(&request.request_id, &fingerprint).await? {
+            return Ok(existing);
+        }
+        // Refuse now what would fail at once (missing target, out-of-bounds result); the
+        // action checks again when it runs, against the state it finds then.
+        let plan = v
+            .action
+            .plan(&Self::context(&v, Reporter::discard()))
+            .await?;
+        let requester = requester_of(&request);
+        let decision = self.decide(&v, &plan, &requester).await?;
+        if !decision.allow {
+            return Err(EngineError::PermissionDenied(format!(
+                "denied by policy: {}",
+                decision.reasons.join("; ")
+            )));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let held = self.hold(&v, &id)?;
+        let (execution, approval) =
+            self.new_execution(id, &request, &v, requester, &decision, &plan);
+        // From here on the execution may be stored, so storing it, remembering it and starting
+        // it happen in a task of their own: a caller that goes away meanwhile cannot leave it
+        // stored but never run, nor its cooldown held.
+        let engine = self.clone();
+        let request_id = request.request_id.clone();
+        let admitted = self.inner.tasks.spawn(
+            async move {
+                engine
+                    .store_and_start(execution, v, held, approval, &request_id, &fingerprint)
+                    .await
+            }
+            // Under the caller's span: the execution's span hangs off the request that made it.
+            .instrument(tracing::Span::current()),
+        );
+        admitted
+            .await
+            .map_err(|e| EngineError::Internal(format!("admitting the execution: {e}")))?
+    }
+
+    /// Claims the target's cooldown (unless the action has none) and a place in the queue.
+    ///
+    /// # Errors
+    /// [`EngineError::FailedPrecondition`] naming the cooldown that holds the target, or
+    /// [`EngineError::QueueFull`].
+    fn hold(&self, v: &Validated, id: &str) -> Result<Held, EngineError> {
+        let cooldown = self.cooldown_for(v.action.as_ref());
+        let cooldown_key = format!("{}|{}", v.target.cluster, v.target.object_ref());
+        if !cooldown.is_zero() {
+            self.inner
+                .cooldowns
+                .claim(&cooldown_key, id)
+                .map_err(|busy| {
+                    EngineError::FailedPrecondition(match busy.until {
+                        Some(until) => format!(
+                            "{} is in cooldown until {} (after execution {})",
+                            v.target.object_ref(),
+                            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            busy.execution_id
+                        ),
+                        None => format!(
+                            "{} has execution {} in flight; its cooldown of {} starts when it ends",
+                            v.target.object_ref(),
+                            busy.execution_id,
+                            humantime::format_duration(cooldown)
+                        ),
+                    })
+                })?;
+        }
+        let held = Held {
+            id: id.to_string(),
+            cooldown,
+            cooldown_key,
+            queue_slot: None,
+        };
+        let Ok(queue_slot) = self.inner.queue.clone().try_acquire_owned() else {
+            self.release(held);
+            return Err(EngineError::QueueFull {
+                capacity: self.inner.config.queue_capacity,
+            });
+        };
+        Ok(Held {
+            queue_slot: Some(queue_slot),
+            ..held
+        })
+    }
+
+    /// Gives back what [`Engine::hold`] claimed, for an execution that will not run.
+    fn release(&self, held: Held) {
+        if !held.cooldown.is_zero() {
+            self.inner.cooldowns.release(&held.cooldown_key, &held.id);
+        }
+    }
+
+    /// The execution, not yet stored nor known to anyone, with its first event (QUEUED, or
+    /// WAITING_APPROVAL when the policy asks for an approval: then also the receiver that
+    /// gets the answer).
+    fn new_execution(
+        &self,
+        id: String,
+        request: &ExecutionRequest,
+        v: &Validated,
+        requester: String,
+        decision: &Decision,
+        plan: &Plan,
+    ) -> (Execution, Option<oneshot::Receiver<Verdict>>) {
+        let needs_approval = decision.require_approval;
+        let (approval_tx, approval_rx) = oneshot::channel();
+        let execution = Execution {
+            id,
+            action: request.action.clone(),
+            target: v.target.clone(),
+            parameters: v.parameters.clone(),
+            request_id: request.request_id.clone(),
+            alert: request.alert.clone(),
+            timeout: v.timeout,
+            created_at: Utc::now(),
+            requester,
+            policy: decision.to_json(),
+            trace_id: request.trace_id.clone(),
+            rollback_on_failure: request.rollback_on_failure.unwrap_or(true),
+            index: 0,
+            progressing: Mutex::new(Progressing {
+                state: ExecutionState::Queued,
+                message: String::new(),
+                started_at: None,
+                finished_at: None,
+                result: Value::Null,
+                rollback_data: Value::Null,
+                approval: Value::Null,
+            }),
+            log: Arc::new(EventLog::default()),
+            cancel: self.inner.closed.child_token(),
+            cancel_reason: Mutex::new(None),
+            approval_tx: Mutex::new(needs_approval.then_some(approval_tx)),
+            // Detached from persistence until it is stored: its first event goes into the
+            // store with it, in one round.
+            persister: Persister::default(),
+        };
+        let object = execution.target.object_ref();
+        let (state, message) = if needs_approval {
+            (
+                ExecutionState::WaitingApproval,
+                format!(
+                    "waiting for approval of {} on {object}: {}",
+                    execution.action,
+                    decision.reasons.join("; ")
+                ),
+            )
+        } else {
+            (
+                ExecutionState::Queued,
+                format!("queued {} on {object}", execution.action),
+            )
+        };
+        let details = json!({
+            "parameters": execution.parameters,
+            "plan": plan.summary,
+            "policy": execution.policy,
+        });
+        execution.record(state, message, None, details);
+        (execution, needs_approval.then_some(approval_rx))
+    }
+
+    /// Stores the new execution with its first event (durable before anyone is told it
+    /// exists; the store settles request_id races), remembers it and starts its runner.
+    async fn store_and_start(
+        &self,
+        mut execution: Execution,
+        v: Validated,
+        held: Held,
+        approval: Option<oneshot::Receiver<Verdict>>,
+        request_id: &str,
+        fingerprint: &str,
+    ) -> Result<ExecutionView, EngineError> {
+        if self.inner.config.store.is_some() {
+            let new = NewExecution {
+                view: execution.view(),
+                fingerprint: fingerprint.to_string(),
+                events: execution
+                    .log
+                    .after(0)
+                    .iter()
+                    .map(|e| (**e).clone())
+                    .collect(),
+            };
+            if let Err(e) = self.inner.persister.insert(new).await {
+                self.release(held);
+                if let StoreError::DuplicateRequest { .. } = e {
+                    if let Some(existing) = self.find_request(request_id, fingerprint).await? {
+                        return Ok(existing);
+                    }
+                }
+                return Err(e.into());
             }
         }
-        claims.insert(
-            target.to_string(),
-            Claim {
-                execution_id: execution_id.to_string(),
-                until: None,
-            },
+        execution.persister = self.inner.persister.clone();
+        let execution = self.remember(execution, fingerprint);
+        let view = execution.view();
+        let span = tracing::info_span!(
+            "execution",
+            execution_id = %execution.id,
+            action = %execution.action
         );
-        Ok(())
-    }
-
-    /// The execution ended: the cooldown runs from now.
-    pub fn finish(&self, target: &str, execution_id: &str, cooldown: Duration) {
-        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(claim) = claims
-            .get_mut(target)
-            .filter(|c| c.execution_id == execution_id)
-        {
-            claim.until =
-                Some(Utc::now() + chrono::Duration::from_std(cooldown).unwrap_or_default());
-        }
-        // Expired claims go, so the map stays as small as the recent work.
-        let now = Utc::now();
-        claims.retain(|_, c| c.until.is_none_or(|u| u > now));
-    }
-
-    /// The execution never changed anything (refused, cancelled while queued): no cooldown.
-    pub fn release(&self, target: &str, execution_id: &str) {
-        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-        if claims
-            .get(target)
-            .is_some_and(|c| c.execution_id == execution_id)
-        {
-            claims.remove(target);
-        }
+        let ran = execution.clone();
+        let Held {
+            cooldown,
+            cooldown_key,
+            queue_slot,
+            ..
+        } = held;
+        let job = runner::Job {
+            execution,
+            validated: v,
+            queue_slot: queue_slot
+                .ok_or_else(|| EngineError::Internal("admitted without a queue slot".into()))?,
+            approval,
+            cooldown,
+            cooldown_key,
+        };
+        let runner = self.clone();
+        self.inner.tasks.spawn(
+            async move {
+                runner.run(job).await;
+                runner.retire(ran).await;
+            }
+            .instrument(span),
+        );
+        Ok(view)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_target_in_cooldown_is_refused_with_its_end() {
-        let c = Cooldowns::default();
-        c.claim("t", "a").unwrap();
-        let busy = c.claim("t", "b").unwrap_err();
-        assert_eq!((busy.execution_id.as_str(), busy.until), ("a", None));
-        c.finish("t", "a", Duration::from_secs(300));
-        let cooling = c.claim("t", "b").unwrap_err();
-        assert!(cooling.until.unwrap() > Utc::now() + chrono::Duration::seconds(290));
+pub(super) fn requester_of(request: &ExecutionRequest) -> String {
+    if request.requester.is_empty() {
+        ANONYMOUS.to_string()
+    } else {
+        request.requester.clone()
     }
+}
 
-    #[test]
-    fn a_zero_cooldown_frees_the_target_at_once_and_release_forgets_the_claim() {
-        let c = Cooldowns::default();
-        c.claim("t", "a").unwrap();
-        c.finish("t", "a", Duration::ZERO);
-        c.claim("t", "b").unwrap();
-        c.release("t", "b");
-        c.claim("t", "c").unwrap();
-    }
+/// What identifies a request for idempotency: action, resolved target and parameters.
+fn fingerprint(request: &ExecutionRequest, v: &Validated) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = json!({
+        "action": request.action,
+        "target": v.target,
+        "parameters": v.parameters,
+        "timeout_ms": v.timeout.as_millis() as u64,
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use futures::Stream;
 use tokio::sync::broadcast;
 
-use super::model::Event;
+use crate::domain::Event;
 
 /// Live events buffered per execution for subscribers; a slower one re-reads the log.
 const LIVE_BUFFER: usize = 64;
@@ -159,7 +159,7 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::model::ExecutionState;
+    use crate::domain::ExecutionState;
     use futures::StreamExt;
 
     impl EventLog {

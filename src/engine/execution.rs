@@ -11,11 +11,8 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    model::{AlertContext, Event, ExecutionState, ExecutionView, Target},
-    persist::Persister,
-    EventLog,
-};
+use super::{persist::Persister, EventLog};
+use crate::domain::{AlertContext, Event, ExecutionState, ExecutionView, Target};
 
 /// An approver's answer to an execution waiting for approval.
 #[derive(Debug)]

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    model::{Event, ExecutionView},
-    EventLog,
+use super::EventLog;
+use crate::{
+    domain::{Event, ExecutionView},
+    store::{NewExecution, Store, StoreError},
 };
-use crate::store::{NewExecution, Store, StoreError};
 
 /// Writes batched per round trip at most.
 const BATCH: usize = 256;

@@ -5,14 +5,15 @@
 use std::{sync::Arc, time::Duration};
 
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{
+    admission::Validated,
     execution::{Execution, Verdict},
-    model::ExecutionState,
-    Engine, Validated,
+    Engine,
 };
 use crate::actions::{ActionError, Report, Reporter};
+use crate::domain::ExecutionState;
 
 /// Everything `run` needs, handed over by `submit`.
 pub(super) struct Job {
@@ -231,6 +232,20 @@ impl Engine {
                 json!({ "reason": why }),
             ),
         }
+    }
+
+    /// The semaphore limiting executions in `namespace`, if a limit is set.
+    fn namespace_slots(&self, namespace: &str) -> Option<Arc<Semaphore>> {
+        let limit = self.inner.config.namespace_limit;
+        (limit > 0).then(|| {
+            self.inner
+                .namespaces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(namespace.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                .clone()
+        })
     }
 
     pub(super) fn finish_cancelled(&self, execution: &Execution) {

@@ -1,11 +1,8 @@
 //! Resolving the target of a request: from the request, else from the alert context (as the
 //! seed service did), with the action's default kind and the `default` namespace.
 
-use super::{
-    model::{AlertContext, RequestedTarget, Target},
-    EngineError,
-};
-use crate::actions::ActionSpec;
+use super::EngineError;
+use crate::domain::{ActionSpec, AlertContext, RequestedTarget, Target};
 
 /// Kinds that live outside namespaces.
 const CLUSTER_SCOPED: &[&str] = &["Node", "Namespace"];

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::paging::{page_size, Cursor};
 use super::{Store, StoreError};
-use crate::engine::model::{Event, ExecutionView, ListFilter};
+use crate::domain::{Event, ExecutionView, ListFilter};
 
 /// Executions and events in maps behind one lock; no call awaits while holding it.
 #[derive(Debug, Default)]

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 pub use memory::MemoryStore;
 pub use sql::SqlStore;
 
-use crate::engine::model::{Event, ExecutionView, ListFilter};
+use crate::domain::{Event, ExecutionView, ListFilter};
 
 /// Why the store failed.
 #[derive(Debug, Clone, thiserror::Error)]

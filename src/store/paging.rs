@@ -6,7 +6,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use crate::engine::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::domain::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 /// Marks the token format, so that a token of some future layout is refused, not misread.
 const TOKEN_VERSION: &str = "v1";

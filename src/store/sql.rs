@@ -39,7 +39,7 @@ use sqlx::{Pool, Row};
 
 use super::paging::{page_size, Cursor};
 use super::{NewExecution, Store, StoreError};
-use crate::engine::model::{Event, ExecutionState, ExecutionView, ListFilter};
+use crate::domain::{Event, ExecutionState, ExecutionView, ListFilter};
 
 /// SQLite connections: WAL lets readers run beside the one writer; more would only queue.
 const SQLITE_MAX_CONNECTIONS: u32 = 4;

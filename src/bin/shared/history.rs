@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use executor_service::actions::Target;
-use executor_service::engine::model::{AlertContext, Event, ExecutionState, ExecutionView};
+use executor_service::domain::Target;
+use executor_service::domain::{AlertContext, Event, ExecutionState, ExecutionView};
 use executor_service::store::{self, Store};
 use serde_json::json;
 

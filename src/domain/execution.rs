@@ -1,4 +1,5 @@
-//! The engine's domain: requests, execution states and events. No proto types here.
+//! Executions: what is asked for, how it goes (states and events), what is kept of it, and how
+//! the history is listed.
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -7,7 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-pub use crate::actions::Target;
+use super::Target;
 
 /// Lifecycle of an execution. QUEUED → RUNNING → one of the terminal states. The later states
 /// (approval, rollback, interruption) are named now so that the API never renumbers.
@@ -191,12 +192,7 @@ pub struct ListFilter {
     pub page_token: String,
 }
 
-/// What a dry run reports.
-#[derive(Debug, Clone)]
-pub struct DryRunReport {
-    pub target: Target,
-    pub parameters: Map<String, Value>,
-    pub plan: crate::actions::Plan,
-    /// The policy's decision; `None` when no policy is configured.
-    pub policy: Option<crate::policy::Decision>,
-}
+/// Default page of a listing, when the caller asks for none.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// Largest page of a listing: bounds the memory and time one request can take.
+pub const MAX_PAGE_SIZE: usize = 1000;

@@ -1,0 +1,15 @@
+//! The vocabulary every part speaks: executions, their events and states, targets, list
+//! filters and page limits, and the action catalog's descriptors. Both the engine and the
+//! store use these types; this module imports nothing else of the crate, so neither can reach
+//! the other through it.
+
+mod catalog;
+mod execution;
+mod target;
+
+pub use catalog::{ActionSpec, ParamSpec, ParamType, Risk};
+pub use execution::{
+    AlertContext, Encoded, Event, ExecutionRequest, ExecutionState, ExecutionView, ListFilter,
+    RequestedTarget, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+};
+pub use target::Target;

@@ -1,0 +1,66 @@
+//! The engine's settings and their defaults.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use super::authz::Authorizer;
+use crate::{policy::Policy, store::Store};
+
+/// Default worker pool size: executions running at once.
+pub const DEFAULT_WORKERS: usize = 10;
+/// Default queue capacity: executions admitted but not yet running; beyond it, Execute is
+/// refused with RESOURCE_EXHAUSTED instead of piling up unbounded work.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1000;
+/// Default per-execution timeout (the seed service's).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest timeout a caller may ask for: an action that needs more is not a remediation.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// How long an execution waits for an approval before it is rejected.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Tunables of the engine. The library default has no cooldown, no namespace limit and no
+/// policy; `serve` sets production defaults from its flags.
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub default_timeout: Duration,
+    /// Per target, after an execution ends; zero disables cooldowns.
+    pub cooldown: Duration,
+    /// Per-action overrides of `cooldown`.
+    pub action_cooldowns: HashMap<String, Duration>,
+    /// Executions running at once in one namespace; 0 = only the global pool limits.
+    pub namespace_limit: usize,
+    pub approval_timeout: Duration,
+    /// `None` allows everything.
+    pub policy: Option<Arc<Policy>>,
+    /// `None` keeps history in memory only.
+    pub store: Option<Arc<dyn Store>>,
+    /// With a store: finished executions kept in memory, the newest; older ones are read back
+    /// from the store, so memory stays bounded.
+    pub finished_in_memory: usize,
+    /// Who may run and approve what where (`--authz`); `None` allows everyone everything.
+    pub authorizer: Option<Arc<Authorizer>>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: DEFAULT_WORKERS,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            default_timeout: DEFAULT_TIMEOUT,
+            cooldown: Duration::ZERO,
+            action_cooldowns: HashMap::new(),
+            namespace_limit: 0,
+            approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
+            policy: None,
+            store: None,
+            finished_in_memory: FINISHED_KEPT_IN_MEMORY,
+            authorizer: None,
+        }
+    }
+}
+
+/// Finished executions kept in memory by default when there is a store (recent ones are read
+/// most); older ones are read back from the store, so memory stays bounded
+/// however long the service runs.
+const FINISHED_KEPT_IN_MEMORY: usize = 1_000;
