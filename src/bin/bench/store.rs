@@ -1,27 +1,27 @@
-//! Fills a store with realistic executions (default 100,000, ~5 events each) through the
-//! `Store` trait, then measures ListExecutions page latency (first page, a deep page, filtered
-//! pages; p50/p99) and the process's resident memory.
+//! `bench store`: fills a store with realistic executions (default 100,000, ~5 events each)
+//! through the `Store` trait, then measures ListExecutions page latency (first page, a deep
+//! page, filtered pages; p50/p99) and the process's resident memory. No gRPC, no cluster: the
+//! store alone, any backend (P5 measures the same history through the API).
 //!
 //! ```text
-//! cargo run --release --bin store_bench                      # SQLite file in a temp dir
-//! cargo run --release --bin store_bench -- --store target/bench.db   # reused when present
-//! cargo run --release --bin store_bench -- --store "$(cat target/pg/url)"
+//! cargo run --release --bin bench -- store                      # SQLite file in a temp dir
+//! cargo run --release --bin bench -- store --store target/bench.db   # reused when present
+//! cargo run --release --bin bench -- store --store "$(cat target/pg/url)"
 //! ```
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use clap::Parser;
 use executor_service::domain::{ExecutionState, ListFilter};
 use executor_service::store::{self, Store};
 
-#[path = "shared/history.rs"]
-mod history;
-use history::{fill, percentile};
+use crate::history::fill;
+use crate::machine::rss_and_peak;
+use crate::report::percentile;
 
 /// Measure the execution history store.
-#[derive(Debug, Parser)]
-struct Args {
+#[derive(Debug, clap::Args)]
+pub(crate) struct StoreArgs {
     /// Store to fill and measure (path, sqlite://, postgres://). Default: a fresh SQLite file
     /// in a temporary directory, deleted at the end. An existing store that already holds
     /// executions is measured as it is, without filling.
@@ -36,18 +36,6 @@ struct Args {
     /// Concurrent writers while filling (the engine writes from many tasks too).
     #[arg(long, default_value_t = 4)]
     writers: usize,
-}
-
-fn rss() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .map(|l| l[name.len()..].trim().to_string())
-            .unwrap_or_else(|| "?".into())
-    };
-    format!("VmRSS {} (peak VmHWM {})", field("VmRSS:"), field("VmHWM:"))
 }
 
 /// Times `calls` identical list calls; prints p50/p99 and rows returned.
@@ -107,9 +95,8 @@ async fn fill_and_report(
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+/// Fills (unless it already holds executions) and measures the store `args` name.
+pub(crate) async fn run(args: &StoreArgs) -> anyhow::Result<()> {
     let temp = tempfile_dir()?;
     let url = match &args.store {
         Some(url) => url.clone(),
@@ -123,7 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "release"
         }
     );
-    println!("at start: {}", rss());
+    println!("at start: {}", rss_and_peak());
     let store = store::open(&url).await?;
     let (probe, _) = store
         .list(&ListFilter {
@@ -133,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     if probe.is_empty() {
         fill_and_report(store.clone(), args.executions, args.writers).await?;
-        println!("after filling: {}", rss());
+        println!("after filling: {}", rss_and_peak());
     } else {
         println!("store already holds executions: measuring it as it is");
     }
@@ -210,7 +197,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         calls,
     )
     .await;
-    println!("after measuring: {}", rss());
+    println!("after measuring: {}", rss_and_peak());
     if args.store.is_none() {
         let db = temp.join("history.db");
         let size: u64 = ["", "-wal", "-shm"]

@@ -1,6 +1,5 @@
-//! What both benchmark binaries (`bench` P5 and `store_bench`) need: the same synthetic
-//! history, filled through the `Store` trait, and the same percentile. Included by each with
-//! `#[path]` (a folder without `main.rs` under `src/bin` is not a binary of its own).
+//! The synthetic history that P5 and `bench store` fill through the `Store` trait: 30 days of
+//! deterministic, mostly successful executions with ~5 events each.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use executor_service::domain::{AlertContext, Event, ExecutionState, ExecutionVie
 use executor_service::store::{self, Store};
 use serde_json::json;
 
-pub const ACTIONS: [&str; 8] = [
+const ACTIONS: [&str; 8] = [
     "scale_deployment",
     "rolling_restart_deployment",
     "restart_pod",
@@ -31,7 +30,7 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// Execution `i` of the history: 30 days, newest last; mostly successes.
-pub fn mk_execution(i: usize) -> (ExecutionView, Vec<Event>) {
+fn mk_execution(i: usize) -> (ExecutionView, Vec<Event>) {
     let r = mix(i as u64);
     let state = match r % 100 {
         0..=84 => ExecutionState::Succeeded,
@@ -117,18 +116,9 @@ pub fn mk_execution(i: usize) -> (ExecutionView, Vec<Event>) {
     (view, events)
 }
 
-/// Resident and peak resident memory of this process, from /proc/self/status.
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
 /// Inserts executions `0..n` with their events through the Store trait from `writers` tasks;
 /// returns how long it took.
-pub async fn fill(
+pub(crate) async fn fill(
     store: Arc<dyn Store>,
     n: usize,
     writers: usize,
