@@ -1,0 +1,150 @@
+//! The schema of the SQL store and what differs between its two backends.
+
+use sqlx::postgres::Postgres;
+use sqlx::sqlite::Sqlite;
+use sqlx::Pool;
+
+use crate::domain::ExecutionState;
+
+/// Key of the PostgreSQL advisory lock held while migrating, so that replicas starting
+/// together do not race on `CREATE TABLE`. Arbitrary, fixed: "execstor" in ASCII.
+pub(super) const MIGRATION_LOCK_KEY: i64 = 0x6578_6563_7374_6f72;
+
+/// Every state, for the SQL `IN` lists. The match below stops the build when a state is
+/// added without being listed here.
+const ALL_STATES: [ExecutionState; 11] = [
+    ExecutionState::Queued,
+    ExecutionState::Running,
+    ExecutionState::Succeeded,
+    ExecutionState::Failed,
+    ExecutionState::Cancelled,
+    ExecutionState::TimedOut,
+    ExecutionState::WaitingApproval,
+    ExecutionState::RollingBack,
+    ExecutionState::RolledBack,
+    ExecutionState::Interrupted,
+    ExecutionState::Rejected,
+];
+
+const fn _all_states_are_listed(s: ExecutionState) {
+    match s {
+        ExecutionState::Queued
+        | ExecutionState::Running
+        | ExecutionState::Succeeded
+        | ExecutionState::Failed
+        | ExecutionState::Cancelled
+        | ExecutionState::TimedOut
+        | ExecutionState::WaitingApproval
+        | ExecutionState::RollingBack
+        | ExecutionState::RolledBack
+        | ExecutionState::Interrupted
+        | ExecutionState::Rejected => {}
+    }
+}
+
+/// `'A', 'B', …` of the states that are (or are not) terminal. The names are our own
+/// constants, so inlining them is safe, and lets the planner use the state index.
+pub(super) fn state_list(terminal: bool) -> String {
+    ALL_STATES
+        .iter()
+        .filter(|s| s.is_terminal() == terminal)
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What differs between the two SQL backends.
+pub(super) trait Dialect: sqlx::Database {
+    /// Column type of timestamps. SQLite stores chrono's RFC 3339 text with a fixed `+00:00`
+    /// offset and at most microseconds, which orders as the instants do.
+    const TIMESTAMP: &'static str;
+    /// Collation of ids: byte order, whatever the database's default, so that a page cursor
+    /// compares as the listing orders (and faster than a locale's rules).
+    const ID_COLLATION: &'static str;
+    /// Statement that opens a write transaction. SQLite's must take the write lock up front:
+    /// a deferred transaction that reads first cannot wait for the lock when it later writes.
+    const BEGIN_WRITE: &'static str;
+    /// Statement run first in the migration transaction, if any.
+    const MIGRATION_LOCK: Option<&'static str>;
+}
+
+impl Dialect for Sqlite {
+    const TIMESTAMP: &'static str = "TEXT";
+    const ID_COLLATION: &'static str = "BINARY";
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const MIGRATION_LOCK: Option<&'static str> = None;
+}
+
+impl Dialect for Postgres {
+    const TIMESTAMP: &'static str = "TIMESTAMPTZ";
+    const ID_COLLATION: &'static str = "\"C\"";
+    // Explicit: the insert-or-find-the-winner logic of a round relies on each statement
+    // seeing what other transactions committed (a server defaulting to REPEATABLE READ would
+    // fail the whole round on a request_id another replica took).
+    const BEGIN_WRITE: &'static str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+    const MIGRATION_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock($1)");
+}
+
+pub(super) fn begin_write<DB: Dialect>(_: &Pool<DB>) -> &'static str {
+    DB::BEGIN_WRITE
+}
+
+/// The schema, as numbered migrations: `store_schema` records the last one applied. Each is
+/// idempotent on its own (`IF NOT EXISTS`) so a half-applied one can run again.
+pub(super) fn migrations<DB: Dialect>() -> Vec<Vec<String>> {
+    let ts = DB::TIMESTAMP;
+    let id = format!("TEXT COLLATE {}", DB::ID_COLLATION);
+    let by = |name: &str, column: &str| {
+        format!(
+            "CREATE INDEX IF NOT EXISTS executions_by_{name} \
+             ON executions ({column}, created_at DESC, id DESC)"
+        )
+    };
+    vec![
+        vec![
+            // request_id is NULL when empty: UNIQUE ignores NULLs on both backends, and the
+            // plain index serves `request_id = $1` (a partial index would not, for a parameter).
+            format!(
+                "CREATE TABLE IF NOT EXISTS executions (
+                id {id} NOT NULL PRIMARY KEY,
+                request_id TEXT UNIQUE,
+                fingerprint TEXT NOT NULL,
+                state TEXT NOT NULL,
+                action TEXT NOT NULL,
+                namespace TEXT NOT NULL,
+                requester TEXT NOT NULL,
+                created_at {ts} NOT NULL,
+                finished_at {ts},
+                body TEXT NOT NULL
+            )"
+            ),
+            "CREATE INDEX IF NOT EXISTS executions_by_created \
+         ON executions (created_at DESC, id DESC)"
+                .to_string(),
+            by("state", "state"),
+            by("action", "action"),
+            by("namespace", "namespace"),
+            by("requester", "requester"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS events (
+                execution_id {id} NOT NULL,
+                sequence BIGINT NOT NULL,
+                body TEXT NOT NULL,
+                PRIMARY KEY (execution_id, sequence)
+            )"
+            ),
+        ],
+        // 2: the dashboard's "failed in my namespace" listing walked one of the single-column
+        // indexes and filtered the other column (P5: ~6.5 ms a page against ~1.5 ms for one
+        // filter); with both columns it is one index range again.
+        vec![by("state_namespace", "state, namespace")],
+    ]
+}
+
+pub(super) fn migrations_of<DB: Dialect>(_: &Pool<DB>) -> Vec<Vec<String>> {
+    migrations::<DB>()
+}
+
+pub(super) fn lock_of<DB: Dialect>(_: &Pool<DB>) -> Option<&'static str> {
+    DB::MIGRATION_LOCK
+}
