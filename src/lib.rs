@@ -3,22 +3,34 @@
 //! kubectl's semantics, behind a gRPC API with live progress streams.
 //!
 //! # Layout
-//! A request flows `api → engine → actions → cluster`:
-//! - [`config`]: the command line (clap), one struct per command.
-//! - [`cli`]: the client commands (`exec`, `watch`, `dry-run`, `actions`, `get`, `cancel`) over
-//!   the generated gRPC client.
-//! - [`api`]: the gRPC and HTTP edges: proto/JSON ↔ domain translation, health, reflection,
-//!   TLS and mTLS (`api::tls`), who is calling (`api::auth`: bearer tokens, certificates).
-//! - [`engine`]: validation, queue, worker pool, per-target locks, timeouts, cancellation,
-//!   the event log of every execution; `engine::authz` decides who may run or approve what where.
-//! - [`actions`]: one file per action behind the `Remediation` trait; `mod.rs` is the registry.
-//! - [`cluster`]: kube clients by kubeconfig context and kubectl's rollout-status conditions.
+//! A request flows from a door, through the engine, to an action and the cluster:
+//! `api → engine → actions → cluster`. Imports go one way only (`scripts/check-layering`
+//! checks it in CI), lowest first:
+//! - [`telemetry`]: logging, traces and metrics setup; imports nothing of ours.
+//! - [`domain`]: the shared vocabulary — executions, events, states, targets, list filters and
+//!   page limits, the action catalog's descriptors. Imports nothing of ours, so the engine and
+//!   the store both speak it without knowing each other.
+//! - [`cluster`]: kube clients by kubeconfig context, kubectl's rollout-status conditions,
+//!   node and workload helpers, retries.
+//! - [`actions`]: one file (or folder) per action behind the `Remediation` trait; `mod.rs` is
+//!   the registry.
 //! - [`policy`]: Rego evaluation (regorus) and the default policy.
-//! - [`sim`]: the simulated Kubernetes API server (embedded default and test bed); only
-//!   [`run`] and the tests use it.
-//! - [`store`]: durable execution history (embedded file or PostgreSQL).
+//! - [`store`]: durable execution history (embedded SQLite file or PostgreSQL).
+//! - [`engine`]: the one place that decides and runs: admission (validation, authorization,
+//!   dry run, policy, cooldowns, queue), the runner (locks, limits, timeouts, rollback),
+//!   history, cancellation and approvals. `engine/mod.rs` is its facade.
+//! - [`api`]: the doors — gRPC (`api::grpc`, `api::convert`, `api::status`), HTTP/JSON and SSE
+//!   (`api::http`), gRPC-Web, TLS (`api::tls`) and who is calling (`api::auth`). A door only
+//!   decodes into the engine's request types, calls the engine and encodes what comes back;
+//!   it imports only `domain`, `engine` and `telemetry`. New ways in (Kafka, a Kubernetes
+//!   controller, a dashboard) are siblings of `api` with the same rule.
+//! - [`cli`]: the client commands (`exec`, `watch`, `dry-run`, `actions`, `get`, `cancel`,
+//!   `approve`, `reject`) over the generated gRPC client.
+//! - [`sim`]: the simulated Kubernetes API server (embedded default and test bed), with its
+//!   own record of client writes and fault injection; only [`run`], [`config`] and the tests
+//!   use it.
+//! - [`config`]: the command line (clap); it knows every part it configures, none imports it.
 //! - [`run`]: wiring for `serve` and the two-signal shutdown.
-//! - [`telemetry`]: logging setup.
 
 pub mod actions;
 pub mod api;

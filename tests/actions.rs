@@ -293,7 +293,21 @@ async fn quarantine_pod_labels_the_pod_and_isolates_it_once() {
     );
     assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
     assert_eq!(spec["egress"][0]["ports"][0]["port"], json!(53));
-    let rv = labelled.resource_version();
+    // The second quarantine finds both in place and writes nothing: judged from the cluster's
+    // own record of client writes and from what the action would have changed (the pod's
+    // labels, the policy's version). The pod's own resourceVersion is no measure: the
+    // simulated kubelet bumps it with status updates while the pod becomes Ready.
+    let writes = h.sim.writes();
+    let applied = |resource: &str, name: &str| {
+        writes
+            .on(resource, "production", name)
+            .iter()
+            .filter(|w| w.applied())
+            .count()
+    };
+    let pod_writes = applied("pods", &pod.name_any());
+    let policy_writes = applied("networkpolicies", "executor-service-quarantine");
+    assert!(pod_writes >= 1, "the first quarantine labelled the pod");
     let again = common::run_to_end(&mut client, "quarantine_pod", target, json!({})).await;
     assert_eq!(again.state, ExecutionState::Succeeded as i32);
     assert!(
@@ -301,9 +315,20 @@ async fn quarantine_pod_labels_the_pod_and_isolates_it_once() {
         "{}",
         again.message
     );
+    assert_eq!(applied("pods", &pod.name_any()), pod_writes);
     assert_eq!(
-        pods.get(&pod.name_any()).await.unwrap().resource_version(),
-        rv
+        applied("networkpolicies", "executor-service-quarantine"),
+        policy_writes
+    );
+    let after = pods.get(&pod.name_any()).await.unwrap();
+    assert_eq!(after.labels(), labelled.labels());
+    let policy_after = Api::<NetworkPolicy>::namespaced(h.kube.clone(), "production")
+        .get("executor-service-quarantine")
+        .await
+        .unwrap();
+    assert_eq!(
+        policy_after.resource_version(),
+        policy.metadata.resource_version
     );
 }
 

@@ -710,7 +710,6 @@ async fn dry_run_reports_the_change_and_mutates_nothing() {
     // Let the controllers finish starting the demo, so any change would be ours.
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let api = Api::<Deployment>::namespaced(h.kube.clone(), "production");
-    let before = api.get("web").await.unwrap().resource_version();
     let mut client = h.grpc().await;
     let report = client
         .dry_run(DryRunRequest {
@@ -736,7 +735,21 @@ async fn dry_run_reports_the_change_and_mutates_nothing() {
         .into_inner();
     let patch = format!("{:?}", restart.changes[0].patch);
     assert!(patch.contains("restartedAt"), "{patch}");
-    assert_eq!(api.get("web").await.unwrap().resource_version(), before);
+    // Nothing written, by the cluster's own record: every write the dry runs sent was a
+    // server-side dry run. (The deployment's resourceVersion alone would also move with a
+    // status update of its controller.)
+    let applied: Vec<_> = h
+        .sim
+        .writes()
+        .all()
+        .into_iter()
+        .filter(|w| w.applied())
+        .collect();
+    assert!(applied.is_empty(), "the dry runs wrote {applied:?}");
+    assert_eq!(
+        api.get("web").await.unwrap().spec.unwrap().replicas,
+        Some(3)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

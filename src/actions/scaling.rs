@@ -13,7 +13,7 @@ use super::{
 use crate::cluster::WorkloadKind;
 
 /// Ceiling on replicas: a remediation that needs more is a capacity plan, not an incident fix.
-/// The policy issue lets operators lower it per namespace.
+/// The default policy (`--max-replicas`, `data.config.max_replicas`) can set it lower.
 pub const MAX_REPLICAS: i64 = 100;
 
 #[derive(Debug, Deserialize)]

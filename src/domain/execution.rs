@@ -169,7 +169,7 @@ pub struct ExecutionView {
     #[serde(default)]
     pub requester: String,
     /// The policy decision recorded when the request was admitted (allow / deny /
-    /// require_approval, with reasons); null before the policy issue.
+    /// require_approval, with reasons); null in executions stored before policies existed.
     #[serde(default)]
     pub policy: Value,
     /// Who approved or rejected, when and why; null when no approval was involved.

@@ -62,6 +62,7 @@ pub mod selectors;
 pub mod server;
 pub mod store;
 pub mod table;
+pub mod writes;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -79,6 +80,7 @@ pub use scenario::{
     mk_pvc, mk_secret, mk_service, mk_service_account, mk_statefulset, mk_storage_class, PdbLimit,
     Scenario,
 };
+pub use writes::{Write, Writes};
 
 use resources::by_kind;
 use server::Sim;
@@ -141,6 +143,7 @@ impl SimCluster {
         let sim = Arc::new(Sim {
             state: Mutex::new(state),
             faults: Faults::default(),
+            writes: Writes::default(),
             shutdown: CancellationToken::new(),
             addr,
         });
@@ -216,6 +219,11 @@ impl SimCluster {
     /// The fault-injection handle (cloneable; rules apply to subsequent requests).
     pub fn faults(&self) -> Faults {
         self.sim.faults.clone()
+    }
+
+    /// The cluster's record of the writes clients made through its API.
+    pub fn writes(&self) -> Writes {
+        self.sim.writes.clone()
     }
 
     /// Waits until every Deployment, StatefulSet and DaemonSet has all its replicas

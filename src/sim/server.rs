@@ -22,6 +22,7 @@ use super::resources::{lookup, ResourceDef};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{key_of, str_at, EventType, State, WatchEvent};
 use super::table;
+use super::writes::{Write, Writes};
 
 /// Largest request body accepted (the real server's limit is 3 MiB per object).
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -34,6 +35,7 @@ const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub struct Sim {
     pub state: Mutex<State>,
     pub faults: Faults,
+    pub writes: Writes,
     pub shutdown: CancellationToken,
     pub addr: std::net::SocketAddr,
 }
@@ -142,6 +144,7 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
+    let started = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
@@ -221,7 +224,42 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         Some(s) => format!("{}/{}", target.def.plural, s),
         None => target.def.plural.to_string(),
     };
-    let injected = sim.faults.check(verb, &fault_res);
+    let write = matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    )
+    .then(|| Write {
+        verb,
+        resource: fault_res.clone(),
+        namespace: namespace_of(&target).to_string(),
+        name: target.name.clone().unwrap_or_default(),
+        dry_run: is_dry_run(&query),
+        status: 0,
+        started,
+        finished: started,
+    });
+    let response = respond(&sim, verb, target, &fault_res, &parts, &query, &body).await;
+    if let Some(write) = write {
+        sim.writes.record(Write {
+            status: response.status().as_u16(),
+            finished: std::time::Instant::now(),
+            ..write
+        });
+    }
+    response
+}
+
+/// Serves a request whose resource and verb are known: injected faults first, then the verb.
+async fn respond(
+    sim: &Arc<Sim>,
+    verb: &'static str,
+    target: Target,
+    fault_res: &str,
+    parts: &http::request::Parts,
+    query: &HashMap<String, String>,
+    body: &Bytes,
+) -> Response {
+    let injected = sim.faults.check(verb, fault_res);
     if !injected.latency.is_zero() {
         tokio::time::sleep(injected.latency).await;
     }
@@ -259,10 +297,10 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         && target.sub.as_deref() == Some("log")
         && query.get("follow").is_some_and(|f| f == "true")
     {
-        return follow_logs(sim, &target, &query);
+        return follow_logs(sim.clone(), &target, query);
     }
     if verb == "watch" {
-        return watch(sim, target, &query, table);
+        return watch(sim.clone(), target, query, table);
     }
     let ct = parts
         .headers
@@ -270,7 +308,7 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
-    match serve(&sim, verb, &target, &query, &ct, &body, table) {
+    match serve(sim, verb, &target, query, &ct, body, table) {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
