@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
-    Update,
+    workload, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Risk, Update,
 };
 use crate::cluster::{selector_string, WorkloadKind};
 
@@ -100,21 +100,9 @@ impl CollectDiagnostics {
     /// The pods to examine, and the workload's own events when the target is a workload.
     async fn pods(&self, ctx: &ActionContext, max: usize) -> Result<Vec<Pod>, ActionError> {
         let Some(kind) = WorkloadKind::from_kind(&ctx.target.kind) else {
-            let pod = ctx.pods().get(&ctx.target.name).await.map_err(|e| {
-                ActionError::from_kube(e, &format!("pod {}", ctx.target.object_ref()))
-            })?;
-            return Ok(vec![pod]);
+            return Ok(vec![ctx.get_target::<Pod>().await?]);
         };
-        let workload = kind
-            .api(&ctx.client, &ctx.target.namespace)
-            .get(&ctx.target.name)
-            .await
-            .map_err(|e| {
-                ActionError::from_kube(
-                    e,
-                    &format!("{} {}", kind.kind().to_lowercase(), ctx.target.object_ref()),
-                )
-            })?;
+        let workload = workload::get(ctx, kind, &ctx.target.name).await?;
         let selector: LabelSelector = workload
             .data
             .pointer("/spec/selector")

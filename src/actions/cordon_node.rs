@@ -120,16 +120,12 @@ impl Remediation for CordonNode {
         // Server-side dry run: the API server validates the patch and persists nothing.
         let after = set_unschedulable(&api, name, true, true).await?;
         let summary = format!("node {name}: cordon (spec.unschedulable → true)");
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object: format!("node/{name}"),
-                summary,
-                before: super::comparable(&before),
-                after: super::comparable(&after),
-            }],
-            warnings: vec![],
-        })
+        Ok(Plan::single(Change::update(
+            format!("node/{name}"),
+            summary,
+            &before,
+            &after,
+        )))
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {

@@ -2,6 +2,7 @@
 //! gone. Like `restart_pod` it refuses a pod no controller manages unless `force` is set.
 
 use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     api::{DeleteParams, Preconditions},
     runtime::{conditions, wait::await_condition},
@@ -53,15 +54,9 @@ impl DeletePod {
 }
 
 impl DeletePod {
-    async fn check(
-        &self,
-        ctx: &ActionContext,
-    ) -> Result<k8s_openapi::api::core::v1::Pod, ActionError> {
+    async fn check(&self, ctx: &ActionContext) -> Result<Pod, ActionError> {
         let p: Params = ctx.params()?;
-        let pod =
-            ctx.pods().get(&ctx.target.name).await.map_err(|e| {
-                ActionError::from_kube(e, &format!("pod {}", ctx.target.object_ref()))
-            })?;
+        let pod: Pod = ctx.get_target().await?;
         if controller_ref(&pod.metadata).is_none() && !p.force {
             return Err(ActionError::Precondition(format!(
                 "pod {} is not managed by a controller: it would be gone for good (set force to delete it anyway)",
@@ -70,17 +65,23 @@ impl DeletePod {
         }
         Ok(pod)
     }
+}
 
-    fn delete_params(uid: Option<String>, p: &Params, dry_run: bool) -> DeleteParams {
-        DeleteParams {
-            dry_run,
-            grace_period_seconds: p.grace_period_seconds.map(|g| g as u32),
-            preconditions: Some(Preconditions {
-                uid,
-                resource_version: None,
-            }),
-            ..Default::default()
-        }
+/// Options to delete exactly the pod with `uid`, never a namesake created since, with a
+/// termination grace period (`None`: the pod's own).
+pub(super) fn delete_exactly(
+    uid: Option<String>,
+    grace_period_seconds: Option<i64>,
+    dry_run: bool,
+) -> DeleteParams {
+    DeleteParams {
+        dry_run,
+        grace_period_seconds: grace_period_seconds.map(|g| g as u32),
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..Default::default()
     }
 }
 
@@ -96,20 +97,15 @@ impl Remediation for DeletePod {
         ctx.pods()
             .delete(
                 &ctx.target.name,
-                &Self::delete_params(pod.metadata.uid.clone(), &p, true),
+                &delete_exactly(pod.metadata.uid.clone(), p.grace_period_seconds, true),
             )
             .await?;
         let summary = format!("{}: delete", ctx.target.object_ref());
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object: ctx.target.object_ref(),
-                summary,
-                before: super::comparable(&pod),
-                after: serde_json::Value::Null,
-            }],
-            warnings: Vec::new(),
-        })
+        Ok(Plan::single(Change::delete(
+            ctx.target.object_ref(),
+            summary,
+            &pod,
+        )))
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
@@ -126,7 +122,7 @@ impl Remediation for DeletePod {
         ctx.pods()
             .delete(
                 &ctx.target.name,
-                &Self::delete_params(Some(uid.clone()), &p, false),
+                &delete_exactly(Some(uid.clone()), p.grace_period_seconds, false),
             )
             .await?;
         ctx.reporter.progress(

@@ -86,14 +86,7 @@ impl ExpandPvc {
         ctx: &ActionContext,
     ) -> Result<(PersistentVolumeClaim, String), ActionError> {
         let p: Params = ctx.params()?;
-        let api: Api<PersistentVolumeClaim> =
-            Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
-        let pvc = api.get(&ctx.target.name).await.map_err(|e| {
-            ActionError::from_kube(
-                e,
-                &format!("persistentvolumeclaim {}", ctx.target.object_ref()),
-            )
-        })?;
+        let pvc: PersistentVolumeClaim = ctx.get_target().await?;
         let current = storage_of(&pvc).unwrap_or_default();
         if parse_quantity(&p.size) <= parse_quantity(&current) {
             return Err(ActionError::invalid(
@@ -151,16 +144,13 @@ impl Remediation for ExpandPvc {
             ctx.target.object_ref(),
             p.size
         );
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object: ctx.target.object_ref(),
-                summary,
-                before: super::comparable(&before),
-                after: super::comparable(&after),
-            }],
-            warnings: vec!["a volume cannot be shrunk again once expanded".into()],
-        })
+        Ok(Plan::single(Change::update(
+            ctx.target.object_ref(),
+            summary,
+            &before,
+            &after,
+        ))
+        .with_warnings(vec!["a volume cannot be shrunk again once expanded".into()]))
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {

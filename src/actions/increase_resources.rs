@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    parse_quantity, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType,
-    Plan, Remediation, Risk, Update,
+    parse_quantity, workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
+    ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::{owning_workload, WorkloadKind};
 
@@ -92,6 +92,8 @@ impl IncreaseResources {
 struct Resizing {
     kind: WorkloadKind,
     name: String,
+    /// The workload as `namespace/kind/name`.
+    object: String,
     before: kube::api::DynamicObject,
     /// Per container: the resources it will have.
     containers: BTreeMap<String, Value>,
@@ -106,9 +108,7 @@ impl IncreaseResources {
         let (kind, name) = match WorkloadKind::from_kind(&ctx.target.kind) {
             Some(kind) => (kind, ctx.target.name.clone()),
             None => {
-                let pod: Pod = ctx.pods().get(&ctx.target.name).await.map_err(|e| {
-                    ActionError::from_kube(e, &format!("pod {}", ctx.target.object_ref()))
-                })?;
+                let pod: Pod = ctx.get_target().await?;
                 owning_workload(&ctx.client, &pod).await?.ok_or_else(|| {
                     ActionError::Precondition(format!(
                         "pod {} is not managed by a Deployment, StatefulSet or DaemonSet: its resources cannot be changed through a workload",
@@ -117,19 +117,8 @@ impl IncreaseResources {
                 })?
             }
         };
-        let object = format!(
-            "{}/{}/{}",
-            ctx.target.namespace,
-            kind.kind().to_lowercase(),
-            name
-        );
-        let before = kind
-            .api(&ctx.client, &ctx.target.namespace)
-            .get(&name)
-            .await
-            .map_err(|e| {
-                ActionError::from_kube(e, &format!("{} {object}", kind.kind().to_lowercase()))
-            })?;
+        let object = workload::object_ref(&ctx.target.namespace, kind, &name);
+        let before = workload::get(ctx, kind, &name).await?;
         let all: Vec<(String, Value)> = before
             .data
             .pointer("/spec/template/spec/containers")
@@ -221,6 +210,7 @@ impl IncreaseResources {
         Ok(Resizing {
             kind,
             name,
+            object,
             before,
             containers,
             previous,
@@ -268,17 +258,12 @@ impl Remediation for IncreaseResources {
     }
 
     async fn rollback(&self, ctx: &ActionContext, data: &Value) -> Result<Outcome, ActionError> {
-        super::restore_template(ctx, data).await
+        workload::restore_template(ctx, data).await
     }
 
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
         let r = self.resizing(ctx).await?;
-        let object = format!(
-            "{}/{}/{}",
-            ctx.target.namespace,
-            r.kind.kind().to_lowercase(),
-            r.name
-        );
+        let object = &r.object;
         if r.changes.is_empty() {
             return Ok(Plan {
                 summary: format!("{object}: resources already at or above the requested values"),
@@ -295,30 +280,17 @@ impl Remediation for IncreaseResources {
             )
             .await?;
         let summary = format!("{object}: {}", r.changes.join(", "));
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object,
-                summary,
-                before: super::comparable(&r.before),
-                after: super::comparable(&after),
-            }],
-            warnings: vec![format!(
-                "{} restarts its pods to apply new resources",
-                r.name
-            )],
-        })
+        Ok(
+            Plan::single(Change::update(object, summary, &r.before, &after)).with_warnings(vec![
+                format!("{} restarts its pods to apply new resources", r.name),
+            ]),
+        )
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
         let p: Params = ctx.params()?;
         let r = self.resizing(ctx).await?;
-        let object = format!(
-            "{}/{}/{}",
-            ctx.target.namespace,
-            r.kind.kind().to_lowercase(),
-            r.name
-        );
+        let object = &r.object;
         if r.changes.is_empty() {
             return Ok(Outcome {
                 message: format!("{object}: resources already at or above the requested values"),
@@ -344,14 +316,7 @@ impl Remediation for IncreaseResources {
                 .details(json!({ "resources": r.containers })),
         );
         if p.wait_for_rollout {
-            r.kind
-                .follow(&ctx.client, &ctx.target.namespace, &r.name, |s| {
-                    ctx.reporter.progress(super::rollout_update(
-                        s,
-                        s.updated.min(s.available.max(s.ready)),
-                    ));
-                })
-                .await?;
+            workload::follow(ctx, r.kind, &r.name, workload::updated_pods).await?;
         }
         Ok(Outcome {
             message: format!("{object}: {}", r.changes.join(", ")),

@@ -1,5 +1,10 @@
-//! Remediation actions: one file per action behind the [`Remediation`] trait; this module is
-//! the registry and the vocabulary they share (descriptors, parameters, plans, errors).
+//! Remediation actions: one file per action behind the [`Remediation`] trait (a folder for
+//! `drain_node`, whose kubectl filter chain and evictions are files of their own); this module
+//! is the registry and the vocabulary they share (descriptors, targets, progress, errors).
+//!
+//! Shared by several actions: `params` (typed parameter validation), `plan` ([`Plan`] and
+//! [`Change`]), `workload` (reading a workload, following its rollout, restoring a template),
+//! `scaling` and `restarting` (one implementation for each workload kind).
 //!
 //! An action never talks gRPC and never touches the engine's bookkeeping: it reads and changes
 //! the cluster through [`ActionContext`] and reports what it does through [`Reporter`].
@@ -12,6 +17,7 @@ mod expand_pvc;
 mod increase_resources;
 mod notify_only;
 mod params;
+mod plan;
 mod quarantine_pod;
 mod restart_daemonset;
 mod restart_pod;
@@ -26,6 +32,7 @@ mod taint_node;
 mod uncordon_node;
 mod untaint_node;
 mod update_hpa;
+mod workload;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -35,6 +42,7 @@ use serde_json::{Map, Value};
 
 pub use crate::domain::{ActionSpec, ParamSpec, ParamType, Risk, Target};
 pub use params::{parse_quantity, validate_parameters};
+pub use plan::{Change, Plan};
 pub use scaling::MAX_REPLICAS;
 
 use crate::cluster::{ClusterError, RolloutError};
@@ -118,32 +126,6 @@ impl ActionContext {
         serde_json::from_value(Value::Object(self.params.clone()))
             .map_err(|e| ActionError::Internal(format!("parameters do not fit the action: {e}")))
     }
-}
-
-/// The change an action would make to one object.
-#[derive(Debug, Clone)]
-pub struct Change {
-    /// `namespace/kind/name`.
-    pub object: String,
-    pub summary: String,
-    pub before: Value,
-    pub after: Value,
-}
-
-impl Change {
-    /// RFC 6902 patch from `before` to `after`.
-    pub fn patch(&self) -> Value {
-        serde_json::to_value(json_patch::diff(&self.before, &self.after)).unwrap_or(Value::Null)
-    }
-}
-
-/// What an action would do, computed from the cluster's current state; mutations are checked
-/// with the API server's `dryRun=All`, so nothing changes.
-#[derive(Debug, Clone, Default)]
-pub struct Plan {
-    pub summary: String,
-    pub changes: Vec<Change>,
-    pub warnings: Vec<String>,
 }
 
 /// How a successful run ended.
@@ -240,61 +222,6 @@ pub trait Remediation: Send + Sync + 'static {
     }
 }
 
-/// Puts a workload's pod template back as recorded (kubectl `rollout undo` does the same with
-/// a ReplicaSet's template) and follows the rollout that starts.
-///
-/// # Errors
-/// When the recorded data has no template, the patch fails, or the rollout does not complete.
-pub(crate) async fn restore_template(
-    ctx: &ActionContext,
-    data: &Value,
-) -> Result<Outcome, ActionError> {
-    let kind = data
-        .get("kind")
-        .and_then(Value::as_str)
-        .and_then(crate::cluster::WorkloadKind::from_kind)
-        .ok_or_else(|| ActionError::Internal("rollback data names no workload kind".into()))?;
-    let name = data
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or(&ctx.target.name)
-        .to_string();
-    let template = data
-        .get("template")
-        .filter(|t| !t.is_null())
-        .ok_or_else(|| ActionError::Internal("rollback data holds no pod template".into()))?;
-    let patch: json_patch::Patch = serde_json::from_value(
-        serde_json::json!([{ "op": "replace", "path": "/spec/template", "value": template }]),
-    )
-    .map_err(|e| ActionError::Internal(format!("rollback patch: {e}")))?;
-    let object = format!(
-        "{}/{}/{}",
-        ctx.target.namespace,
-        kind.kind().to_lowercase(),
-        name
-    );
-    let api = kind.api(&ctx.client, &ctx.target.namespace);
-    let patch = kube::api::Patch::<Value>::Json(patch);
-    let params = kube::api::PatchParams::default();
-    ctx.retry(&format!("restore the pod template of {object}"), || {
-        api.patch(&name, &params, &patch)
-    })
-    .await?;
-    ctx.reporter.progress(Update::new(format!(
-        "restored the recorded pod template of {object}"
-    )));
-    let done = kind
-        .follow(&ctx.client, &ctx.target.namespace, &name, |s| {
-            ctx.reporter
-                .progress(rollout_update(s, s.updated.min(s.available.max(s.ready))));
-        })
-        .await?;
-    Ok(Outcome {
-        message: format!("{object} restored: {}", done.message),
-        result: serde_json::json!({ "restored": object }),
-    })
-}
-
 /// All actions by name.
 #[derive(Clone)]
 pub struct Registry {
@@ -368,37 +295,29 @@ impl ActionContext {
     pub fn pods(&self) -> kube::Api<k8s_openapi::api::core::v1::Pod> {
         kube::Api::namespaced(self.client.clone(), &self.target.namespace)
     }
-}
 
-/// An object as a before/after diff should show it: metadata a user chose and the spec; no
-/// status, no server bookkeeping (uid, resourceVersion, managedFields, timestamps).
-pub(crate) fn comparable(object: &impl serde::Serialize) -> Value {
-    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
-    if let Some(map) = value.as_object_mut() {
-        map.remove("status");
-        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-            for key in [
-                "managedFields",
-                "resourceVersion",
-                "uid",
-                "creationTimestamp",
-                "generation",
-            ] {
-                meta.remove(key);
-            }
-        }
+    /// The target, read from its namespace as a `K` (the type says which API to ask).
+    ///
+    /// # Errors
+    /// [`ActionError::NotFound`] naming the target (`pod prod/pod/web-1`) on a 404; other API
+    /// errors.
+    pub async fn get_target<K>(&self) -> Result<K, ActionError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        kube::Api::<K>::namespaced(self.client.clone(), &self.target.namespace)
+            .get(&self.target.name)
+            .await
+            .map_err(|e| {
+                let what = format!(
+                    "{} {}",
+                    K::kind(&()).to_lowercase(),
+                    self.target.object_ref()
+                );
+                ActionError::from_kube(e, &what)
+            })
     }
-    value
-}
-
-/// A progress event for a rollout step, kubectl's message with counts.
-pub(crate) fn rollout_update(status: &crate::cluster::RolloutStatus, current: u64) -> Update {
-    Update::new(status.message.clone())
-        .progress(current, status.desired)
-        .details(serde_json::json!({
-            "desired": status.desired,
-            "updated": status.updated,
-            "ready": status.ready,
-            "available": status.available,
-        }))
 }

@@ -84,10 +84,7 @@ struct Quarantine {
 
 impl QuarantinePod {
     async fn state(&self, ctx: &ActionContext) -> Result<Quarantine, ActionError> {
-        let pod =
-            ctx.pods().get(&ctx.target.name).await.map_err(|e| {
-                ActionError::from_kube(e, &format!("pod {}", ctx.target.object_ref()))
-            })?;
+        let pod: Pod = ctx.get_target().await?;
         let labelled = pod
             .metadata
             .labels
@@ -135,12 +132,12 @@ impl Remediation for QuarantinePod {
                     &Self::label_patch(p.reason.as_deref()),
                 )
                 .await?;
-            changes.push(Change {
-                object: ctx.target.object_ref(),
-                summary: format!("{}: label {QUARANTINE_LABEL}=true", ctx.target.object_ref()),
-                before: super::comparable(&q.pod),
-                after: super::comparable(&after),
-            });
+            changes.push(Change::update(
+                ctx.target.object_ref(),
+                format!("{}: label {QUARANTINE_LABEL}=true", ctx.target.object_ref()),
+                &q.pod,
+                &after,
+            ));
         }
         if q.policy.is_none() {
             let policies: Api<NetworkPolicy> =
@@ -154,15 +151,14 @@ impl Remediation for QuarantinePod {
                     &quarantine_policy(&ctx.target.namespace),
                 )
                 .await?;
-            changes.push(Change {
-                object: format!("{}/networkpolicy/{POLICY_NAME}", ctx.target.namespace),
-                summary: format!(
+            changes.push(Change::create(
+                format!("{}/networkpolicy/{POLICY_NAME}", ctx.target.namespace),
+                format!(
                     "{}/networkpolicy/{POLICY_NAME}: create (deny ingress, egress only DNS)",
                     ctx.target.namespace
                 ),
-                before: Value::Null,
-                after: super::comparable(&created),
-            });
+                &created,
+            ));
         }
         let summary = if changes.is_empty() {
             format!("{} is already quarantined", ctx.target.object_ref())

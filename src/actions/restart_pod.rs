@@ -6,18 +6,16 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    api::{DeleteParams, Preconditions},
-    runtime::{conditions, wait::await_condition, watcher, WatchStreamExt},
-};
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use kube::runtime::{conditions, wait::await_condition, watcher, WatchStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
-    Remediation, Risk, Update,
+    delete_pod::delete_exactly, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
+    ParamType, Plan, Remediation, Risk, Update,
 };
+use crate::cluster::controller_ref;
 
 #[derive(Debug, Deserialize)]
 struct Params {
@@ -65,26 +63,6 @@ impl RestartPod {
     }
 }
 
-/// The controller owning a pod, as `Kind/name` with its uid.
-struct Controller {
-    kind: String,
-    name: String,
-    uid: String,
-}
-
-fn controller_of(pod: &Pod) -> Option<Controller> {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-        .map(|o| Controller {
-            kind: o.kind.clone(),
-            name: o.name.clone(),
-            uid: o.uid.clone(),
-        })
-}
-
 fn label_selector(pod: &Pod) -> String {
     pod.metadata
         .labels
@@ -96,13 +74,14 @@ fn label_selector(pod: &Pod) -> String {
 }
 
 impl RestartPod {
-    async fn check(&self, ctx: &ActionContext) -> Result<(Pod, Option<Controller>), ActionError> {
+    /// The pod and the reference to its controller.
+    async fn check(
+        &self,
+        ctx: &ActionContext,
+    ) -> Result<(Pod, Option<OwnerReference>), ActionError> {
         let p: Params = ctx.params()?;
-        let pod =
-            ctx.pods().get(&ctx.target.name).await.map_err(|e| {
-                ActionError::from_kube(e, &format!("pod {}", ctx.target.object_ref()))
-            })?;
-        let controller = controller_of(&pod);
+        let pod: Pod = ctx.get_target().await?;
+        let controller = controller_ref(&pod.metadata).cloned();
         if controller.is_none() && !p.force {
             return Err(ActionError::Precondition(format!(
                 "pod {} is not managed by a controller: deleting it would not bring it back (set force to delete it anyway)",
@@ -110,19 +89,6 @@ impl RestartPod {
             )));
         }
         Ok((pod, controller))
-    }
-
-    fn delete_params(pod: &Pod, p: &Params, dry_run: bool) -> DeleteParams {
-        DeleteParams {
-            dry_run,
-            grace_period_seconds: p.grace_period_seconds.map(|g| g as u32),
-            // Delete exactly the pod we looked at, not a namesake created since.
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        }
     }
 }
 
@@ -136,7 +102,10 @@ impl Remediation for RestartPod {
         let p: Params = ctx.params()?;
         let (pod, controller) = self.check(ctx).await?;
         ctx.pods()
-            .delete(&ctx.target.name, &Self::delete_params(&pod, &p, true))
+            .delete(
+                &ctx.target.name,
+                &delete_exactly(pod.metadata.uid.clone(), p.grace_period_seconds, true),
+            )
             .await?;
         let summary = match &controller {
             Some(c) => format!(
@@ -157,16 +126,10 @@ impl Remediation for RestartPod {
                 ctx.target.object_ref()
             ));
         }
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object: ctx.target.object_ref(),
-                summary,
-                before: super::comparable(&pod),
-                after: serde_json::Value::Null,
-            }],
-            warnings,
-        })
+        Ok(
+            Plan::single(Change::delete(ctx.target.object_ref(), summary, &pod))
+                .with_warnings(warnings),
+        )
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
@@ -195,8 +158,11 @@ impl Remediation for RestartPod {
             .default_backoff()
             .applied_objects()
             .boxed();
-        api.delete(&ctx.target.name, &Self::delete_params(&pod, &p, false))
-            .await?;
+        api.delete(
+            &ctx.target.name,
+            &delete_exactly(pod.metadata.uid.clone(), p.grace_period_seconds, false),
+        )
+        .await?;
         let total = if p.wait_ready { 3 } else { 2 };
         ctx.reporter.progress(
             Update::new(format!("deleted pod {}", ctx.target.object_ref())).progress(1, total),
@@ -211,7 +177,8 @@ impl Remediation for RestartPod {
             match pods.next().await {
                 Some(Ok(candidate)) => {
                     let uid = candidate.metadata.uid.clone().unwrap_or_default();
-                    let owned = controller_of(&candidate).is_some_and(|c| c.uid == controller.uid);
+                    let owned = controller_ref(&candidate.metadata)
+                        .is_some_and(|c| c.uid == controller.uid);
                     let fresh = uid != old_uid && !existing.contains(&uid);
                     if owned && fresh && candidate.metadata.deletion_timestamp.is_none() {
                         break candidate;

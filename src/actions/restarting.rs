@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Update,
 };
 use crate::cluster::WorkloadKind;
@@ -64,21 +64,7 @@ fn now() -> String {
 
 impl Restart {
     async fn check(&self, ctx: &ActionContext) -> Result<kube::api::DynamicObject, ActionError> {
-        let before = self
-            .kind
-            .api(&ctx.client, &ctx.target.namespace)
-            .get(&ctx.target.name)
-            .await
-            .map_err(|e| {
-                ActionError::from_kube(
-                    e,
-                    &format!(
-                        "{} {}",
-                        self.kind.kind().to_lowercase(),
-                        ctx.target.object_ref()
-                    ),
-                )
-            })?;
+        let before = workload::get(ctx, self.kind, &ctx.target.name).await?;
         if before.data.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) {
             // kubectl's own refusal.
             return Err(ActionError::Precondition(format!(
@@ -101,7 +87,7 @@ impl Remediation for Restart {
     }
 
     async fn rollback(&self, ctx: &ActionContext, data: &Value) -> Result<Outcome, ActionError> {
-        super::restore_template(ctx, data).await
+        workload::restore_template(ctx, data).await
     }
 
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
@@ -116,16 +102,12 @@ impl Remediation for Restart {
             "{}: rolling restart ({RESTARTED_AT} = {at})",
             ctx.target.object_ref()
         );
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object: ctx.target.object_ref(),
-                summary,
-                before: super::comparable(&before),
-                after: super::comparable(&after),
-            }],
-            warnings: Vec::new(),
-        })
+        Ok(Plan::single(Change::update(
+            ctx.target.object_ref(),
+            summary,
+            &before,
+            &after,
+        )))
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
@@ -159,15 +141,8 @@ impl Remediation for Restart {
                 result: json!({ "restarted_at": at }),
             });
         }
-        let done = self
-            .kind
-            .follow(&ctx.client, &ctx.target.namespace, &ctx.target.name, |s| {
-                ctx.reporter.progress(super::rollout_update(
-                    s,
-                    s.updated.min(s.available.max(s.ready)),
-                ));
-            })
-            .await?;
+        let done =
+            workload::follow(ctx, self.kind, &ctx.target.name, workload::updated_pods).await?;
         Ok(Outcome {
             message: done.message.clone(),
             result: json!({ "restarted_at": at, "replicas": done.desired }),

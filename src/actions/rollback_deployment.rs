@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Risk, Update,
 };
-use crate::cluster::{follow_deployment_rollout, selector_string};
+use crate::cluster::{controller_ref, selector_string, WorkloadKind};
 
 /// The annotation holding a deployment's (and its ReplicaSets') revision.
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -102,9 +102,7 @@ fn template_without_hash(rs: &ReplicaSet) -> Value {
 impl RollbackDeployment {
     async fn undo(&self, ctx: &ActionContext) -> Result<Undo, ActionError> {
         let p: Params = ctx.params()?;
-        let deployment = ctx.deployments().get(&ctx.target.name).await.map_err(|e| {
-            ActionError::from_kube(e, &format!("deployment {}", ctx.target.object_ref()))
-        })?;
+        let deployment: Deployment = ctx.get_target().await?;
         let spec = deployment.spec.clone().unwrap_or_default();
         if spec.paused == Some(true) {
             return Err(ActionError::Precondition(
@@ -120,13 +118,7 @@ impl RollbackDeployment {
                 .await?
                 .items
                 .into_iter()
-                .filter(|rs| {
-                    rs.metadata
-                        .owner_references
-                        .iter()
-                        .flatten()
-                        .any(|o| o.controller == Some(true) && o.uid == uid)
-                })
+                .filter(|rs| controller_ref(&rs.metadata).is_some_and(|o| o.uid == uid))
                 .collect();
         let name = &ctx.target.name;
         let wanted = if p.to_revision == 0 {
@@ -218,7 +210,7 @@ impl Remediation for RollbackDeployment {
     }
 
     async fn rollback(&self, ctx: &ActionContext, data: &Value) -> Result<Outcome, ActionError> {
-        super::restore_template(ctx, data).await
+        workload::restore_template(ctx, data).await
     }
 
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
@@ -243,16 +235,12 @@ impl Remediation for RollbackDeployment {
             )
             .await?;
         let summary = format!("{object}: roll back to revision {}", undo.revision);
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object,
-                summary,
-                before: super::comparable(&undo.deployment),
-                after: super::comparable(&after),
-            }],
-            warnings: Vec::new(),
-        })
+        Ok(Plan::single(Change::update(
+            object,
+            summary,
+            &undo.deployment,
+            &after,
+        )))
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
@@ -298,9 +286,8 @@ impl Remediation for RollbackDeployment {
                 result: json!({ "revision": undo.revision, "changed": true }),
             });
         }
-        let done = follow_deployment_rollout(&api, &ctx.target.name, |s| {
-            ctx.reporter
-                .progress(super::rollout_update(s, s.updated.min(s.available)));
+        let done = workload::follow(ctx, WorkloadKind::Deployment, &ctx.target.name, |s| {
+            s.updated.min(s.available)
         })
         .await?;
         Ok(Outcome {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Update,
 };
 use crate::cluster::WorkloadKind;
@@ -146,13 +146,7 @@ impl Remediation for Scale {
             "scaled {} back to {replicas} replicas",
             ctx.target.object_ref()
         )));
-        let done = self
-            .kind
-            .follow(&ctx.client, &ctx.target.namespace, &ctx.target.name, |s| {
-                ctx.reporter
-                    .progress(super::rollout_update(s, s.ready.min(s.desired)));
-            })
-            .await?;
+        let done = workload::follow(ctx, self.kind, &ctx.target.name, workload::ready_pods).await?;
         Ok(Outcome {
             message: format!(
                 "{} back at {replicas} replicas; {}",
@@ -185,16 +179,13 @@ impl Remediation for Scale {
                 ctx.target.object_ref()
             ));
         }
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object: ctx.target.object_ref(),
-                summary,
-                before: super::comparable(&before),
-                after: super::comparable(&after),
-            }],
-            warnings,
-        })
+        Ok(Plan::single(Change::update(
+            ctx.target.object_ref(),
+            summary,
+            &before,
+            &after,
+        ))
+        .with_warnings(warnings))
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
@@ -227,13 +218,7 @@ impl Remediation for Scale {
                 result: json!({ "from": from, "to": to }),
             });
         }
-        let done = self
-            .kind
-            .follow(&ctx.client, &ctx.target.namespace, &ctx.target.name, |s| {
-                ctx.reporter
-                    .progress(super::rollout_update(s, s.ready.min(s.desired)));
-            })
-            .await?;
+        let done = workload::follow(ctx, self.kind, &ctx.target.name, workload::ready_pods).await?;
         Ok(Outcome {
             message: format!(
                 "{}: replicas {from} → {to}; {}",

@@ -286,16 +286,13 @@ impl Remediation for TaintNode {
                 "a NoExecute taint evicts every pod on node {name} that does not tolerate it"
             ));
         }
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object: format!("node/{name}"),
-                summary,
-                before: super::comparable(&node),
-                after: super::comparable(&patched),
-            }],
-            warnings,
-        })
+        Ok(Plan::single(Change::update(
+            format!("node/{name}"),
+            summary,
+            &node,
+            &patched,
+        ))
+        .with_warnings(warnings))
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {

@@ -45,16 +45,12 @@ impl Remediation for UncordonNode {
         }
         let after = set_unschedulable(&nodes(ctx), name, false, true).await?;
         let summary = format!("node {name}: uncordon (spec.unschedulable removed)");
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object: format!("node/{name}"),
-                summary,
-                before: super::comparable(&before),
-                after: super::comparable(&after),
-            }],
-            warnings: vec![],
-        })
+        Ok(Plan::single(Change::update(
+            format!("node/{name}"),
+            summary,
+            &before,
+            &after,
+        )))
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {

@@ -98,16 +98,12 @@ impl Remediation for UntaintNode {
             .collect();
         let patched = write_taints(ctx, &node, &after, true).await?;
         let summary = format!("node {name}: remove taint(s) {}", removed.join(", "));
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object: format!("node/{name}"),
-                summary,
-                before: super::comparable(&node),
-                after: super::comparable(&patched),
-            }],
-            warnings: vec![],
-        })
+        Ok(Plan::single(Change::update(
+            format!("node/{name}"),
+            summary,
+            &node,
+            &patched,
+        )))
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {

@@ -62,12 +62,7 @@ impl UpdateHpa {
 
     async fn bounds(&self, ctx: &ActionContext) -> Result<Bounds, ActionError> {
         let p: Params = ctx.params()?;
-        let before = Self::api(ctx).get(&ctx.target.name).await.map_err(|e| {
-            ActionError::from_kube(
-                e,
-                &format!("horizontalpodautoscaler {}", ctx.target.object_ref()),
-            )
-        })?;
+        let before: HorizontalPodAutoscaler = ctx.get_target().await?;
         let spec = before.spec.clone().unwrap_or_default();
         let from = (
             i64::from(spec.min_replicas.unwrap_or(1)),
@@ -136,16 +131,12 @@ impl Remediation for UpdateHpa {
             b.to.0,
             b.to.1
         );
-        Ok(Plan {
-            summary: summary.clone(),
-            changes: vec![Change {
-                object: ctx.target.object_ref(),
-                summary,
-                before: super::comparable(&b.before),
-                after: super::comparable(&after),
-            }],
-            warnings: Vec::new(),
-        })
+        Ok(Plan::single(Change::update(
+            ctx.target.object_ref(),
+            summary,
+            &b.before,
+            &after,
+        )))
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {

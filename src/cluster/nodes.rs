@@ -1,15 +1,19 @@
 //! Node helpers shared by the node actions: which nodes can still take new pods, kubectl's
-//! cordon patch, and the PodDisruptionBudgets that guard a pod.
+//! cordon patch and the guard that undoes it when a drain stops early, the
+//! PodDisruptionBudgets that guard a pod, and the Eviction API call a drain makes for each pod.
 
 use std::{collections::BTreeMap, sync::OnceLock};
 
 use k8s_openapi::{
-    api::{core::v1::Node, core::v1::Pod, policy::v1::PodDisruptionBudget},
-    apimachinery::pkg::apis::meta::v1::LabelSelector,
+    api::{
+        core::v1::{Node, Pod},
+        policy::v1::{Eviction, PodDisruptionBudget},
+    },
+    apimachinery::pkg::apis::meta::v1::{DeleteOptions, LabelSelector, ObjectMeta, Preconditions},
 };
 use kube::{
     api::{ListParams, Patch, PatchParams},
-    Api,
+    Api, ResourceExt,
 };
 use serde_json::{json, Value};
 
@@ -94,6 +98,57 @@ pub async fn set_unschedulable(
     api.patch(name, &params, &cordon_patch(unschedulable)).await
 }
 
+/// Puts a node back in scheduling if it is dropped while armed: a drain arms it once it has
+/// cordoned a node that was schedulable, so that a drain future dropped half-way (cancelled,
+/// or the engine's own timeout) does not leave the node cordoned. The uncordon runs as a task
+/// of the current runtime, since `drop` cannot wait.
+pub struct UncordonOnDrop {
+    api: Api<Node>,
+    node: String,
+    armed: bool,
+}
+
+impl UncordonOnDrop {
+    /// A disarmed guard for node `node`.
+    pub fn new(api: Api<Node>, node: &str) -> Self {
+        UncordonOnDrop {
+            api,
+            node: node.to_string(),
+            armed: false,
+        }
+    }
+
+    /// From now on, dropping the guard uncordons the node.
+    pub fn arm(&mut self) {
+        self.armed = true;
+    }
+
+    /// Disarms the guard; returns whether it was armed, i.e. whether the caller is now the one
+    /// to give the node back.
+    pub fn disarm(&mut self) -> bool {
+        std::mem::replace(&mut self.armed, false)
+    }
+}
+
+impl Drop for UncordonOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (api, node) = (self.api.clone(), self.node.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                match set_unschedulable(&api, &node, false, false).await {
+                    Ok(_) => tracing::warn!(%node, "drain stopped early: node uncordoned again"),
+                    Err(e) => {
+                        tracing::error!(%node, error = %e, "drain stopped early: uncordon failed")
+                    }
+                }
+            });
+        }
+    }
+}
+
 /// Whether a label selector selects an object with `labels`, by the API's rules: every
 /// `matchLabels` pair and every `matchExpressions` requirement must hold; an empty selector
 /// selects everything. An unknown operator selects nothing.
@@ -134,6 +189,46 @@ pub fn pdbs_selecting<'a>(
                 .is_some_and(|sel| selector_matches(sel, labels))
         })
         .collect()
+}
+
+/// Posts a policy/v1 Eviction for `pod`, exactly as kubectl does, with `grace` as the
+/// termination grace period (`None`: the pod's own) and the pod's UID as a precondition, so
+/// that a namesake created since is never evicted in its place.
+///
+/// Not `kube::Api::evict`: kube 5.0 serializes the body's delete options as `delete_options`,
+/// which the API server ignores, so a grace period (and the UID precondition) would be lost.
+///
+/// # Errors
+/// The API error of the eviction: 429 while a PodDisruptionBudget forbids it, 404 when the pod
+/// is gone, 409 when the UID precondition fails (the pod was replaced).
+pub async fn evict(
+    client: &kube::Client,
+    pod: &Pod,
+    grace: Option<i64>,
+) -> Result<(), kube::Error> {
+    let ns = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let eviction = Eviction {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        delete_options: Some(DeleteOptions {
+            grace_period_seconds: grace,
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        }),
+    };
+    let body = serde_json::to_vec(&eviction).map_err(kube::Error::SerdeError)?;
+    let request = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/eviction"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .map_err(kube::Error::HttpError)?;
+    client.request::<Value>(request).await.map(|_| ())
 }
 
 #[cfg(test)]

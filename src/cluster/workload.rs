@@ -7,7 +7,7 @@ use k8s_openapi::{
         apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
         core::v1::Pod,
     },
-    apimachinery::pkg::apis::meta::v1::LabelSelector,
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
 };
 use kube::{
     api::{ApiResource, DynamicObject},
@@ -96,12 +96,12 @@ pub async fn owning_workload(
         return Ok(None);
     };
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    Ok(match owner.0.as_str() {
-        "StatefulSet" => Some((WorkloadKind::StatefulSet, owner.1)),
-        "DaemonSet" => Some((WorkloadKind::DaemonSet, owner.1)),
+    Ok(match owner.kind.as_str() {
+        "StatefulSet" => Some((WorkloadKind::StatefulSet, owner.name.clone())),
+        "DaemonSet" => Some((WorkloadKind::DaemonSet, owner.name.clone())),
         "ReplicaSet" => {
             let rs = match Api::<ReplicaSet>::namespaced(client.clone(), &namespace)
-                .get(&owner.1)
+                .get(&owner.name)
                 .await
             {
                 Ok(rs) => rs,
@@ -109,22 +109,20 @@ pub async fn owning_workload(
                 Err(e) => return Err(e),
             };
             controller_ref(&rs.metadata)
-                .filter(|(kind, _)| kind == "Deployment")
-                .map(|(_, name)| (WorkloadKind::Deployment, name))
+                .filter(|o| o.kind == "Deployment")
+                .map(|o| (WorkloadKind::Deployment, o.name.clone()))
         }
         _ => None,
     })
 }
 
-/// `(kind, name)` of the controlling owner reference.
-pub fn controller_ref(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<(String, String)> {
+/// The owner reference marked `controller: true` (apimachinery's `GetControllerOf`): the
+/// object that manages this one. The API server accepts at most one per object.
+pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true))
-        .map(|o| (o.kind.clone(), o.name.clone()))
 }
 
 /// A label selector as the `labelSelector` query string (`a=b,c in (d,e)`).
