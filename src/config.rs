@@ -116,6 +116,20 @@ pub struct ServeArgs {
     /// How long an execution waits for an approval before it is rejected.
     #[arg(long, env = "EXECUTOR_APPROVAL_TIMEOUT", default_value = "1h")]
     pub approval_timeout: humantime::Duration,
+    /// Executions waiting for an approval at once (outside the queue); beyond, Execute is
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "EXECUTOR_APPROVAL_CAPACITY", default_value_t = crate::engine::DEFAULT_APPROVAL_CAPACITY)]
+    pub approval_capacity: usize,
+    /// Dry runs at once; beyond, DryRun is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "EXECUTOR_DRY_RUN_LIMIT", default_value_t = crate::engine::DEFAULT_DRY_RUN_LIMIT)]
+    pub dry_run_limit: usize,
+    /// Execute and DryRun requests per second per identity (token bucket); 0 = no limit.
+    /// Beyond, RESOURCE_EXHAUSTED (HTTP 429) with a retry-after.
+    #[arg(long, env = "EXECUTOR_RATE_LIMIT", default_value_t = crate::engine::DEFAULT_RATE_LIMIT)]
+    pub rate_limit: f64,
+    /// Requests one identity may send in a burst before `--rate-limit` applies.
+    #[arg(long, env = "EXECUTOR_RATE_BURST", default_value_t = crate::engine::DEFAULT_RATE_BURST)]
+    pub rate_burst: u32,
     /// TLS, authentication and authorization (boxed: they are rarely set and would make
     /// every `Command` as large as `serve`).
     #[command(flatten)]

@@ -180,6 +180,10 @@ async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
         store: Some(store),
         finished_in_memory: args.finished_in_memory,
         authorizer: authorizer(args)?,
+        approval_capacity: args.approval_capacity.max(1),
+        dry_run_limit: args.dry_run_limit.max(1),
+        rate_limit: args.rate_limit,
+        rate_burst: args.rate_burst,
     })
 }
 

@@ -5,6 +5,7 @@ pub mod auth;
 pub(crate) mod convert;
 mod grpc;
 pub mod http;
+mod limits;
 mod status;
 pub mod tls;
 mod watch;
@@ -110,7 +111,10 @@ pub async fn serve_with(
         // Without TCP_NODELAY a response longer than a segment waits ~40 ms for the peer's
         // delayed ACK (tonic ignores its own nodelay setting for a given listener).
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            limits::limit_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                limits::MAX_CONNECTIONS,
+            ),
             shutdown,
         )
         .await?;

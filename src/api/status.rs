@@ -12,10 +12,24 @@ impl From<EngineError> for Status {
             EngineError::FailedPrecondition(_) => Code::FailedPrecondition,
             EngineError::PermissionDenied(_) => Code::PermissionDenied,
             EngineError::AlreadyExists(_) => Code::AlreadyExists,
-            EngineError::QueueFull { .. } => Code::ResourceExhausted,
+            EngineError::QueueFull { .. } | EngineError::Exhausted { .. } => {
+                Code::ResourceExhausted
+            }
             EngineError::ShuttingDown | EngineError::Unavailable(_) => Code::Unavailable,
             EngineError::Internal(_) => Code::Internal,
         };
-        Status::new(code, err.to_string())
+        let mut status = Status::new(code, err.to_string());
+        if let EngineError::Exhausted {
+            retry_after: Some(wait),
+            ..
+        } = &err
+        {
+            // As HTTP's Retry-After: whole seconds, rounded up.
+            let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            if let Ok(value) = seconds.to_string().parse() {
+                status.metadata_mut().insert("retry-after", value);
+            }
+        }
+        status
     }
 }

@@ -16,7 +16,7 @@ use std::{
 use axum::{extract::connect_info::Connected, serve::IncomingStream, serve::Listener, Router};
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{mpsc, Semaphore},
     task::JoinHandle,
 };
 use tokio_rustls::{
@@ -157,7 +157,10 @@ impl Tls {
         app: Router,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let listener = TlsListener::new(listener, self.acceptor.clone())?;
+        let listener = super::limits::LimitedListener::new(
+            TlsListener::new(listener, self.acceptor.clone())?,
+            super::limits::MAX_CONNECTIONS,
+        );
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<TlsPeer>(),
@@ -193,8 +196,8 @@ pub struct TlsPeer {
     pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+impl Connected<IncomingStream<'_, super::limits::LimitedListener<TlsListener>>> for TlsPeer {
+    fn connect_info(stream: IncomingStream<'_, super::limits::LimitedListener<TlsListener>>) -> Self {
         stream.remote_addr().clone()
     }
 }
@@ -215,8 +218,14 @@ impl TlsListener {
     pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPTED_BACKLOG);
+        let handshakes = Arc::new(Semaphore::new(super::limits::MAX_HANDSHAKES));
         let accepting = tokio::spawn(async move {
             loop {
+                // At the bound, stop accepting until a handshake ends: a flood of slow
+                // handshakes costs at most this many tasks.
+                let Ok(handshake) = handshakes.clone().acquire_owned().await else {
+                    break;
+                };
                 let (tcp, remote) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) if is_connection_error(&e) => continue,
@@ -229,6 +238,7 @@ impl TlsListener {
                 let acceptor = acceptor.clone();
                 let handed = tx.clone();
                 tokio::spawn(async move {
+                    let _handshake = handshake;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             let certificates = tls.get_ref().1.peer_certificates().map(|chain| {

@@ -140,6 +140,24 @@ impl Clusters {
         Ok(Clusters::single("in-cluster", client))
     }
 
+    /// The context `name` stands for: the default context's name for the empty name, else
+    /// `name` itself when it is configured. One cluster has one name, whatever alias a request
+    /// used, so locks and cooldowns keyed by it cannot be walked around.
+    ///
+    /// # Errors
+    /// [`ClusterError::Unknown`] for a name that is not configured.
+    pub fn canonical<'a>(&'a self, name: &'a str) -> Result<&'a str, ClusterError> {
+        let name = if name.is_empty() { &self.default } else { name };
+        if self.clients.contains_key(name) {
+            Ok(name)
+        } else {
+            Err(ClusterError::Unknown {
+                name: name.to_string(),
+                known: self.clients.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+        }
+    }
+
     /// The client for `name`; the empty name means the default cluster.
     ///
     /// # Errors

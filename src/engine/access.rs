@@ -1,28 +1,19 @@
 //! Who may do what: the checks the engine applies with the authorization rules in force
 //! ([`super::authz`]) before it runs, approves, shows or cancels an execution.
 
-use super::{
-    admission::{requester_of, Validated},
-    authz::Permission,
-    execution::Execution,
-    Engine, EngineError,
-};
-use crate::domain::{ExecutionRequest, ExecutionView};
+use super::{admission::requester_of, authz::Permission, execution::Execution, Engine, EngineError};
+use crate::domain::{ExecutionRequest, ExecutionView, Target};
 
 impl Engine {
     /// Refuses a run or dry run that the requester may not do on the resolved target.
     pub(super) fn authorize_run(
         &self,
         request: &ExecutionRequest,
-        v: &Validated,
+        action: &str,
+        target: &Target,
     ) -> Result<(), EngineError> {
         match self.authorizer() {
-            Some(authz) => authz.check(
-                &requester_of(request),
-                Permission::Run,
-                v.action.spec().name,
-                &v.target,
-            ),
+            Some(authz) => authz.check(&requester_of(request), Permission::Run, action, target),
             None => Ok(()),
         }
     }

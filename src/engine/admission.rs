@@ -45,20 +45,27 @@ pub(super) struct Validated {
     pub parameters: Map<String, Value>,
     pub timeout: Duration,
     pub client: kube::Client,
+    /// The target's cluster by its one name (the default context's name for `""`), so every
+    /// alias of an object gives the same lock and cooldown keys.
+    pub cluster: String,
 }
 
-/// What an admitted execution holds until it ends: its cooldown claim and its place in the
-/// queue.
+/// What an admitted execution holds until it starts running: its place in the queue (or,
+/// while it waits for an approval, among the executions waiting for one); and until it ends,
+/// the cooldown claims on the objects it will change.
 struct Held {
     id: String,
     cooldown: Duration,
-    cooldown_key: String,
-    queue_slot: Option<OwnedSemaphorePermit>,
+    /// Every object the execution will change, as `cluster|namespace/kind/name`, sorted: the
+    /// keys of its locks and cooldowns.
+    keys: Vec<String>,
+    slot: OwnedSemaphorePermit,
 }
 
 impl Engine {
-    /// Checks everything that needs no cluster: action, target, parameters, timeout, cluster
-    /// name.
+    /// Checks everything that needs no cluster — action, target, parameters, timeout — then
+    /// whether the requester may run it there, and only then which cluster it names: a caller
+    /// learns nothing about configured clusters it may not use.
     fn validate(&self, request: &ExecutionRequest) -> Result<Validated, EngineError> {
         if request.action.is_empty() {
             return Err(EngineError::invalid("action", "is required"));
@@ -100,22 +107,29 @@ impl Engine {
             }
             Some(t) => t,
         };
-        let client = self
+        self.authorize_run(request, action.spec().name, &target)?;
+        let unknown = |e: ClusterError| match e {
+            // With authorization rules, the list of configured clusters is not for everyone.
+            ClusterError::Unknown { name, .. } if self.authorizer().is_some() => {
+                EngineError::invalid("target.cluster", format!("unknown cluster {name:?}"))
+            }
+            ClusterError::Unknown { .. } => EngineError::invalid("target.cluster", e.to_string()),
+            other => EngineError::Unavailable(other.to_string()),
+        };
+        let cluster = self
             .inner
             .clusters
-            .client(&target.cluster)
-            .map_err(|e| match e {
-                ClusterError::Unknown { .. } => {
-                    EngineError::invalid("target.cluster", e.to_string())
-                }
-                other => EngineError::Unavailable(other.to_string()),
-            })?;
+            .canonical(&target.cluster)
+            .map_err(unknown)?
+            .to_string();
+        let client = self.inner.clusters.client(&cluster).map_err(unknown)?;
         Ok(Validated {
             action,
             target,
             parameters,
             timeout,
             client,
+            cluster,
         })
     }
 
@@ -183,7 +197,21 @@ impl Engine {
     /// Invalid requests, a missing target, or a state the action refuses.
     pub async fn dry_run(&self, request: ExecutionRequest) -> Result<DryRunReport, EngineError> {
         let v = self.validate(&request)?;
-        self.authorize_run(&request, &v)?;
+        self.inner.limits.admit(&requester_of(&request))?;
+        // Dry runs reach the cluster and the policy: under their own bound, refused at once
+        // beyond it rather than queued.
+        let _slot = self
+            .inner
+            .dry_runs
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| EngineError::Exhausted {
+                message: format!(
+                    "too many dry runs at once ({}); retry shortly",
+                    self.inner.config.dry_run_limit
+                ),
+                retry_after: Some(Duration::from_secs(1)),
+            })?;
         let plan = v
             .action
             .plan(&Self::context(&v, Reporter::discard()))
@@ -223,8 +251,12 @@ impl Engine {
         if self.is_closing() {
             return Err(EngineError::ShuttingDown);
         }
+        // Cheapest first: checks without I/O (bounds, action, target, parameters,
+        // authorization), the caller's rate, idempotency, a place in the queue; only then the
+        // cluster (a dry run of the change) and the policy.
         let v = self.validate(&request)?;
-        self.authorize_run(&request, &v)?;
+        let requester = requester_of(&request);
+        self.inner.limits.admit(&requester)?;
         let fingerprint = fingerprint(&request, &v);
         let _same_request = match request.request_id.as_str() {
             "" => None,
@@ -233,13 +265,13 @@ impl Engine {
         if let Some(existing) = self.find_request(&request.request_id, &fingerprint).await? {
             return Ok(existing);
         }
+        let queue_slot = self.queue_slot()?;
         // Refuse now what would fail at once (missing target, out-of-bounds result); the
         // action checks again when it runs, against the state it finds then.
         let plan = v
             .action
             .plan(&Self::context(&v, Reporter::discard()))
             .await?;
-        let requester = requester_of(&request);
         let decision = self.decide(&v, &plan, &requester).await?;
         if !decision.allow {
             return Err(EngineError::PermissionDenied(format!(
@@ -247,8 +279,15 @@ impl Engine {
                 decision.reasons.join("; ")
             )));
         }
+        let slot = if decision.require_approval {
+            // Waiting for an approval can take an hour: not in the queue, whose places are for
+            // work about to run, but among the approvals, under their own bound.
+            self.approval_slot()?
+        } else {
+            queue_slot
+        };
         let id = uuid::Uuid::new_v4().to_string();
-        let held = self.hold(&v, &id)?;
+        let held = self.hold(&v, &plan, &id, slot)?;
         let (execution, approval) =
             self.new_execution(id, &request, &v, requester, &decision, &plan);
         // From here on the execution may be stored, so storing it, remembering it and starting
@@ -270,57 +309,97 @@ impl Engine {
             .map_err(|e| EngineError::Internal(format!("admitting the execution: {e}")))?
     }
 
-    /// Claims the target's cooldown (unless the action has none) and a place in the queue.
+    /// A place in the queue of executions admitted but not yet running.
     ///
     /// # Errors
-    /// [`EngineError::FailedPrecondition`] naming the cooldown that holds the target, or
     /// [`EngineError::QueueFull`].
-    fn hold(&self, v: &Validated, id: &str) -> Result<Held, EngineError> {
+    fn queue_slot(&self) -> Result<OwnedSemaphorePermit, EngineError> {
+        self.inner
+            .queue
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| EngineError::QueueFull {
+                capacity: self.inner.config.queue_capacity,
+            })
+    }
+
+    /// A place among the executions waiting for an approval.
+    ///
+    /// # Errors
+    /// [`EngineError::Exhausted`] when as many wait as `approval_capacity` allows.
+    fn approval_slot(&self) -> Result<OwnedSemaphorePermit, EngineError> {
+        self.inner
+            .approvals
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| EngineError::Exhausted {
+                message: format!(
+                    "{} executions are waiting for approval; answer some, or retry later",
+                    self.inner.config.approval_capacity
+                ),
+                retry_after: None,
+            })
+    }
+
+    /// Every object `plan` will change, and the target itself, as lock and cooldown keys
+    /// (`cluster|namespace/kind/name`), sorted and without duplicates: the one global order in
+    /// which locks are taken, so two executions can never wait for each other.
+    fn keys_of(v: &Validated, plan: &Plan) -> Vec<String> {
+        let mut keys: Vec<String> = std::iter::once(v.target.object_ref())
+            .chain(plan.changes.iter().map(|c| c.object.clone()))
+            .map(|object| format!("{}|{}", v.cluster, object.to_lowercase()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Claims the cooldown of every object the execution will change (unless the action has
+    /// none), all or nothing, and keeps `slot`.
+    ///
+    /// # Errors
+    /// [`EngineError::FailedPrecondition`] naming the object whose cooldown holds it.
+    fn hold(
+        &self,
+        v: &Validated,
+        plan: &Plan,
+        id: &str,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<Held, EngineError> {
         let cooldown = self.cooldown_for(v.action.as_ref());
-        let cooldown_key = format!("{}|{}", v.target.cluster, v.target.object_ref());
+        let keys = Self::keys_of(v, plan);
         if !cooldown.is_zero() {
-            self.inner
-                .cooldowns
-                .claim(&cooldown_key, id)
-                .map_err(|busy| {
-                    EngineError::FailedPrecondition(match busy.until {
-                        Some(until) => format!(
-                            "{} is in cooldown until {} (after execution {})",
-                            v.target.object_ref(),
-                            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                            busy.execution_id
-                        ),
-                        None => format!(
-                            "{} has execution {} in flight; its cooldown of {} starts when it ends",
-                            v.target.object_ref(),
-                            busy.execution_id,
-                            humantime::format_duration(cooldown)
-                        ),
-                    })
-                })?;
+            self.inner.cooldowns.claim(&keys, id).map_err(|busy| {
+                let object = busy
+                    .key
+                    .split_once('|')
+                    .map_or(busy.key.as_str(), |(_, object)| object);
+                EngineError::FailedPrecondition(match busy.until {
+                    Some(until) => format!(
+                        "{object} is in cooldown until {} (after execution {})",
+                        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        busy.execution_id
+                    ),
+                    None => format!(
+                        "{object} has execution {} in flight; its cooldown of {} starts when it ends",
+                        busy.execution_id,
+                        humantime::format_duration(cooldown)
+                    ),
+                })
+            })?;
         }
-        let held = Held {
+        Ok(Held {
             id: id.to_string(),
             cooldown,
-            cooldown_key,
-            queue_slot: None,
-        };
-        let Ok(queue_slot) = self.inner.queue.clone().try_acquire_owned() else {
-            self.release(held);
-            return Err(EngineError::QueueFull {
-                capacity: self.inner.config.queue_capacity,
-            });
-        };
-        Ok(Held {
-            queue_slot: Some(queue_slot),
-            ..held
+            keys,
+            slot,
         })
     }
 
     /// Gives back what [`Engine::hold`] claimed, for an execution that will not run.
     fn release(&self, held: Held) {
         if !held.cooldown.is_zero() {
-            self.inner.cooldowns.release(&held.cooldown_key, &held.id);
+            self.inner.cooldowns.release(&held.keys, &held.id);
         }
     }
 
@@ -437,18 +516,17 @@ impl Engine {
         let ran = execution.clone();
         let Held {
             cooldown,
-            cooldown_key,
-            queue_slot,
+            keys,
+            slot,
             ..
         } = held;
         let job = runner::Job {
             execution,
             validated: v,
-            queue_slot: queue_slot
-                .ok_or_else(|| EngineError::Internal("admitted without a queue slot".into()))?,
+            slot,
             approval,
             cooldown,
-            cooldown_key,
+            keys,
         };
         let runner = self.clone();
         self.inner.tasks.spawn(

@@ -24,6 +24,13 @@ pub enum EngineError {
     /// The queue is full.
     #[error("queue full: {capacity} executions are waiting; retry later")]
     QueueFull { capacity: usize },
+    /// A bound other than the queue's is reached: the caller's rate, concurrent dry runs,
+    /// executions waiting for approval. `retry_after` says when trying again makes sense.
+    #[error("{message}")]
+    Exhausted {
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
     /// The server is shutting down and takes no new work.
     #[error("shutting down: no new executions are accepted")]
     ShuttingDown,

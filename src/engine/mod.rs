@@ -22,6 +22,7 @@ mod error;
 mod events;
 mod execution;
 mod history;
+mod limits;
 mod locks;
 mod persist;
 mod runner;
@@ -44,8 +45,10 @@ pub use events::EventLog;
 use history::History;
 use locks::TargetLocks;
 pub use persist::Persister;
+use limits::RateLimits;
 pub use settings::{
-    EngineConfig, DEFAULT_APPROVAL_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_TIMEOUT,
+    EngineConfig, DEFAULT_APPROVAL_CAPACITY, DEFAULT_APPROVAL_TIMEOUT, DEFAULT_DRY_RUN_LIMIT,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_RATE_BURST, DEFAULT_RATE_LIMIT, DEFAULT_TIMEOUT,
     DEFAULT_WORKERS, MAX_TIMEOUT,
 };
 
@@ -69,6 +72,12 @@ struct Inner {
     clusters: Clusters,
     history: RwLock<History>,
     queue: Arc<Semaphore>,
+    /// Places of executions waiting for an approval (outside the queue).
+    approvals: Arc<Semaphore>,
+    /// Dry runs in progress.
+    dry_runs: Arc<Semaphore>,
+    /// Execute and DryRun per identity.
+    limits: RateLimits,
     workers: Arc<Semaphore>,
     namespaces: Mutex<HashMap<String, Arc<Semaphore>>>,
     locks: TargetLocks,
@@ -102,6 +111,9 @@ impl Engine {
         Engine {
             inner: Arc::new(Inner {
                 queue: Arc::new(Semaphore::new(config.queue_capacity)),
+                approvals: Arc::new(Semaphore::new(config.approval_capacity)),
+                dry_runs: Arc::new(Semaphore::new(config.dry_run_limit)),
+                limits: RateLimits::new(config.rate_limit, config.rate_burst),
                 workers: Arc::new(Semaphore::new(config.workers)),
                 namespaces: Mutex::new(HashMap::new()),
                 rules: RwLock::new(Rules {

@@ -19,11 +19,15 @@ use crate::domain::ExecutionState;
 pub(super) struct Job {
     pub execution: Arc<Execution>,
     pub validated: Validated,
-    pub queue_slot: OwnedSemaphorePermit,
+    /// Its place in the queue, or among the executions waiting for approval; given back
+    /// once it runs.
+    pub slot: OwnedSemaphorePermit,
     /// Present when the policy requires an approval.
     pub approval: Option<oneshot::Receiver<Verdict>>,
     pub cooldown: Duration,
-    pub cooldown_key: String,
+    /// Every object it will change (`cluster|namespace/kind/name`), sorted: locked in this
+    /// order, each claimed for the cooldown.
+    pub keys: Vec<String>,
 }
 
 /// How the action part ended.
@@ -38,15 +42,15 @@ impl Engine {
         let Job {
             execution,
             validated: v,
-            queue_slot,
+            slot,
             approval,
             cooldown,
-            cooldown_key,
+            keys,
         } = job;
         let cancelled = execution.cancel.clone();
         let release_cooldown = |engine: &Engine| {
             if !cooldown.is_zero() {
-                engine.inner.cooldowns.release(&cooldown_key, &execution.id);
+                engine.inner.cooldowns.release(&keys, &execution.id);
             }
         };
         if let Some(answer) = approval {
@@ -102,23 +106,27 @@ impl Engine {
                 }
             }
         }
-        let key = format!("{}|{}", v.target.cluster, v.target.object_ref());
         let namespace_slots = self.namespace_slots(&v.target.namespace);
         let acquired = tokio::select! {
             biased;
             _ = cancelled.cancelled() => None,
             guards = async {
-                let target = self.inner.locks.acquire(&key).await;
+                // One global order (the keys are sorted): two executions sharing objects can
+                // never each hold one the other waits for.
+                let mut objects = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    objects.push(self.inner.locks.acquire(key).await);
+                }
                 let namespace = match namespace_slots {
                     Some(slots) => slots.acquire_owned().await.ok(),
                     None => None,
                 };
                 let worker = self.inner.workers.clone().acquire_owned().await;
-                (target, namespace, worker)
+                (objects, namespace, worker)
             } => Some(guards),
         };
-        drop(queue_slot);
-        let Some((_target_guard, _namespace_slot, Ok(_worker))) = acquired else {
+        drop(slot);
+        let Some((_object_guards, _namespace_slot, Ok(_worker))) = acquired else {
             release_cooldown(self);
             self.finish_cancelled(&execution);
             return;
@@ -188,7 +196,7 @@ impl Engine {
         if !cooldown.is_zero() {
             self.inner
                 .cooldowns
-                .finish(&cooldown_key, &execution.id, cooldown);
+                .finish(&keys, &execution.id, cooldown);
         }
         self.inner.persister.flush().await;
     }

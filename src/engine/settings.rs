@@ -40,6 +40,15 @@ pub struct EngineConfig {
     pub finished_in_memory: usize,
     /// Who may run and approve what where (`--authz`); `None` allows everyone everything.
     pub authorizer: Option<Arc<Authorizer>>,
+    /// Executions waiting for an approval at once; beyond, Execute is refused with
+    /// RESOURCE_EXHAUSTED. They wait outside the queue, whose places are for work about to run.
+    pub approval_capacity: usize,
+    /// Dry runs (and their cluster and policy work) at once; beyond, refused at once.
+    pub dry_run_limit: usize,
+    /// Execute and DryRun requests per second per identity; 0 = no limit.
+    pub rate_limit: f64,
+    /// Requests one identity may send at once before the rate applies.
+    pub rate_burst: u32,
 }
 
 impl Default for EngineConfig {
@@ -56,9 +65,25 @@ impl Default for EngineConfig {
             store: None,
             finished_in_memory: FINISHED_KEPT_IN_MEMORY,
             authorizer: None,
+            approval_capacity: DEFAULT_APPROVAL_CAPACITY,
+            dry_run_limit: DEFAULT_DRY_RUN_LIMIT,
+            rate_limit: 0.0,
+            rate_burst: DEFAULT_RATE_BURST,
         }
     }
 }
+
+/// Executions waiting for an approval at once, by default: as many as the queue holds, so an
+/// hour of unanswered approvals can never take the queue's places.
+pub const DEFAULT_APPROVAL_CAPACITY: usize = 1000;
+/// Dry runs at once, by default: each reads the cluster and asks it for a server-side dry
+/// run; more would only queue behind the API server.
+pub const DEFAULT_DRY_RUN_LIMIT: usize = 32;
+/// Requests per second per identity that `serve` allows by default: far above what a
+/// workflow or a person sends, far below what a runaway loop does.
+pub const DEFAULT_RATE_LIMIT: f64 = 50.0;
+/// Burst per identity by default: a workflow fanning out over a hundred targets at once.
+pub const DEFAULT_RATE_BURST: u32 = 100;
 
 /// Finished executions kept in memory by default when there is a store (recent ones are read
 /// most); older ones are read back from the store, so memory stays bounded

@@ -145,6 +145,7 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 
 async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
     let started = std::time::Instant::now();
+    let started_at = chrono::Utc::now();
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
@@ -159,6 +160,15 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         [] => return value_response(200, &discovery::root_paths()),
         ["version"] => return value_response(200, &discovery::version()),
         ["healthz"] | ["livez"] | ["readyz"] => return "ok".into_response(),
+        // Not Kubernetes: the simulated cluster's record of client writes, for tests and
+        // people checking what a client did (see `sim::writes`).
+        ["sim", "v1", "writes"] => {
+            let writes: Vec<Value> = sim.writes.all().iter().map(Write::to_json).collect();
+            return value_response(
+                200,
+                &json!({ "writes": writes, "dropped": sim.writes.dropped() }),
+            );
+        }
         ["api"] => return value_response(200, &discovery::core_versions(sim.addr)),
         ["apis"] => return value_response(200, &discovery::group_list()),
         ["api", "v1"] => return value_response(200, &discovery::resource_list("", "v1")),
@@ -237,12 +247,16 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         status: 0,
         started,
         finished: started,
+        started_at,
+        finished_at: started_at,
+        body: Write::body_prefix(&body),
     });
     let response = respond(&sim, verb, target, &fault_res, &parts, &query, &body).await;
     if let Some(write) = write {
         sim.writes.record(Write {
             status: response.status().as_u16(),
             finished: std::time::Instant::now(),
+            finished_at: chrono::Utc::now(),
             ..write
         });
     }

@@ -7,9 +7,15 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
 /// Writes kept; beyond, the oldest are dropped (and counted), so a long-running cluster's
-/// memory stays bounded.
+/// memory stays bounded (with [`BODY_KEPT`], a few tens of MiB at most).
 pub const WRITES_KEPT: usize = 100_000;
+/// Bytes of each request body kept: enough to tell which change a write carried (the
+/// replicas of a scale, the annotation of a restart), not the whole object.
+pub const BODY_KEPT: usize = 256;
 
 /// One write request, as the API server saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,12 +35,37 @@ pub struct Write {
     /// When the request arrived and when it was answered.
     pub started: Instant,
     pub finished: Instant,
+    /// The same two moments on the wall clock, for readers in another process.
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The first [`BODY_KEPT`] bytes of the request body (lossy UTF-8).
+    pub body: String,
 }
 
 impl Write {
     /// Whether the write changed the cluster: not a dry run, and answered with success.
     pub fn applied(&self) -> bool {
         !self.dry_run && (200..300).contains(&self.status)
+    }
+
+    /// The write as JSON, as `GET /sim/v1/writes` serves it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "verb": self.verb,
+            "resource": self.resource,
+            "namespace": self.namespace,
+            "name": self.name,
+            "dryRun": self.dry_run,
+            "status": self.status,
+            "startedAt": self.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "finishedAt": self.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "body": self.body,
+        })
+    }
+
+    /// The first [`BODY_KEPT`] bytes of `body`, as text.
+    pub fn body_prefix(body: &[u8]) -> String {
+        String::from_utf8_lossy(&body[..body.len().min(BODY_KEPT)]).into_owned()
     }
 
     /// Whether it addressed `resource` (a bare plural also matches its subresources),
@@ -107,6 +138,9 @@ mod tests {
             status,
             started: now,
             finished: now,
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            body: String::new(),
         }
     }
 

@@ -55,6 +55,11 @@ pub enum AuthError {
     /// A verified client certificate that names nobody (no CN, no DNS SAN).
     #[error("the client certificate has neither a subject CN nor a DNS name")]
     AnonymousCertificate,
+    /// A verified client certificate naming the identity reserved for unauthenticated
+    /// callers, which must never pass for an authenticated one (self-approval checks rely
+    /// on it).
+    #[error("the client certificate names the reserved identity {0:?}")]
+    ReservedIdentity(String),
 }
 
 /// Decides who a request comes from.
@@ -118,6 +123,9 @@ impl Authenticator {
         if self.client_certificates {
             if let Some(leaf) = certificates.and_then(|chain| chain.first()) {
                 let identity = certificate_identity(leaf).ok_or(AuthError::AnonymousCertificate)?;
+                if identity.eq_ignore_ascii_case(ANONYMOUS) {
+                    return Err(AuthError::ReservedIdentity(identity));
+                }
                 return Ok(Caller {
                     identity,
                     authenticated: true,

@@ -15,6 +15,8 @@ use std::{collections::HashMap, path::Path};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::engine::ANONYMOUS;
+
 /// Why the token file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TokensError {
@@ -105,6 +107,11 @@ impl Tokens {
             if identity.is_empty() {
                 return Err(invalid("identity: is required"));
             }
+            if identity.eq_ignore_ascii_case(ANONYMOUS) {
+                return Err(invalid(
+                    "identity: \"anonymous\" is reserved for unauthenticated callers",
+                ));
+            }
             let digest = match (entry.sha256, entry.token) {
                 (Some(hex), None) => parse_digest(hex.trim())
                     .ok_or_else(|| invalid("sha256: must be 64 hexadecimal digits"))?,
@@ -160,6 +167,8 @@ mod tests {
         assert!(load("tokens: [{identity: a, token: x, sha256: y}]").contains("exactly one"));
         assert!(load("tokens: [{identity: a, sha256: abc}]").contains("64"));
         assert!(load("tokens: [{identity: '', token: x}]").contains("identity"));
+        assert!(load("tokens: [{identity: anonymous, token: x}]").contains("reserved"));
+        assert!(load("tokens: [{identity: Anonymous, token: x}]").contains("reserved"));
         assert!(
             load("tokens: [{identity: a, token: x}, {identity: b, token: x}]").contains("twice")
         );

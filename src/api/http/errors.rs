@@ -26,7 +26,9 @@ impl IntoResponse for EngineError {
             EngineError::FailedPrecondition(_) => (StatusCode::CONFLICT, "FAILED_PRECONDITION"),
             EngineError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
             EngineError::AlreadyExists(_) => (StatusCode::CONFLICT, "ALREADY_EXISTS"),
-            EngineError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED"),
+            EngineError::QueueFull { .. } | EngineError::Exhausted { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED")
+            }
             EngineError::ShuttingDown | EngineError::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
             }
@@ -39,12 +41,20 @@ impl IntoResponse for EngineError {
         if let EngineError::InvalidArgument { field, .. } = &self {
             error["field"] = Value::String(field.clone());
         }
+        let retry_after = match &self {
+            EngineError::QueueFull { .. } => Some(QUEUE_FULL_RETRY_AFTER_SECONDS),
+            // Whole seconds, rounded up: a client waiting less would be refused again.
+            EngineError::Exhausted {
+                retry_after: Some(wait),
+                ..
+            } => Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+            _ => None,
+        };
         let mut response = (status, Json(json!({ "error": error }))).into_response();
-        if matches!(self, EngineError::QueueFull { .. }) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(QUEUE_FULL_RETRY_AFTER_SECONDS),
-            );
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
     }

@@ -102,6 +102,7 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    let listener = super::limits::LimitedListener::new(listener, super::limits::MAX_CONNECTIONS);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -1,0 +1,273 @@
+//! "Never two executions on one object at once, and a cooldown after each", tried as an
+//! operator would against the real binary: through every name of the cluster, and through
+//! targets that change an object other than themselves (a pod's owning deployment). Judged
+//! by the simulated cluster's own record of client writes (`GET /sim/v1/writes`), not by the
+//! executor's account of itself.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use common::{mk_request, mk_target, run_to_end, ServeProcess};
+use executor_service::api::proto::{
+    executor_service_client::ExecutorServiceClient, ExecutionState, GetExecutionRequest,
+};
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{api::ListParams, Api, ResourceExt};
+use serde_json::{json, Value};
+use tonic::{transport::Channel, Code};
+
+/// The embedded simulated cluster's context name: the default cluster's one real name.
+const SIM_CONTEXT: &str = "sim";
+
+async fn connect(server: &ServeProcess) -> ExecutorServiceClient<Channel> {
+    let endpoint = format!("http://{}", server.addr);
+    for _ in 0..100 {
+        if let Ok(client) = ExecutorServiceClient::connect(endpoint.clone()).await {
+            return client;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("gRPC server at {endpoint} did not come up");
+}
+
+fn kubeconfig(server: &ServeProcess) -> kube::config::Kubeconfig {
+    kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("the sim's kubeconfig")
+}
+
+async fn kube_client(server: &ServeProcess) -> kube::Client {
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig(server), &Default::default())
+        .await
+        .expect("kube config");
+    kube::Client::try_from(config).expect("kube client")
+}
+
+/// A running pod of `production/web`, whose owner is the deployment `web`.
+async fn pod_of_web(kube: &kube::Client) -> String {
+    let pods = Api::<Pod>::namespaced(kube.clone(), "production");
+    for _ in 0..200 {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap();
+        if let Some(pod) = list
+            .items
+            .iter()
+            .find(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            return pod.name_any();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no pod of production/web");
+}
+
+/// A target on the named cluster.
+fn on_cluster(
+    cluster: &str,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Option<executor_service::api::proto::Target> {
+    let mut target = mk_target(namespace, kind, name);
+    if let Some(t) = target.as_mut() {
+        t.cluster = cluster.to_string();
+    }
+    target
+}
+
+/// The cluster's record of client writes that changed something.
+async fn applied_writes(server: &ServeProcess) -> Vec<Value> {
+    let config = kubeconfig(server);
+    let url = config.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("the sim's URL");
+    let record: Value = reqwest::get(format!("{url}/sim/v1/writes"))
+        .await
+        .expect("GET /sim/v1/writes")
+        .json()
+        .await
+        .expect("the record as JSON");
+    record["writes"]
+        .as_array()
+        .expect("writes")
+        .iter()
+        .filter(|w| {
+            w["dryRun"] == json!(false)
+                && w["status"].as_u64().is_some_and(|s| (200..300).contains(&s))
+        })
+        .cloned()
+        .collect()
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .expect("an RFC 3339 time")
+        .with_timezone(&Utc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cooldown_holds_under_every_name_of_the_cluster_and_every_target_that_changes_the_object(
+) {
+    let server = ServeProcess::start(&["--cooldown", "5m"]);
+    let mut client = connect(&server).await;
+    let kube = kube_client(&server).await;
+    let pod = pod_of_web(&kube).await;
+    let done = run_to_end(
+        &mut client,
+        "scale_deployment",
+        on_cluster("", "production", "Deployment", "web"),
+        json!({"replicas": 4, "wait_for_rollout": false}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    // The same object under the default context's own name.
+    let err = client
+        .execute(mk_request(
+            "scale_deployment",
+            on_cluster(SIM_CONTEXT, "production", "Deployment", "web"),
+            json!({"replicas": 5}),
+        ))
+        .await
+        .expect_err("the deployment is in cooldown, whatever the cluster is called");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("production/deployment/web is in cooldown until"),
+        "{}",
+        err.message()
+    );
+    // A pod of it: increase_resources changes the pod's owning deployment.
+    let err = client
+        .execute(mk_request(
+            "increase_resources",
+            on_cluster(SIM_CONTEXT, "production", "Pod", &pod),
+            json!({"memory_limit": "1Gi"}),
+        ))
+        .await
+        .expect_err("the pod's deployment is in cooldown");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("production/deployment/web is in cooldown"),
+        "{}",
+        err.message()
+    );
+    // Nothing but the first scale reached the deployment.
+    let on_web: Vec<Value> = applied_writes(&server)
+        .await
+        .into_iter()
+        .filter(|w| w["namespace"] == "production" && w["name"] == "web")
+        .collect();
+    assert_eq!(on_web.len(), 1, "{on_web:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn executions_through_different_names_and_targets_never_overlap_on_one_object() {
+    // No cooldown: the four wait for each other instead of being refused.
+    let server = ServeProcess::start(&[]);
+    let client = connect(&server).await;
+    let kube = kube_client(&server).await;
+    let pod = pod_of_web(&kube).await;
+    // Each one's writes are told apart by what they carry.
+    let runs: Vec<(&str, &str, _, Value)> = vec![
+        (
+            "replicas\":2",
+            "scale_deployment",
+            on_cluster("", "production", "Deployment", "web"),
+            json!({"replicas": 2}),
+        ),
+        (
+            "replicas\":5",
+            "scale_deployment",
+            on_cluster(SIM_CONTEXT, "production", "Deployment", "web"),
+            json!({"replicas": 5}),
+        ),
+        (
+            "restartedAt",
+            "rolling_restart_deployment",
+            on_cluster(SIM_CONTEXT, "production", "Deployment", "web"),
+            json!({}),
+        ),
+        (
+            "memory",
+            "increase_resources",
+            on_cluster("", "production", "Pod", &pod),
+            json!({"memory_limit": "1Gi"}),
+        ),
+    ];
+    let executions = join_all(runs.iter().map(|(_, action, target, params)| {
+        let mut client = client.clone();
+        let (action, target, params) = (action.to_string(), target.clone(), params.clone());
+        async move { run_to_end(&mut client, &action, target, params).await }
+    }))
+    .await;
+    let mut finished: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    for ((marker, action, ..), execution) in runs.iter().zip(&executions) {
+        assert_eq!(
+            execution.state,
+            ExecutionState::Succeeded as i32,
+            "{action}: {}",
+            execution.message
+        );
+        let view = client
+            .clone()
+            .get_execution(GetExecutionRequest {
+                execution_id: execution.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .execution
+            .unwrap();
+        let at = view.finished_at.expect("finished");
+        finished.insert(
+            marker,
+            DateTime::from_timestamp(at.seconds, at.nanos as u32).unwrap(),
+        );
+    }
+    // The cluster's writes to the deployment, in the order it received them, each with the
+    // execution whose change it carried.
+    let mut writes: Vec<(&str, DateTime<Utc>)> = applied_writes(&server)
+        .await
+        .iter()
+        .filter(|w| {
+            w["namespace"] == "production"
+                && w["name"] == "web"
+                && w["resource"].as_str().unwrap().starts_with("deployments")
+        })
+        .map(|w| {
+            let body = w["body"].as_str().unwrap().replace(' ', "");
+            let marker = runs
+                .iter()
+                .map(|(marker, ..)| *marker)
+                .find(|m| body.contains(m))
+                .unwrap_or_else(|| panic!("a write of no execution here: {w}"));
+            (marker, time(&w["startedAt"]))
+        })
+        .collect();
+    writes.sort_by_key(|(_, at)| *at);
+    let writers: std::collections::BTreeSet<&str> = writes.iter().map(|(m, _)| *m).collect();
+    assert_eq!(writers.len(), runs.len(), "every execution wrote: {writes:?}");
+    // Whenever the writer changes, the previous writer had ended: no write of one execution
+    // fell while another was still working on the deployment (following its rollout).
+    for pair in writes.windows(2) {
+        let ((before, _), (after, at)) = (pair[0], pair[1]);
+        if before != after {
+            assert!(
+                at >= finished[before],
+                "{after} wrote at {at} while {before} ran until {}: {writes:?}",
+                finished[before]
+            );
+        }
+    }
+}
