@@ -16,6 +16,7 @@
 mod access;
 mod admission;
 pub mod authz;
+mod bounds;
 mod control;
 mod cooldowns;
 mod error;
