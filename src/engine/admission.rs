@@ -67,6 +67,7 @@ impl Engine {
     /// whether the requester may run it there, and only then which cluster it names: a caller
     /// learns nothing about configured clusters it may not use.
     fn validate(&self, request: &ExecutionRequest) -> Result<Validated, EngineError> {
+        super::bounds::check_request(request)?;
         if request.action.is_empty() {
             return Err(EngineError::invalid("action", "is required"));
         }

@@ -13,12 +13,6 @@
 //!
 //! Sizes are bytes of UTF-8, not characters: bytes are what is stored and sent.
 
-// Until the engine calls these: the expectation fails, and this line goes, once it does.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the engine's entry points call these once wired")
-)]
-
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde_json::{Map, Value};

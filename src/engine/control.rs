@@ -41,6 +41,8 @@ impl Engine {
         reason: &str,
         caller: &str,
     ) -> Result<ExecutionView, EngineError> {
+        super::bounds::check_execution_id(id)?;
+        super::bounds::check_reason("reason", reason)?;
         if let Some(authz) = self.authorizer() {
             let (view, _) = self.fetch(id).await?;
             if view.requester != caller {
@@ -96,6 +98,9 @@ impl Engine {
         approver: &str,
         reason: &str,
     ) -> Result<ExecutionView, EngineError> {
+        super::bounds::check_execution_id(id)?;
+        super::bounds::check_approver(approver)?;
+        super::bounds::check_reason("reason", reason)?;
         if approver.trim().is_empty() {
             return Err(EngineError::invalid("approver", "is required"));
         }

@@ -185,6 +185,7 @@ impl Engine {
         id: &str,
         caller: &str,
     ) -> Result<(ExecutionView, Vec<Arc<Event>>), EngineError> {
+        super::bounds::check_execution_id(id)?;
         let (view, events) = self.fetch(id).await?;
         self.authorize_read(caller, &view)?;
         Ok((view, events))
@@ -219,6 +220,7 @@ impl Engine {
         from_sequence: u64,
         caller: &str,
     ) -> Result<impl Stream<Item = Arc<Event>> + Send + 'static, EngineError> {
+        super::bounds::check_execution_id(id)?;
         if self.authorizer().is_some() {
             let view = self.view_of(id).await?;
             self.authorize_read(caller, &view)?;
