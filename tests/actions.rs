@@ -9,7 +9,7 @@ use common::{mk_request, mk_target, watch_all, Harness};
 use executor_service::{
     api::proto::{ExecutionState, ListActionsRequest, ParameterType},
     engine::EngineConfig,
-    sim::{mk_daemonset, mk_deployment, mk_pod, mk_pvc, mk_storage_class, Scenario},
+    sim::{mk_daemonset, mk_deployment, mk_pod, mk_pvc, mk_secret, mk_storage_class, Scenario},
 };
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, StatefulSet},
@@ -332,18 +332,35 @@ async fn quarantine_pod_labels_the_pod_and_isolates_it_once() {
     );
 }
 
+/// A value no diagnostics may ever show: the password of the Secret the broken pods read.
+const SECRET_PASSWORD: &str = "hunter2-Zq7vX9-never-in-diagnostics";
+/// An environment value written inline in the pod spec (diagnostics copy no env values either).
+const INLINE_ENV_VALUE: &str = "inline-env-Kp4mW8-never-in-diagnostics";
+
+/// `broken`: two crash-looping pods that take a password from Secret `broken-credentials`
+/// (one key through `secretKeyRef`, the whole Secret through `envFrom`) and have an inline
+/// environment value.
+fn mk_broken_with_a_secret() -> Scenario {
+    let mut deployment = mk_deployment("default", "broken", 2, "example/broken:crashloop");
+    let container = &mut deployment["spec"]["template"]["spec"]["containers"][0];
+    container["env"] = json!([
+        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "broken-credentials", "key": "password"}}},
+        {"name": "GREETING", "value": INLINE_ENV_VALUE},
+    ]);
+    container["envFrom"] = json!([{"secretRef": {"name": "broken-credentials"}}]);
+    Scenario::empty()
+        .with(mk_secret(
+            "default",
+            "broken-credentials",
+            json!({"password": SECRET_PASSWORD}),
+        ))
+        .with(deployment)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn collect_diagnostics_reports_crashing_containers_logs_and_events_without_secrets() {
-    let h = Harness::start(
-        EngineConfig::default(),
-        Scenario::empty().with(mk_deployment(
-            "default",
-            "broken",
-            2,
-            "example/broken:crashloop",
-        )),
-    )
-    .await;
+    use base64::Engine as _;
+    let h = Harness::start(EngineConfig::default(), mk_broken_with_a_secret()).await;
     let mut client = h.grpc().await;
     // Let the containers crash at least once.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -367,7 +384,6 @@ async fn collect_diagnostics_reports_crashing_containers_logs_and_events_without
     let artifact = serde_json::to_string(&format!("{artifact:?}")).unwrap();
     assert!(artifact.contains("restart_count"), "{artifact}");
     assert!(artifact.contains("logs"), "{artifact}");
-    assert!(!artifact.contains("s3cr3t"));
     let events = watch_all(&mut client, &done.id, 0).await;
     assert!(
         events
@@ -375,6 +391,31 @@ async fn collect_diagnostics_reports_crashing_containers_logs_and_events_without
             .any(|e| e.message.starts_with("collected pod broken-")),
         "{events:?}"
     );
+    // Neither the execution (result, message, rollback data) nor any of its events carries
+    // the Secret's value, as it is or as the API serves it (base64), nor an inline env value.
+    let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET_PASSWORD);
+    let mut places = vec![
+        ("the result".to_string(), format!("{:?}", done.result)),
+        ("the message".to_string(), done.message.clone()),
+        (
+            "the rollback data".to_string(),
+            format!("{:?}", done.rollback_data),
+        ),
+    ];
+    places.extend(
+        events
+            .iter()
+            .map(|e| (format!("event {}", e.sequence), format!("{e:?}"))),
+    );
+    for (what, value) in [
+        ("the Secret's value", SECRET_PASSWORD),
+        ("the Secret's value in base64", encoded.as_str()),
+        ("an inline env value", INLINE_ENV_VALUE),
+    ] {
+        for (place, text) in &places {
+            assert!(!text.contains(value), "{what} leaked into {place}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     time::Duration,
@@ -38,6 +38,9 @@ fn mk_cordoned_node(name: &str) -> Value {
     node["spec"]["unschedulable"] = json!(true);
     node
 }
+
+/// Samples of the Ready web pods a drain lasting over a second must at least yield.
+const MIN_BUDGET_SAMPLES: usize = 20;
 
 /// Runs `request` through gRPC and waits for the execution to end.
 async fn run(h: &Harness, request: ExecuteRequest) -> executor_service::domain::ExecutionView {
@@ -422,24 +425,28 @@ async fn drain_evicts_only_as_the_pdb_allows_and_the_events_show_it() {
     assert_eq!(node(&h, "node-1").await.resource_version(), node_version);
     assert_eq!(live_pods(&h, "production", "web").await.len(), 3);
 
-    // Watch the budget while the drain runs: never fewer than two Ready web pods.
+    // Watch the budget while the drain runs: never fewer than two Ready web pods. Every
+    // sample must be a successful list, and there must be enough of them to span the drain.
     let stop = Arc::new(AtomicBool::new(false));
-    let min_ready = Arc::new(AtomicUsize::new(usize::MAX));
     let sampler = {
-        let (kube, stop, min_ready) = (h.kube.clone(), stop.clone(), min_ready.clone());
+        let (kube, stop) = (h.kube.clone(), stop.clone());
         tokio::spawn(async move {
             let api = Api::<Pod>::namespaced(kube, "production");
+            let mut ready_counts = Vec::new();
             while !stop.load(Ordering::SeqCst) {
-                if let Ok(list) = api.list(&ListParams::default().labels("app=web")).await {
-                    let ready = list
-                        .items
-                        .iter()
-                        .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
-                        .count();
-                    min_ready.fetch_min(ready, Ordering::SeqCst);
-                }
+                let list = api
+                    .list(&ListParams::default().labels("app=web"))
+                    .await
+                    .map_err(|e| format!("listing the web pods during the drain: {e}"))?;
+                let ready = list
+                    .items
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+                    .count();
+                ready_counts.push(ready);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            Ok::<_, String>(ready_counts)
         })
     };
     let done = run(
@@ -448,11 +455,19 @@ async fn drain_evicts_only_as_the_pdb_allows_and_the_events_show_it() {
     )
     .await;
     stop.store(true, Ordering::SeqCst);
-    sampler.await.unwrap();
+    let ready_counts = sampler.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(done.state, ExecutionState::Succeeded, "{}", done.message);
+    // The drain waits at least one eviction retry (1 s, asserted below): at one sample per
+    // ~10 ms, fewer than this many means the budget was not watched.
     assert!(
-        min_ready.load(Ordering::SeqCst) >= 2,
-        "the budget of one disruption was exceeded"
+        ready_counts.len() >= MIN_BUDGET_SAMPLES,
+        "only {} samples of the web pods during the drain",
+        ready_counts.len()
+    );
+    let min_ready = ready_counts.iter().min().copied().unwrap_or_default();
+    assert!(
+        min_ready >= 2,
+        "the budget of one disruption was exceeded: {min_ready} Ready web pods seen"
     );
 
     let events = event_messages(&h, &done.id).await;

@@ -4,20 +4,28 @@
 
 mod common;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::BTreeSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use common::{mk_request, mk_target, watch_all, Harness};
 use executor_service::{
+    actions::Registry,
     api::proto::{
         ApproveExecutionRequest, DryRunRequest, ExecutionState, ListExecutionsRequest,
         RejectExecutionRequest,
     },
     engine::EngineConfig,
     policy::{Policy, PolicyConfig},
-    sim::{mk_deployment, mk_node, FaultRule, Scenario},
+    sim::{mk_daemonset, mk_deployment, mk_node, FaultRule, Scenario, Write},
 };
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Node};
-use kube::{api::ListParams, Api};
+use kube::{
+    api::{ListParams, Patch, PatchParams},
+    Api,
+};
 use serde_json::json;
 use tonic::Code;
 
@@ -28,9 +36,37 @@ fn with_policy(config: EngineConfig) -> EngineConfig {
     }
 }
 
+/// The demo cluster plus what the actions that undo or restart need to find: a DaemonSet
+/// outside the protected namespaces, and a node `node-4` that is cordoned and tainted
+/// `maintenance:NoSchedule`.
+fn mk_dry_run_scenario() -> Scenario {
+    let mut node = mk_node("node-4");
+    node["spec"]["unschedulable"] = json!(true);
+    node["spec"]["taints"] = json!([{"key": "maintenance", "effect": "NoSchedule"}]);
+    Scenario::demo()
+        .with(mk_daemonset(
+            "production",
+            "log-agent",
+            "fluent/fluent-bit:3.0",
+        ))
+        .with(node)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
-    let h = Harness::start(with_policy(EngineConfig::default()), Scenario::demo()).await;
+    let h = Harness::start(with_policy(EngineConfig::default()), mk_dry_run_scenario()).await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    // A second revision of `worker`, for rollback_deployment to go back from.
+    Api::<Deployment>::namespaced(h.kube.clone(), "production")
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "worker", "image": "example/worker:1.8.1"}
+            ]}}}})),
+        )
+        .await
+        .unwrap();
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let mut client = h.grpc().await;
     let pods: Vec<String> =
@@ -42,7 +78,7 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             .into_iter()
             .filter_map(|p| p.metadata.name)
             .collect();
-    let before = common::quiet_version(&h.kube).await;
+    let since = Instant::now();
     let cases = [
         (
             "scale_deployment",
@@ -53,6 +89,12 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
         (
             "rolling_restart_deployment",
             mk_target("production", "Deployment", "web"),
+            json!({}),
+            true,
+        ),
+        (
+            "rollback_deployment",
+            mk_target("production", "Deployment", "worker"),
             json!({}),
             true,
         ),
@@ -71,6 +113,12 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
         (
             "restart_statefulset",
             mk_target("production", "StatefulSet", "db"),
+            json!({}),
+            true,
+        ),
+        (
+            "restart_daemonset",
+            mk_target("production", "DaemonSet", "log-agent"),
             json!({}),
             true,
         ),
@@ -111,8 +159,20 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             true,
         ),
         (
+            "uncordon_node",
+            mk_target("", "Node", "node-4"),
+            json!({}),
+            true,
+        ),
+        (
             "taint_node",
             mk_target("", "Node", "node-2"),
+            json!({"key": "maintenance"}),
+            true,
+        ),
+        (
+            "untaint_node",
+            mk_target("", "Node", "node-4"),
             json!({"key": "maintenance"}),
             true,
         ),
@@ -135,7 +195,9 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             false,
         ),
     ];
+    let mut covered = BTreeSet::new();
     for (action, target, params, changes) in cases {
+        assert!(covered.insert(action), "{action}: two cases");
         let report = client
             .dry_run(DryRunRequest {
                 action: action.into(),
@@ -149,17 +211,42 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
         assert!(!report.summary.is_empty(), "{action}: no summary");
         assert!(report.policy.is_some(), "{action}: no policy decision");
         if changes {
-            assert!(!report.changes.is_empty(), "{action}: no change planned");
+            assert!(
+                !report.changes.is_empty(),
+                "{action}: no change planned: {}",
+                report.summary
+            );
             assert!(
                 report.changes.iter().all(|c| c.patch.is_some()),
                 "{action}: no patch"
             );
         }
     }
-    assert_eq!(
-        common::quiet_version(&h.kube).await,
-        before,
-        "a dry run wrote to the cluster"
+    // A new action needs its own dry-run case here.
+    let registered: BTreeSet<&str> = Registry::builtin().specs().iter().map(|s| s.name).collect();
+    let missing: Vec<&&str> = registered.difference(&covered).collect();
+    assert!(
+        missing.is_empty(),
+        "actions without a dry-run case: {missing:?}"
+    );
+    assert_eq!(covered.len(), registered.len(), "cases for unknown actions");
+    // Judged from the cluster's own record of client writes: the dry runs asked the API
+    // server (dryRun=All) and it applied none of it.
+    let during: Vec<Write> = h
+        .sim
+        .writes()
+        .all()
+        .into_iter()
+        .filter(|w| w.started >= since)
+        .collect();
+    let applied: Vec<&Write> = during.iter().filter(|w| w.applied()).collect();
+    assert!(
+        applied.is_empty(),
+        "a dry run wrote to the cluster: {applied:#?}"
+    );
+    assert!(
+        during.iter().any(|w| w.dry_run),
+        "no server-side dry run was recorded: {during:#?}"
     );
 }
 

@@ -128,6 +128,23 @@ fn is_dry_run(q: &HashMap<String, String>) -> bool {
     q.get("dryRun").is_some_and(|v| v == "All")
 }
 
+/// Whether a write asks for a dry run where the server honours it: the query, a delete's
+/// `DeleteOptions` body (where kubectl and kube-rs put it) or an eviction's `deleteOptions`.
+/// What the record of writes says, so it agrees with what the server did.
+fn asks_dry_run(verb: &str, sub: Option<&str>, q: &HashMap<String, String>, body: &[u8]) -> bool {
+    let in_body = match (verb, sub) {
+        ("delete" | "deletecollection", None) => "/dryRun",
+        ("create", Some("eviction")) => "/deleteOptions/dryRun",
+        _ => return is_dry_run(q),
+    };
+    let says_all = |v: Value| {
+        v.pointer(in_body)
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x == "All"))
+    };
+    is_dry_run(q) || serde_json::from_slice(body).is_ok_and(says_all)
+}
+
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("the body of the request was empty"));
@@ -243,7 +260,7 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         resource: fault_res.clone(),
         namespace: namespace_of(&target).to_string(),
         name: target.name.clone().unwrap_or_default(),
-        dry_run: is_dry_run(&query),
+        dry_run: asks_dry_run(verb, target.sub.as_deref(), &query, &body),
         status: 0,
         started,
         finished: started,
@@ -743,6 +760,23 @@ mod tests {
             object: Arc::new(now),
             prev: prev.map(Arc::new),
         }
+    }
+
+    #[test]
+    fn dry_runs_asked_in_a_delete_or_eviction_body_are_recorded_as_dry_runs() {
+        let none = HashMap::new();
+        let query: HashMap<String, String> = [("dryRun".to_string(), "All".to_string())].into();
+        let all = br#"{"dryRun": ["All"]}"#;
+        let eviction = br#"{"deleteOptions": {"dryRun": ["All"]}}"#;
+        assert!(asks_dry_run("delete", None, &none, all));
+        assert!(asks_dry_run("deletecollection", None, &none, all));
+        assert!(asks_dry_run("create", Some("eviction"), &none, eviction));
+        assert!(asks_dry_run("patch", None, &query, b"{}"));
+        assert!(!asks_dry_run("delete", None, &none, b""));
+        assert!(!asks_dry_run("delete", None, &none, br#"{"dryRun": []}"#));
+        assert!(!asks_dry_run("create", Some("eviction"), &none, all));
+        // An object's own fields are not options.
+        assert!(!asks_dry_run("create", None, &none, all));
     }
 
     #[test]
