@@ -223,6 +223,7 @@ async fn executions_through_different_names_and_targets_never_overlap_on_one_obj
             .clone()
             .get_execution(GetExecutionRequest {
                 execution_id: execution.id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
