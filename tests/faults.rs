@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{run_ok, tool};
+use common::{run_ok, tool, ServeProcess};
 
 /// `executor-service sim` on a port the OS chose, with `faults` as `--fault` flags; killed
 /// on drop.
@@ -166,4 +166,46 @@ fn a_bad_fault_rule_is_refused_at_start_naming_its_key() {
             );
         }
     }
+}
+
+#[test]
+fn serve_with_a_forbidden_rollout_watch_fails_the_restart_at_once_naming_the_cause() {
+    let server = ServeProcess::start(&["--sim-fault", "verb=watch,resource=deployments,code=403"]);
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_executor-service"))
+        .args([
+            "exec",
+            "rolling_restart_deployment",
+            "-n",
+            "production",
+            "deployment/web",
+            "--watch",
+            "--timeout",
+            "120s",
+            "--server",
+            &format!("http://{}", server.addr),
+        ])
+        .output()
+        .expect("run the CLI");
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}: {stdout}",
+        started.elapsed()
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(" FAILED: ")
+            && last
+                .contains("lost permission to follow deployment production/web: Forbidden (403)"),
+        "{stdout}"
+    );
+    // Nothing to restore, or no way to see the restore: no rollback is tried.
+    assert!(!stdout.contains("ROLLING_BACK"), "{stdout}");
 }
