@@ -72,6 +72,17 @@ pub struct ServeArgs {
     /// Embedded simulated cluster: speed of its clock (2 = everything twice as fast).
     #[arg(long, env = "EXECUTOR_SIM_SPEED", default_value_t = 1.0)]
     pub sim_speed: f64,
+    /// Embedded simulated cluster: inject a fault (repeatable), as `sim --fault`:
+    /// `verb=patch,resource=deployments,probability=0.2,code=503`, `verb=watch,latency=200ms`.
+    /// Refused with a kubeconfig or in a pod: faults exist only in the simulated cluster. In
+    /// the environment, `;` separates rules.
+    #[arg(
+        long = "sim-fault",
+        value_name = "RULE",
+        env = "EXECUTOR_SIM_FAULTS",
+        value_delimiter = ';'
+    )]
+    pub sim_faults: Vec<crate::sim::FaultRule>,
     /// Execution history: a SQLite file path (or `sqlite://PATH`), `postgres://…` to share one
     /// history between replicas, or `memory:` to keep nothing.
     #[arg(long, env = "EXECUTOR_STORE", default_value = "executor-service.db")]

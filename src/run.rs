@@ -31,6 +31,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     // Kept alive for as long as the server runs.
     let mut embedded: Option<SimCluster> = None;
+    let simulated =
+        args.kubeconfig.is_none() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none();
+    if !args.sim_faults.is_empty() && !simulated {
+        anyhow::bail!("--sim-fault needs the embedded simulated cluster: drop --kubeconfig (and run outside a pod) to use it");
+    }
     let clusters = if let Some(path) = &args.kubeconfig {
         Clusters::from_kubeconfig(path, args.context.as_deref()).await?
     } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
@@ -42,6 +47,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             speed: args.sim_speed,
         })
         .await?;
+        sim.inject(&args.sim_faults);
         let path = args
             .sim_kubeconfig_out
             .clone()

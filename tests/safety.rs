@@ -719,6 +719,81 @@ async fn transient_api_errors_are_retried_and_shown_as_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_watch_answered_403_or_404_fails_the_execution_at_once_naming_the_cause() {
+    let h = Harness::demo().await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+    let timeout = Duration::from_secs(60);
+    for (code, name, cause) in [
+        (
+            403,
+            "web",
+            "lost permission to follow deployment production/web: Forbidden (403)",
+        ),
+        (
+            404,
+            "worker",
+            "deployment production/worker is gone: NotFound (404)",
+        ),
+    ] {
+        // The restart's patch goes through; following its rollout is what the server refuses.
+        h.sim.faults().clear();
+        h.sim.faults().add(FaultRule {
+            verb: Some("watch".into()),
+            resource: Some("deployments".into()),
+            error_status: Some(code),
+            probability: 1.0,
+            ..Default::default()
+        });
+        let mut request = mk_request(
+            "rolling_restart_deployment",
+            mk_target("production", "Deployment", name),
+            json!({}),
+        );
+        request.timeout = Some(prost_types::Duration {
+            seconds: timeout.as_secs() as i64,
+            nanos: 0,
+        });
+        let started = std::time::Instant::now();
+        let execution = client
+            .execute(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .execution
+            .unwrap();
+        let done = h.engine.wait(&execution.id).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(
+            done.state,
+            executor_service::domain::ExecutionState::Failed,
+            "{code}: {}",
+            done.message
+        );
+        assert!(done.message.starts_with(cause), "{code}: {}", done.message);
+        assert!(
+            took < timeout / 6,
+            "{code}: took {took:?}, not at once: {}",
+            done.message
+        );
+        assert!(done.message.contains(cause), "{code}: {}", done.message);
+        assert!(done.message.contains("injected fault"), "{}", done.message);
+        let events = watch_all(&mut client, &execution.id, 0).await;
+        assert!(
+            events.iter().any(|e| e.message.contains(cause)),
+            "{code}: no event names the cause: {events:?}"
+        );
+        // Nothing to restore, or no way to see the restore: no rollback is tried.
+        assert!(
+            events
+                .iter()
+                .all(|e| e.state != ExecutionState::RollingBack as i32),
+            "{code}: {events:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_namespace_limit_serializes_work_in_one_namespace_only() {
     let h = Harness::start(
         EngineConfig {

@@ -148,9 +148,15 @@ pub enum ActionError {
     /// The cluster's state forbids the action (e.g. an unmanaged pod without `force`).
     #[error("{0}")]
     Precondition(String),
-    /// The rollout the action started did not complete.
+    /// The rollout the action started did not complete: a failed verification, which the
+    /// engine answers by restoring the recorded pre-state.
     #[error(transparent)]
-    Rollout(#[from] RolloutError),
+    Rollout(RolloutError),
+    /// The target can no longer be followed: it was deleted, or the API server answers 403 or
+    /// 404 for it. Not a failed verification: there is nothing to restore, or no way to see
+    /// the restore, so the execution fails at once with this message.
+    #[error(transparent)]
+    TargetLost(RolloutError),
     /// A Kubernetes API call failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -160,6 +166,18 @@ pub enum ActionError {
     /// A bug: the action and its descriptor disagree.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<RolloutError> for ActionError {
+    /// Sorts what stopped a rollout: the errors no wait heals are [`ActionError::TargetLost`],
+    /// the rest [`ActionError::Rollout`].
+    fn from(err: RolloutError) -> Self {
+        if err.is_permanent() {
+            ActionError::TargetLost(err)
+        } else {
+            ActionError::Rollout(err)
+        }
+    }
 }
 
 impl ActionError {

@@ -49,7 +49,9 @@ pub(crate) fn ready_pods(status: &RolloutStatus) -> u64 {
 /// desired count.
 ///
 /// # Errors
-/// [`ActionError::Rollout`] when the rollout fails, the workload goes away or the watch ends.
+/// [`ActionError::Rollout`] when the rollout fails or the watch ends;
+/// [`ActionError::TargetLost`] when the workload goes away or the API server answers 403 or
+/// 404 to the watch.
 pub(crate) async fn follow(
     ctx: &ActionContext,
     kind: WorkloadKind,

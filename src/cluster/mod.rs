@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, path::Path};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use nodes::selector_matches;
-pub use retry::{is_transient, with_retries, MAX_ATTEMPTS};
+pub use retry::{is_permanent, is_transient, with_retries, MAX_ATTEMPTS};
 pub use rollout::{
     daemonset_rollout_status, deployment_rollout_status, follow_deployment_rollout, follow_rollout,
     statefulset_rollout_status, RolloutError, RolloutStatus,

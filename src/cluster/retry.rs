@@ -1,6 +1,7 @@
 //! Retrying Kubernetes calls that failed for a transient reason: the API server throttling
 //! (429), failing (5xx) or refusing a write on a conflict (409, the call re-applies the same
-//! change), or the connection dropping.
+//! change), or the connection dropping. Errors no wait can heal (403, 404) end the call at
+//! once.
 
 use std::{future::Future, time::Duration};
 
@@ -17,6 +18,18 @@ pub fn is_transient(err: &kube::Error) -> bool {
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
         _ => false,
     }
+}
+
+/// Whether `err` can never go away by trying again: 403 Forbidden (the permission was
+/// withdrawn) or 404 NotFound (the object, or its kind, is gone). Code that keeps trying
+/// without a limit of attempts (a watch) must stop on these rather than spin to its timeout.
+pub fn is_permanent(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if is_permanent_code(status.code))
+}
+
+/// The status codes of [`is_permanent`].
+pub fn is_permanent_code(code: u16) -> bool {
+    matches!(code, 403 | 404)
 }
 
 fn describe(err: &kube::Error) -> String {
@@ -113,5 +126,16 @@ mod tests {
         .await;
         assert!(result.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn forbidden_and_not_found_are_permanent_and_nothing_else_is() {
+        for code in [403, 404] {
+            assert!(is_permanent(&api_error(code)), "{code}");
+            assert!(!is_transient(&api_error(code)), "{code}");
+        }
+        for code in [400, 409, 410, 422, 429, 500, 503] {
+            assert!(!is_permanent(&api_error(code)), "{code}");
+        }
     }
 }

@@ -9,6 +9,8 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
+use super::retry::is_permanent_code;
+
 /// Where a rollout stands, by kubectl's rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolloutStatus {
@@ -29,12 +31,52 @@ pub enum RolloutError {
     /// The controller gave up (kubectl: `deployment "web" exceeded its progress deadline`).
     #[error("{0}")]
     Failed(String),
-    /// The object disappeared while we were following it.
+    /// The object (`deployment production/web`) disappeared while we were following it.
     #[error("{0} was deleted during the rollout")]
     Deleted(String),
+    /// The API server refuses to show us the object (403): the permission was withdrawn, and
+    /// no wait brings it back.
+    #[error("lost permission to follow {object}: {cause}")]
+    Forbidden { object: String, cause: String },
+    /// The API server no longer knows the object or its kind (404).
+    #[error("{object} is gone: {cause}")]
+    Gone { object: String, cause: String },
     /// The watch could not be established.
     #[error("watching the rollout: {0}")]
     Watch(String),
+}
+
+impl RolloutError {
+    /// Whether the object can no longer be followed at all (deleted, gone, forbidden): the
+    /// rollout did not fail, it became unobservable, and restoring a pre-state cannot help —
+    /// there is nothing to restore, or we may not look at it.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            RolloutError::Deleted(_) | RolloutError::Forbidden { .. } | RolloutError::Gone { .. }
+        )
+    }
+
+    /// The error to end with when the watch met `err`, if no retry can heal it (403, 404).
+    fn from_watch(err: &watcher::Error, object: &str) -> Option<RolloutError> {
+        let status = match err {
+            watcher::Error::InitialListFailed(kube::Error::Api(s))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+            | watcher::Error::WatchFailed(kube::Error::Api(s))
+            | watcher::Error::WatchError(s) => s,
+            _ => return None,
+        };
+        if !is_permanent_code(status.code) {
+            return None;
+        }
+        let object = object.to_string();
+        let cause = format!("{} ({}): {}", status.reason, status.code, status.message);
+        Some(if status.code == 403 {
+            RolloutError::Forbidden { object, cause }
+        } else {
+            RolloutError::Gone { object, cause }
+        })
+    }
 }
 
 fn count(n: Option<i32>) -> u64 {
@@ -217,12 +259,14 @@ pub async fn follow_deployment_rollout(
 
 /// Watches object `name` until `status_of` says its rollout is done, calling `on_change`
 /// whenever the status message or counts change. Runs until done or failed: put it under a
-/// timeout.
+/// timeout. Transient watch errors (5xx, 429, a dropped connection, 410 Expired) are retried
+/// with backoff; 403 and 404 end it at once, since waiting cannot heal them.
 ///
 /// # Errors
 /// [`RolloutError::Failed`] when the controller gave up (ProgressDeadlineExceeded),
-/// [`RolloutError::Deleted`] when the object goes away, [`RolloutError::Watch`] when the watch
-/// ends.
+/// [`RolloutError::Deleted`] when the object goes away (a DELETED event, or a (re)list
+/// without it), [`RolloutError::Forbidden`] on a 403, [`RolloutError::Gone`] on a 404,
+/// [`RolloutError::Watch`] when the watch ends.
 pub async fn follow_rollout<K>(
     api: &Api<K>,
     name: &str,
@@ -231,22 +275,36 @@ pub async fn follow_rollout<K>(
 ) -> Result<RolloutStatus, RolloutError>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
 {
+    let object = describe(api, name);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher(api.clone(), config).default_backoff().boxed();
     let mut last: Option<RolloutStatus> = None;
+    // Whether the current (re)list showed the object: a list without it means it is gone,
+    // and no DELETED event will ever come for it.
+    let mut listed = false;
     while let Some(event) = events.next().await {
-        let object = match event {
+        let found = match event {
             Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => o,
-            Ok(watcher::Event::Delete(_)) => return Err(RolloutError::Deleted(name.to_string())),
-            Ok(watcher::Event::Init) | Ok(watcher::Event::InitDone) => continue,
-            // default_backoff() retries transient watch errors.
+            Ok(watcher::Event::Delete(_)) => return Err(RolloutError::Deleted(object)),
+            Ok(watcher::Event::Init) => {
+                listed = false;
+                continue;
+            }
+            Ok(watcher::Event::InitDone) if !listed => return Err(RolloutError::Deleted(object)),
+            Ok(watcher::Event::InitDone) => continue,
             Err(e) => {
+                if let Some(permanent) = RolloutError::from_watch(&e, &object) {
+                    return Err(permanent);
+                }
+                // default_backoff() retries the rest.
                 tracing::debug!(error = %e, "rollout watch error, retrying");
                 continue;
             }
         };
-        let status = status_of(&object);
+        listed = true;
+        let status = status_of(&found);
         if last.as_ref() != Some(&status) {
             on_change(&status);
         }
@@ -258,7 +316,20 @@ where
         }
         last = Some(status);
     }
-    Err(RolloutError::Watch(format!("watch on {name:?} ended")))
+    Err(RolloutError::Watch(format!("watch on {object} ended")))
+}
+
+/// `deployment production/web`: the object as failure messages name it.
+fn describe<K>(api: &Api<K>, name: &str) -> String
+where
+    K: kube::Resource,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_lowercase();
+    match api.namespace() {
+        Some(namespace) => format!("{kind} {namespace}/{name}"),
+        None => format!("{kind} {name}"),
+    }
 }
 
 #[cfg(test)]

@@ -221,6 +221,15 @@ impl SimCluster {
         self.sim.faults.clone()
     }
 
+    /// Adds fault rules given on the command line, logging each: a cluster that fails on
+    /// purpose must say so where its operator looks.
+    pub fn inject(&self, rules: &[FaultRule]) {
+        for rule in rules {
+            tracing::warn!("fault injection: {rule}");
+            self.sim.faults.add(rule.clone());
+        }
+    }
+
     /// The cluster's record of the writes clients made through its API.
     pub fn writes(&self) -> Writes {
         self.sim.writes.clone()
@@ -365,6 +374,17 @@ pub struct SimArgs {
     /// Speed-up of all simulated delays (1.0 = demo pace).
     #[arg(long, env = "SIM_SPEED", default_value_t = 1.0)]
     pub speed: f64,
+    /// Inject a fault (repeatable): `verb=patch,resource=deployments,probability=0.2,code=503`
+    /// or `verb=watch,latency=200ms`. Keys: verb, resource (plural, optionally /subresource),
+    /// probability (0–1, default 1), code (403, 404, 409, 429, 500, 503), latency (200ms, 2s),
+    /// count (how many requests, default unlimited). In the environment, `;` separates rules.
+    #[arg(
+        long = "fault",
+        value_name = "RULE",
+        env = "SIM_FAULTS",
+        value_delimiter = ';'
+    )]
+    pub faults: Vec<FaultRule>,
 }
 
 /// Default kubeconfig path of the standalone and embedded simulator.
@@ -385,6 +405,7 @@ pub async fn run_standalone(args: SimArgs) -> anyhow::Result<()> {
         speed: args.speed,
     })
     .await?;
+    cluster.inject(&args.faults);
     let path = args.kubeconfig_out.unwrap_or_else(default_kubeconfig_path);
     cluster.write_kubeconfig(&path)?;
     tracing::info!(

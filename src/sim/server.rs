@@ -281,6 +281,7 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
 }
 
 /// Serves a request whose resource and verb are known: injected faults first, then the verb.
+/// A watch suffers its fault here, when it is opened, like any other request.
 async fn respond(
     sim: &Arc<Sim>,
     verb: &'static str,
@@ -294,18 +295,8 @@ async fn respond(
     if !injected.latency.is_zero() {
         tokio::time::sleep(injected.latency).await;
     }
-    if let Some(code) = injected.error_status {
-        let name = target.name.as_deref().unwrap_or("");
-        let err = match code {
-            409 => ApiError::conflict(target.def, name),
-            429 => ApiError::new(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later (injected fault)"),
-            503 => ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request (injected fault)"),
-            c => ApiError::new(c, "InternalError", "an error on the server (\"injected fault\") has prevented the request from succeeding"),
-        };
-        let err = ApiError {
-            retry_after: matches!(code, 429 | 503).then_some(1),
-            ..err
-        };
+    let name = target.name.as_deref().unwrap_or("");
+    if let Some(err) = injected.error(target.def, fault_res, verb, namespace_of(&target), name) {
         return err.into_response();
     }
     if let Some(ct) = parts
