@@ -98,10 +98,37 @@ async fn applied_writes(server: &ServeProcess) -> Vec<Value> {
         .iter()
         .filter(|w| {
             w["dryRun"] == json!(false)
-                && w["status"].as_u64().is_some_and(|s| (200..300).contains(&s))
+                && w["status"]
+                    .as_u64()
+                    .is_some_and(|s| (200..300).contains(&s))
         })
         .cloned()
         .collect()
+}
+
+/// The execution `id` once it has ended.
+async fn ended(
+    client: &ExecutorServiceClient<Channel>,
+    id: &str,
+) -> executor_service::api::proto::Execution {
+    for _ in 0..1200 {
+        let execution = client
+            .clone()
+            .get_execution(GetExecutionRequest {
+                execution_id: id.to_string(),
+                ..Default::default()
+            })
+            .await
+            .expect("get execution")
+            .into_inner()
+            .execution
+            .expect("an execution");
+        if execution.finished_at.is_some() {
+            return execution;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("execution {id} did not end within a minute");
 }
 
 fn time(value: &Value) -> DateTime<Utc> {
@@ -113,8 +140,8 @@ fn time(value: &Value) -> DateTime<Utc> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_cooldown_holds_under_every_name_of_the_cluster_and_every_target_that_changes_the_object(
-) {
+async fn a_cooldown_holds_under_every_name_of_the_cluster_and_every_target_that_changes_the_object()
+{
     let server = ServeProcess::start(&["--cooldown", "5m"]);
     let mut client = connect(&server).await;
     let kube = kube_client(&server).await;
@@ -143,7 +170,8 @@ async fn a_cooldown_holds_under_every_name_of_the_cluster_and_every_target_that_
         .expect_err("the deployment is in cooldown, whatever the cluster is called");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
-        err.message().contains("production/deployment/web is in cooldown until"),
+        err.message()
+            .contains("production/deployment/web is in cooldown until"),
         "{}",
         err.message()
     );
@@ -158,7 +186,8 @@ async fn a_cooldown_holds_under_every_name_of_the_cluster_and_every_target_that_
         .expect_err("the pod's deployment is in cooldown");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
-        err.message().contains("production/deployment/web is in cooldown"),
+        err.message()
+            .contains("production/deployment/web is in cooldown"),
         "{}",
         err.message()
     );
@@ -178,8 +207,15 @@ async fn executions_through_different_names_and_targets_never_overlap_on_one_obj
     let client = connect(&server).await;
     let kube = kube_client(&server).await;
     let pod = pod_of_web(&kube).await;
-    // Each one's writes are told apart by what they carry.
+    // Each one's writes are told apart by what they carry. The pod's goes first: the others
+    // replace the deployment's pods, after which "this pod" no longer exists to aim at.
     let runs: Vec<(&str, &str, _, Value)> = vec![
+        (
+            "memory",
+            "increase_resources",
+            on_cluster("", "production", "Pod", &pod),
+            json!({"memory_limit": "1Gi"}),
+        ),
         (
             "replicas\":2",
             "scale_deployment",
@@ -198,19 +234,23 @@ async fn executions_through_different_names_and_targets_never_overlap_on_one_obj
             on_cluster(SIM_CONTEXT, "production", "Deployment", "web"),
             json!({}),
         ),
-        (
-            "memory",
-            "increase_resources",
-            on_cluster("", "production", "Pod", &pod),
-            json!({"memory_limit": "1Gi"}),
-        ),
     ];
-    let executions = join_all(runs.iter().map(|(_, action, target, params)| {
+    let (_, action, target, params) = &runs[0];
+    let first = client
+        .clone()
+        .execute(mk_request(action, target.clone(), params.clone()))
+        .await
+        .expect("the pod's execution is admitted")
+        .into_inner()
+        .execution
+        .unwrap();
+    let mut executions = join_all(runs[1..].iter().map(|(_, action, target, params)| {
         let mut client = client.clone();
         let (action, target, params) = (action.to_string(), target.clone(), params.clone());
         async move { run_to_end(&mut client, &action, target, params).await }
     }))
     .await;
+    executions.insert(0, ended(&client, &first.id).await);
     let mut finished: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
     for ((marker, action, ..), execution) in runs.iter().zip(&executions) {
         assert_eq!(
@@ -219,18 +259,7 @@ async fn executions_through_different_names_and_targets_never_overlap_on_one_obj
             "{action}: {}",
             execution.message
         );
-        let view = client
-            .clone()
-            .get_execution(GetExecutionRequest {
-                execution_id: execution.id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .execution
-            .unwrap();
-        let at = view.finished_at.expect("finished");
+        let at = execution.finished_at.expect("finished");
         finished.insert(
             marker,
             DateTime::from_timestamp(at.seconds, at.nanos as u32).unwrap(),
@@ -258,7 +287,11 @@ async fn executions_through_different_names_and_targets_never_overlap_on_one_obj
         .collect();
     writes.sort_by_key(|(_, at)| *at);
     let writers: std::collections::BTreeSet<&str> = writes.iter().map(|(m, _)| *m).collect();
-    assert_eq!(writers.len(), runs.len(), "every execution wrote: {writes:?}");
+    assert_eq!(
+        writers.len(),
+        runs.len(),
+        "every execution wrote: {writes:?}"
+    );
     // Whenever the writer changes, the previous writer had ended: no write of one execution
     // fell while another was still working on the deployment (following its rollout).
     for pair in writes.windows(2) {

@@ -197,7 +197,9 @@ pub struct TlsPeer {
 }
 
 impl Connected<IncomingStream<'_, super::limits::LimitedListener<TlsListener>>> for TlsPeer {
-    fn connect_info(stream: IncomingStream<'_, super::limits::LimitedListener<TlsListener>>) -> Self {
+    fn connect_info(
+        stream: IncomingStream<'_, super::limits::LimitedListener<TlsListener>>,
+    ) -> Self {
         stream.remote_addr().clone()
     }
 }

@@ -1,7 +1,9 @@
 //! Who may do what: the checks the engine applies with the authorization rules in force
 //! ([`super::authz`]) before it runs, approves, shows or cancels an execution.
 
-use super::{admission::requester_of, authz::Permission, execution::Execution, Engine, EngineError};
+use super::{
+    admission::requester_of, authz::Permission, execution::Execution, Engine, EngineError,
+};
 use crate::domain::{ExecutionRequest, ExecutionView, Target};
 
 impl Engine {

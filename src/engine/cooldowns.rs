@@ -124,7 +124,10 @@ mod tests {
         let c = Cooldowns::default();
         c.claim(&keys(&["pod"]), "a").unwrap();
         let busy = c.claim(&keys(&["deployment", "pod"]), "b").unwrap_err();
-        assert_eq!((busy.key.as_str(), busy.execution_id.as_str()), ("pod", "a"));
+        assert_eq!(
+            (busy.key.as_str(), busy.execution_id.as_str()),
+            ("pod", "a")
+        );
         // "deployment" was not claimed by the refused request.
         c.claim(&keys(&["deployment"]), "c").unwrap();
         c.finish(&keys(&["deployment"]), "c", Duration::from_secs(60));

@@ -80,6 +80,7 @@ impl From<ActionError> for EngineError {
                 ))
             }
             ActionError::Rollout(e) => EngineError::FailedPrecondition(e.to_string()),
+            ActionError::TargetLost(e) => EngineError::FailedPrecondition(e.to_string()),
             ActionError::Internal(e) => EngineError::Internal(e),
             other => EngineError::Unavailable(other.to_string()),
         }

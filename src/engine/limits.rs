@@ -33,7 +33,11 @@ pub struct RateLimits {
 impl RateLimits {
     pub fn new(rate: f64, burst: u32) -> Self {
         RateLimits {
-            rate: if rate.is_finite() && rate > 0.0 { rate } else { 0.0 },
+            rate: if rate.is_finite() && rate > 0.0 {
+                rate
+            } else {
+                0.0
+            },
             burst: f64::from(burst.max(1)),
             buckets: Mutex::new(HashMap::new()),
         }
@@ -111,7 +115,10 @@ mod tests {
         for _ in 0..3 {
             limits.admit_at("alice", t0).unwrap();
         }
-        let Err(EngineError::Exhausted { retry_after, message }) = limits.admit_at("alice", t0)
+        let Err(EngineError::Exhausted {
+            retry_after,
+            message,
+        }) = limits.admit_at("alice", t0)
         else {
             panic!("the fourth request at once is refused");
         };

@@ -44,9 +44,9 @@ use cooldowns::Cooldowns;
 pub use error::EngineError;
 pub use events::EventLog;
 use history::History;
+use limits::RateLimits;
 use locks::TargetLocks;
 pub use persist::Persister;
-use limits::RateLimits;
 pub use settings::{
     EngineConfig, DEFAULT_APPROVAL_CAPACITY, DEFAULT_APPROVAL_TIMEOUT, DEFAULT_DRY_RUN_LIMIT,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_RATE_BURST, DEFAULT_RATE_LIMIT, DEFAULT_TIMEOUT,

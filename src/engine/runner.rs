@@ -159,6 +159,12 @@ impl Engine {
             _ => None,
         };
         let rollback_data = execution.view().rollback_data;
+        // The cooldown is in force before the terminal state is told to anyone (a caller
+        // waiting for the end must find the objects cooling down); it is set again from the
+        // real end below, after a rollback that may take a while.
+        if !cooldown.is_zero() {
+            self.inner.cooldowns.finish(&keys, &execution.id, cooldown);
+        }
         match (ended, verification_failed) {
             (_, Some(why))
                 if execution.rollback_on_failure
@@ -194,9 +200,7 @@ impl Engine {
             }
         }
         if !cooldown.is_zero() {
-            self.inner
-                .cooldowns
-                .finish(&keys, &execution.id, cooldown);
+            self.inner.cooldowns.finish(&keys, &execution.id, cooldown);
         }
         self.inner.persister.flush().await;
     }
