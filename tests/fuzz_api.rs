@@ -348,7 +348,7 @@ async fn http_answers_random_and_mutated_requests_with_json_naming_the_field() {
     assert_still_serving(&mut server, &mut client).await;
 }
 
-/// KNOWN SERVER BUG (kept failing on purpose until fixed): a `parameters` Struct nested beyond
+/// Regression test (a server bug this fuzzing found, fixed since): a `parameters` Struct nested beyond
 /// prost's recursion limit (100 messages) is refused with `INTERNAL: failed to decode Protobuf
 /// message: … recursion limit reached`, tonic-prost's mapping of every decode error. The
 /// request is well-formed protobuf and the client's mistake, so it should be
@@ -385,7 +385,7 @@ async fn grpc_parameters_nested_beyond_the_decoder_limit_are_invalid_argument() 
     );
 }
 
-/// KNOWN SERVER BUG (kept failing on purpose until fixed): a refusal quotes the refused value
+/// Regression test (a server bug this fuzzing found, fixed since): a refusal quotes the refused value
 /// whole (`action: unknown action "…"`, `execution "…" not found`), so a long value makes a
 /// `grpc-message` longer than the 16 KiB of headers a default tonic client (hyper's h2) takes:
 /// that client reports `INTERNAL`/`RESOURCE_EXHAUSTED: h2 protocol error` instead of the
@@ -424,7 +424,7 @@ async fn grpc_refusals_of_huge_values_reach_a_default_client() {
     }
 }
 
-/// KNOWN SERVER BUG (kept failing on purpose until fixed): a body over the HTTP door's 2 MiB
+/// Regression test (a server bug this fuzzing found, fixed since): a body over the HTTP door's 2 MiB
 /// limit is refused as it should be (400, JSON, on `body`), but the server then closes the
 /// connection, the rest of the body unread, without saying so: the 400 carries no
 /// `Connection: close`. A keep-alive client sends its next request on the dead connection and

@@ -101,6 +101,9 @@ pub async fn serve_with(
         })
         .accept_http1(true)
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(tower::util::MapResponseLayer::new(
+            status::correct_decode_errors,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

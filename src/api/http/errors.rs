@@ -51,6 +51,14 @@ impl IntoResponse for EngineError {
             _ => None,
         };
         let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if matches!(&self, EngineError::InvalidArgument { field, .. } if field == "body") {
+            // A body the server could not read (over the limit, cut off) is left partly
+            // unread, and the connection with it: say so, or a keep-alive client sends its
+            // next request on a connection that will never answer.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
