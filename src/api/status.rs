@@ -51,7 +51,7 @@ pub(super) fn correct_decode_errors<B>(mut response: http::Response<B>) -> http:
     let message = headers
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .map(|m| percent_decode(m))
+        .map(percent_decode)
         .unwrap_or_default();
     let corrected = match code {
         Some(c) if c == Code::Internal as i32 && message.contains(UNDECODABLE) => {
