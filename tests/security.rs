@@ -999,3 +999,67 @@ async fn mutual_tls_refuses_a_client_certificate_from_another_ca_and_names_the_r
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["execution"]["requester"], CLIENT_CN);
 }
+
+/// Naming a cluster reveals nothing to a caller who may not act: alice may act only in
+/// staging, so asking for production on a cluster that does not exist is a denial, not a list
+/// of the configured contexts. Where she may act, an unknown cluster is named as such, still
+/// without the list.
+#[tokio::test]
+async fn an_unknown_cluster_is_refused_after_authorization_without_listing_the_configured_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_tokens(dir.path());
+    let mut client = plain_client(&server).await;
+    let on_cluster = |namespace: &str, cluster: &str| {
+        let mut request = scale_web(namespace, 2);
+        if let Some(target) = request.target.as_mut() {
+            target.cluster = cluster.to_string();
+        }
+        request
+    };
+    let status = client
+        .execute(with_token(
+            on_cluster("production", "no-such-cluster"),
+            ALICE_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(!status.message().contains("sim"), "{}", status.message());
+    let status = client
+        .execute(with_token(
+            on_cluster("staging", "no-such-cluster"),
+            ALICE_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "target.cluster: unknown cluster \"no-such-cluster\""
+    );
+}
+
+/// `anonymous` is what unauthenticated callers are recorded as; a token naming it would let
+/// its holder pass for one (and approve what an anonymous caller requested).
+#[tokio::test]
+async fn a_token_file_naming_the_reserved_anonymous_identity_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        "tokens:\n  - identity: anonymous\n    token: t0k\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_executor-service"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "off"])
+        .args(["--store", "memory:", "--sim-kubeconfig-out"])
+        .arg(dir.path().join("sim.kubeconfig"))
+        .arg("--auth-tokens")
+        .arg(&tokens)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("\"anonymous\" is reserved"), "{stderr}");
+}
