@@ -842,3 +842,71 @@ async fn a_namespace_limit_serializes_work_in_one_namespace_only() {
         "staging waited for production: {spans:?}"
     );
 }
+
+/// Executions waiting for an approval wait outside the queue, under their own bound: a full
+/// house of unanswered approvals neither takes the queue's places from work that can run, nor
+/// grows without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approvals_wait_outside_the_queue_under_their_own_bound() {
+    let h = Harness::start(
+        with_policy(EngineConfig {
+            queue_capacity: 2,
+            approval_capacity: 3,
+            ..Default::default()
+        }),
+        Scenario::demo()
+            .with(mk_node("node-4"))
+            .with(mk_node("node-5"))
+            .with(mk_node("node-6")),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    let drain = |node: &str| {
+        mk_request(
+            "drain_node",
+            mk_target("", "Node", node),
+            json!({"eviction_retry_seconds": 1, "timeout_seconds": 60}),
+        )
+    };
+    for node in ["node-4", "node-5", "node-6"] {
+        let waiting = client
+            .execute(drain(node))
+            .await
+            .unwrap_or_else(|e| panic!("drain of {node}: {e:?}"))
+            .into_inner()
+            .execution
+            .unwrap();
+        assert_eq!(
+            waiting.state,
+            ExecutionState::WaitingApproval as i32,
+            "{}",
+            waiting.message
+        );
+    }
+    // Three wait for approval with a queue of two: work that needs no approval still runs.
+    let scale = common::run_to_end(
+        &mut client,
+        "scale_deployment",
+        mk_target("production", "Deployment", "web"),
+        json!({"replicas": 4, "wait_for_rollout": false}),
+    )
+    .await;
+    assert_eq!(
+        scale.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        scale.message
+    );
+    // A fourth approval is one too many.
+    let err = client
+        .execute(drain("node-3"))
+        .await
+        .expect_err("the approvals are full");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .contains("3 executions are waiting for approval"),
+        "{}",
+        err.message()
+    );
+}
