@@ -78,6 +78,12 @@ fn on_cluster(
     target
 }
 
+/// A plain-HTTP client (reqwest is built without a default crypto provider).
+fn http() -> reqwest::Client {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// The cluster's record of client writes that changed something.
 async fn applied_writes(server: &ServeProcess) -> Vec<Value> {
     let config = kubeconfig(server);
@@ -86,7 +92,9 @@ async fn applied_writes(server: &ServeProcess) -> Vec<Value> {
         .as_ref()
         .and_then(|c| c.server.clone())
         .expect("the sim's URL");
-    let record: Value = reqwest::get(format!("{url}/sim/v1/writes"))
+    let record: Value = http()
+        .get(format!("{url}/sim/v1/writes"))
+        .send()
         .await
         .expect("GET /sim/v1/writes")
         .json()
@@ -304,4 +312,59 @@ async fn executions_through_different_names_and_targets_never_overlap_on_one_obj
             );
         }
     }
+}
+
+/// One caller's flood is refused at the engine's door, before any cluster or policy work, with
+/// when to come back; another caller is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_callers_flood_is_refused_with_a_retry_after_and_the_next_caller_goes_on() {
+    let server = ServeProcess::start(&["--rate-limit", "1", "--rate-burst", "2"]);
+    let mut client = connect(&server).await;
+    let dry_run = || executor_service::api::proto::DryRunRequest {
+        action: "scale_deployment".into(),
+        target: mk_target("production", "Deployment", "web"),
+        parameters: Some(common::to_struct(&json!({"replicas": 4}))),
+        alert: None,
+    };
+    for _ in 0..2 {
+        client.dry_run(dry_run()).await.expect("within the burst");
+    }
+    let refused = client.dry_run(dry_run()).await.expect_err("over the rate");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .starts_with("rate limit: anonymous may send 1 requests per second"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        refused
+            .metadata()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    // The HTTP door is the same engine: 429 with Retry-After.
+    let response = http()
+        .post(format!("http://{}/api/v1/dry-run", server.http_addr))
+        .json(&json!({
+            "action": "scale_deployment",
+            "target": {"namespace": "production", "name": "web"},
+            "parameters": {"replicas": 4},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    // A second later the caller is served again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    client.dry_run(dry_run()).await.expect("a token is back");
 }
