@@ -468,10 +468,12 @@ async fn an_execute_abandoned_at_any_moment_never_leaves_a_stored_execution_that
 }
 
 /// A history whose rounds that record no new execution fail while `failing` is set (a disk
-/// that fills up after the execution was accepted).
+/// that fills up after the execution was accepted), and whose every round takes `round_time`
+/// (a slow disk).
 struct FlakyStore {
     inner: store::MemoryStore,
     failing: std::sync::atomic::AtomicBool,
+    round_time: Duration,
 }
 
 #[async_trait::async_trait]
@@ -532,6 +534,7 @@ impl store::Store for FlakyStore {
         events: &[(String, Vec<executor_service::domain::Event>)],
         snapshots: &[executor_service::domain::ExecutionView],
     ) -> Result<Vec<Result<(), store::StoreError>>, store::StoreError> {
+        tokio::time::sleep(self.round_time).await;
         if inserts.is_empty() && self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(store::StoreError::Backend("disk full".into()));
         }
@@ -551,6 +554,7 @@ async fn an_execution_whose_history_could_not_be_written_is_still_read_right() {
     let flaky = std::sync::Arc::new(FlakyStore {
         inner: store::MemoryStore::new(),
         failing: std::sync::atomic::AtomicBool::new(true),
+        round_time: Duration::ZERO,
     });
     let h = common::Harness::start(
         EngineConfig {
@@ -595,4 +599,58 @@ async fn an_execution_whose_history_could_not_be_written_is_still_read_right() {
     );
     let (read, _) = get(&mut client, &later.id).await;
     assert_eq!(read.state, ExecutionState::Succeeded as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_execution_is_stored_as_running_before_its_change_reaches_the_cluster() {
+    // On a slow disk the action's first patch would land long before RUNNING is stored; a
+    // crash in between would be recovered as "before it started; nothing was changed".
+    let slow = std::sync::Arc::new(FlakyStore {
+        inner: store::MemoryStore::new(),
+        failing: std::sync::atomic::AtomicBool::new(false),
+        round_time: Duration::from_millis(100),
+    });
+    let h = common::Harness::start(
+        EngineConfig {
+            store: Some(slow.clone()),
+            ..Default::default()
+        },
+        executor_service::sim::Scenario::demo(),
+    )
+    .await;
+    let mut client = h.grpc().await;
+    let execution = client
+        .execute(mk_request(
+            "increase_resources",
+            mk_target("production", "Deployment", "web"),
+            json!({"memory_limit": "1536Mi"}),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !h
+        .sim
+        .writes()
+        .on("deployments", "production", "web")
+        .iter()
+        .any(|w| w.applied() && w.body.contains("1536Mi"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change never reached the cluster"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stored = store::Store::get(slow.as_ref(), &execution.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        stored.state.as_str(),
+        "QUEUED",
+        "the cluster has the change while the history says the execution never started"
+    );
 }

@@ -4,70 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 
-use common::{run_ok, tool, ServeProcess};
-
-/// `executor-service sim` on a port the OS chose, with `faults` as `--fault` flags; killed
-/// on drop.
-struct SimProcess {
-    child: Child,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SimProcess {
-    fn start(faults: &[&str]) -> SimProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("sim.kubeconfig");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_executor-service"));
-        command
-            .args(["sim", "--listen", "127.0.0.1:0", "--speed", "20"])
-            .arg("--kubeconfig-out")
-            .arg(&kubeconfig);
-        for fault in faults {
-            command.args(["--fault", fault]);
-        }
-        let mut child = command
-            .env_remove("SIM_FAULTS")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn executor-service sim");
-        // The kubeconfig is written before the ready line: wait for that line, then keep
-        // draining the log so the simulator never blocks on a full pipe.
-        let mut log = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = String::new();
-        loop {
-            let mut line = String::new();
-            let read = log.read_line(&mut line).expect("read the sim's log");
-            assert!(read > 0, "sim exited before it was ready:\n{seen}");
-            seen.push_str(&line);
-            if line.contains("simulated cluster ready") {
-                break;
-            }
-        }
-        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-        assert!(
-            seen.contains("fault injection: ") || faults.is_empty(),
-            "the active faults are not logged:\n{seen}"
-        );
-        SimProcess {
-            child,
-            kubeconfig,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{run_ok, tool, ServeProcess, SimProcess};
 
 fn kubectl(kubeconfig: &Path) -> Command {
     let mut cmd = Command::new(tool("kubectl"));

@@ -141,6 +141,10 @@ impl Engine {
             None,
             Value::Null,
         );
+        // RUNNING is durable before the action can touch the cluster: after a crash, recovery
+        // tells a stored QUEUED execution's caller that nothing was changed and to resubmit,
+        // which must never be said of one whose write already landed.
+        self.inner.persister.flush().await;
         let ctx = Engine::context(&v, reporter_for(&execution, ExecutionState::Running));
         let ended = tokio::select! {
             biased;

@@ -126,7 +126,9 @@ pub struct ServeProcess {
     /// The plain health/metrics address when `extra` has `--health-listen`, else empty.
     pub health_addr: String,
     pub kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The temporary directory of the embedded cluster's kubeconfig and the history; none when
+    /// the caller gave both.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl ServeProcess {
@@ -209,8 +211,132 @@ impl ServeProcess {
             http_addr,
             health_addr,
             kubeconfig,
+            _dir: Some(dir),
+        }
+    }
+
+    /// `serve` on the cluster of `kubeconfig` (no embedded one) with its history in `store`,
+    /// gRPC only, no cooldown; `extra` flags last. Returns once it listens, so recovery of a
+    /// previous run's executions is done.
+    pub fn on_cluster(kubeconfig: &Path, store: &Path, extra: &[&str]) -> ServeProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_executor-service"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "off"])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--store")
+            .arg(store)
+            .args(["--cooldown", "0s"])
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn executor-service serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read listen line");
+        let addr = line
+            .trim()
+            .strip_prefix("executor-service listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
+            .to_string();
+        ServeProcess {
+            child,
+            addr,
+            http_addr: String::new(),
+            health_addr: String::new(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            _dir: None,
+        }
+    }
+}
+
+/// A simulated cluster of the real binary (`executor-service sim`, demo scenario, clock at
+/// [`TEST_SPEED`]) on a port the OS chose, in its own process so it outlives the executors
+/// that use it; killed on drop.
+pub struct SimProcess {
+    pub child: std::process::Child,
+    /// The kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SimProcess {
+    /// Starts it with `faults` as `--fault` flags; returns once it is ready (listening, its
+    /// kubeconfig written, every fault logged).
+    pub fn start(faults: &[&str]) -> SimProcess {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("sim.kubeconfig");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_executor-service"));
+        command
+            .args(["sim", "--listen", "127.0.0.1:0", "--speed"])
+            .arg(TEST_SPEED.to_string())
+            .arg("--kubeconfig-out")
+            .arg(&kubeconfig);
+        for fault in faults {
+            command.args(["--fault", fault]);
+        }
+        let mut child = command
+            .env_remove("SIM_FAULTS")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn executor-service sim");
+        // The kubeconfig is written before the ready line: wait for that line, then keep
+        // draining the log so the simulator never blocks on a full pipe.
+        let mut log = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            let read = log.read_line(&mut line).expect("read the sim's log");
+            assert!(read > 0, "sim exited before it was ready:\n{seen}");
+            seen.push_str(&line);
+            if line.contains("simulated cluster ready") {
+                break;
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        assert!(
+            seen.contains("fault injection: ") || faults.is_empty(),
+            "the active faults are not logged:\n{seen}"
+        );
+        let url = kube::config::Kubeconfig::read_from(&kubeconfig)
+            .ok()
+            .and_then(|c| c.clusters.first()?.cluster.as_ref()?.server.clone())
+            .expect("the sim's URL in its kubeconfig");
+        SimProcess {
+            child,
+            kubeconfig,
+            url,
             _dir: dir,
         }
+    }
+
+    /// The cluster's record of client writes, as `GET /sim/v1/writes` serves it.
+    pub async fn writes(&self) -> serde_json::Value {
+        // reqwest is built without a default TLS crypto provider, even for plain HTTP.
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        reqwest::get(format!("{}/sim/v1/writes", self.url))
+            .await
+            .expect("GET /sim/v1/writes")
+            .error_for_status()
+            .expect("GET /sim/v1/writes")
+            .json()
+            .await
+            .expect("the record as JSON")
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
