@@ -1,5 +1,7 @@
 //! The benchmark harness still works: `bench --smoke` runs every part with tiny counts (no
-//! timing is asserted), loses no WatchExecution event, and writes its table.
+//! timing is asserted), loses no WatchExecution event, and writes its table. R2 and R4 judge
+//! invariants (no stuck execution, no lost event, no overlap; the burst's excess refused), so
+//! the run fails when one breaks.
 
 mod common;
 
@@ -29,7 +31,7 @@ fn the_benchmark_harness_runs_every_part_in_smoke_mode_and_writes_its_table() {
         table.contains("| Part | Measure |"),
         "no table in the report:\n{table}"
     );
-    for part in ["P1", "P2", "P3", "P4", "P5"] {
+    for part in ["P1", "P2", "P3", "P4", "P5", "R2", "R4"] {
         assert!(
             table.contains(&format!("| {part} |")),
             "no {part} row in the report:\n{table}"

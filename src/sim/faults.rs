@@ -6,6 +6,7 @@
 //! form [`FaultRule`] parses and prints: `verb=patch,resource=deployments,probability=0.2,code=503`.
 //! Every verb is covered, `watch` included: a watch suffers its fault when it is opened.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -232,10 +233,36 @@ impl fmt::Display for FaultRule {
     }
 }
 
-/// Cloneable handle to the cluster's fault rules.
+/// Cloneable handle to the cluster's fault rules, and the count of what they did.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
-    rules: Arc<Mutex<Vec<FaultRule>>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    rules: Vec<FaultRule>,
+    stats: FaultStats,
+}
+
+/// What the rules did since the cluster started (clearing the rules keeps the counts): what a
+/// reliability run reports as the faults it survived, reads and watches included, which the
+/// record of writes does not hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaultStats {
+    /// Requests the rules were asked about: every API request with a known resource and verb.
+    pub requests: u64,
+    /// Requests answered late on purpose.
+    pub delayed: u64,
+    /// Requests answered with an injected error, by status.
+    pub errors: BTreeMap<u16, u64>,
+}
+
+impl FaultStats {
+    /// Requests answered with an injected error, all statuses together.
+    pub fn error_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
 }
 
 /// What the server must do to one request.
@@ -305,23 +332,34 @@ impl Injected {
 
 impl Faults {
     pub fn add(&self, rule: FaultRule) {
-        if let Ok(mut r) = self.rules.lock() {
-            r.push(rule);
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.rules.push(rule);
         }
     }
 
+    /// Removes every rule; the counts of [`Faults::stats`] stay.
     pub fn clear(&self) {
-        if let Ok(mut r) = self.rules.lock() {
-            r.clear();
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.rules.clear();
         }
+    }
+
+    /// What the rules did so far.
+    pub fn stats(&self) -> FaultStats {
+        self.inner
+            .lock()
+            .map(|inner| inner.stats.clone())
+            .unwrap_or_default()
     }
 
     /// Decides the faults for a request with `verb` on `resource` (`plural` or `plural/sub`).
     pub fn check(&self, verb: &str, resource: &str) -> Injected {
         let mut out = Injected::default();
-        let Ok(mut rules) = self.rules.lock() else {
+        let Ok(mut inner) = self.inner.lock() else {
             return out;
         };
+        let Inner { rules, stats } = &mut *inner;
+        stats.requests += 1;
         for rule in rules.iter_mut() {
             if rule.count == Some(0) {
                 continue;
@@ -347,6 +385,12 @@ impl Faults {
             if out.error_status.is_none() {
                 out.error_status = rule.error_status;
             }
+        }
+        if !out.latency.is_zero() {
+            stats.delayed += 1;
+        }
+        if let Some(code) = out.error_status {
+            *stats.errors.entry(code).or_default() += 1;
         }
         out
     }
@@ -382,6 +426,9 @@ mod tests {
         );
         f.clear();
         assert_eq!(f.check("patch", "deployments"), Injected::default());
+        let stats = f.stats();
+        assert_eq!((stats.requests, stats.delayed), (6, 1));
+        assert_eq!(stats.errors, BTreeMap::from([(503, 1)]), "kept after clear");
     }
 
     fn parse(text: &str) -> Result<FaultRule, FaultRuleError> {

@@ -74,7 +74,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use faults::{FaultRule, Faults};
+pub use faults::{FaultRule, FaultStats, Faults};
 pub use scenario::{
     mk_configmap, mk_daemonset, mk_deployment, mk_hpa, mk_namespace, mk_node, mk_pdb, mk_pod,
     mk_pvc, mk_secret, mk_service, mk_service_account, mk_statefulset, mk_storage_class, PdbLimit,

@@ -51,6 +51,11 @@ pub(crate) struct Bench {
     pub(crate) notes: Vec<String>,
     /// Events lost in P4, over all runs.
     pub(crate) lost: u64,
+    /// `--speed`, for the parts that start a simulated cluster of their own.
+    pub(crate) speed: f64,
+    /// `--engine-store` and `--no-policy`, for the parts that start an engine of their own.
+    engine_store: String,
+    no_policy: bool,
 }
 
 impl Bench {
@@ -95,15 +100,7 @@ impl Bench {
         let kube = Clusters::from_kubeconfig_value(sim.kubeconfig(), None)
             .await?
             .client("")?;
-        let store = match args.engine_store.as_str() {
-            "none" => None,
-            "sqlite" => Some(store::open(&dir.join("engine.db").display().to_string()).await?),
-            url => Some(store::open(url).await?),
-        };
-        let mut config = engine_config(store)?;
-        if args.no_policy {
-            config.policy = None;
-        }
+        let config = configure(&args.engine_store, args.no_policy, &dir.join("engine.db")).await?;
         let engine = Engine::new(config, Registry::builtin(), clusters.clone());
         let addr = serve(engine).await?;
         let grpc = ExecutorServiceClient::new(connect(addr).await?);
@@ -120,7 +117,16 @@ impl Bench {
             rows: Vec::new(),
             notes: Vec::new(),
             lost: 0,
+            speed: args.speed,
+            engine_store: args.engine_store.clone(),
+            no_policy: args.no_policy,
         })
+    }
+
+    /// The configuration of the engine P1–P4 measure, for another engine: with `--engine-store
+    /// sqlite`, its history in `file` of the run's directory.
+    pub(crate) async fn engine_config(&self, file: &str) -> anyhow::Result<EngineConfig> {
+        configure(&self.engine_store, self.no_policy, &self.dir.join(file)).await
     }
 
     /// The current pod of deployment `app` (not terminating).
@@ -158,6 +164,25 @@ pub(crate) fn engine_config(store: Option<Arc<dyn Store>>) -> anyhow::Result<Eng
         store,
         ..EngineConfig::default()
     })
+}
+
+/// [`engine_config`] with the history `--engine-store` names (`sqlite`: a file at `sqlite`) and
+/// the policy unless `--no-policy`.
+async fn configure(
+    engine_store: &str,
+    no_policy: bool,
+    sqlite: &std::path::Path,
+) -> anyhow::Result<EngineConfig> {
+    let store = match engine_store {
+        "none" => None,
+        "sqlite" => Some(store::open(&sqlite.display().to_string()).await?),
+        url => Some(store::open(url).await?),
+    };
+    let mut config = engine_config(store)?;
+    if no_policy {
+        config.policy = None;
+    }
+    Ok(config)
 }
 
 /// Serves `engine` on 127.0.0.1:0 for the rest of the process.

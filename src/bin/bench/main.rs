@@ -10,6 +10,12 @@
 //!   (held for approval until every subscriber is connected): delivery latency, events lost,
 //!   memory per subscriber.
 //! - **P5 history**: 100,000 executions in a SQLite store, ListExecutions pages through gRPC.
+//! - **R2 API faults**: 1,000 executions of five actions on many targets while the API server
+//!   fails a fifth of all requests (503/429/409/500, watches included): every execution ends
+//!   within its timeout, no event is lost, executions take turns on each object, and a
+//!   SUCCEEDED one's change is in the cluster.
+//! - **R4 burst**: 1,000 Execute calls from 200 clients against a queue of 100: the excess is
+//!   refused at once with RESOURCE_EXHAUSTED, and the service answers normally right after.
 //!
 //! `bench store` measures the history store alone instead, through the `Store` trait (any
 //! backend, no gRPC, no cluster).
@@ -17,6 +23,7 @@
 //! ```text
 //! cargo build --release --bin bench && target/release/bench --out BENCHMARKS-run.md
 //! target/release/bench --only P1,P4
+//! target/release/bench --only R2,R4 --out /tmp/reliability-run.md
 //! cargo run --bin bench -- --smoke          # tiny counts, checks it works (CI)
 //! target/release/bench store --store "$(cat target/pg/url)"
 //! ```
@@ -25,7 +32,9 @@
 //! - `main.rs`: the flags, the order of the parts, the markdown report.
 //! - `harness`: the simulated cluster and the executor every part measures, and the gRPC
 //!   helpers the parts share.
-//! - `p1_latency`, `p2_throughput`, `p3_kubectl`, `p4_fanout`, `p5_history`: one part each.
+//! - `p1_latency`, `p2_throughput`, `p3_kubectl`, `p4_fanout`, `p5_history`, `r2_faults`,
+//!   `r4_burst`: one part each.
+//! - `chaos`: R2's workload and judgement, shared with `tests/reliability_faults.rs`.
 //! - `store`: the `store` subcommand.
 //! - `history`: the synthetic execution history P5 and `store` fill.
 //! - `report`: a row of the table and how figures are written (percentile, ms, ratio).
@@ -33,6 +42,7 @@
 
 #![forbid(unsafe_code)]
 
+mod chaos;
 mod harness;
 mod history;
 mod machine;
@@ -41,6 +51,8 @@ mod p2_throughput;
 mod p3_kubectl;
 mod p4_fanout;
 mod p5_history;
+mod r2_faults;
+mod r4_burst;
 mod report;
 mod store;
 
@@ -58,6 +70,8 @@ use harness::{Bench, P2_LEVELS};
 /// Simulated-cluster clock speed: rollouts and pod churn take milliseconds, so the figures
 /// are the executor's and the API server's, not the simulated kubelet's.
 const DEFAULT_SPEED: f64 = 50.0;
+/// Every part, as `--only` names them, in the order of the report.
+const PARTS: [&str; 7] = ["P1", "P2", "P3", "P4", "P5", "R2", "R4"];
 
 /// Measure the executor against direct kube-rs calls and kubectl, in one run.
 #[derive(Debug, Parser)]
@@ -67,7 +81,7 @@ struct Args {
     /// in a debug build. No timing is asserted.
     #[arg(long)]
     smoke: bool,
-    /// Parts to run, comma-separated (P1,P2,P3,P4,P5); default all.
+    /// Parts to run, comma-separated (P1,P2,P3,P4,P5,R2,R4); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also write the markdown report to this file.
@@ -85,6 +99,9 @@ struct Args {
     /// Executions stored for P5.
     #[arg(long)]
     executions: Option<usize>,
+    /// Executions of R2's load under API faults.
+    #[arg(long)]
+    r2_executions: Option<usize>,
     /// History of the engine P1–P4 measure: `sqlite` (a file in the temp directory, as
     /// `serve` runs), `none` (events published without waiting for a store), or a store URL
     /// (`memory:`, a path, `postgres://…`). For finding what the store costs.
@@ -115,6 +132,11 @@ struct Sizes {
     p4_pods: usize,
     p5_executions: usize,
     p5_calls: usize,
+    r2_executions: usize,
+    /// R4: the engine's queue capacity, the Execute calls of the burst, the clients making them.
+    r4_queue: usize,
+    r4_burst: usize,
+    r4_clients: usize,
 }
 
 impl Sizes {
@@ -128,6 +150,10 @@ impl Sizes {
                 p4_pods: 5,
                 p5_executions: 300,
                 p5_calls: 10,
+                r2_executions: 12,
+                r4_queue: 10,
+                r4_burst: 100,
+                r4_clients: 20,
             }
         } else {
             Sizes {
@@ -138,6 +164,10 @@ impl Sizes {
                 p4_pods: 30,
                 p5_executions: 100_000,
                 p5_calls: 200,
+                r2_executions: 1_000,
+                r4_queue: 100,
+                r4_burst: 1_000,
+                r4_clients: 200,
             }
         };
         if !args.subscribers.is_empty() {
@@ -145,6 +175,9 @@ impl Sizes {
         }
         if let Some(n) = args.executions {
             sizes.p5_executions = n;
+        }
+        if let Some(n) = args.r2_executions {
+            sizes.r2_executions = n;
         }
         sizes
     }
@@ -170,22 +203,23 @@ async fn main() -> anyhow::Result<()> {
         return store::run(store_args).await;
     }
     let parts: BTreeSet<String> = if args.only.is_empty() {
-        ["P1", "P2", "P3", "P4", "P5"].map(String::from).into()
+        PARTS.map(String::from).into()
     } else {
         args.only.iter().map(|p| p.trim().to_uppercase()).collect()
     };
-    if let Some(unknown) = parts
-        .iter()
-        .find(|p| !["P1", "P2", "P3", "P4", "P5"].contains(&p.as_str()))
-    {
-        bail!("--only: unknown part {unknown:?} (known: P1,P2,P3,P4,P5)");
+    if let Some(unknown) = parts.iter().find(|p| !PARTS.contains(&p.as_str())) {
+        bail!(
+            "--only: unknown part {unknown:?} (known: {})",
+            PARTS.join(",")
+        );
     }
     let sizes = Sizes::of(&args);
     let started = Instant::now();
     let mut bench = Bench::start(&args, sizes).await?;
     let mut failures = Vec::new();
     // P5 first: its RSS figure is then the history's, not what 10,000 streams left behind.
-    for part in ["P5", "P1", "P2", "P3", "P4"] {
+    // R2 and R4 last, each on a cluster and an engine of its own.
+    for part in ["P5", "P1", "P2", "P3", "P4", "R2", "R4"] {
         if !parts.contains(part) {
             continue;
         }
@@ -196,6 +230,8 @@ async fn main() -> anyhow::Result<()> {
             "P2" => bench.p2().await,
             "P3" => bench.p3().await,
             "P4" => bench.p4().await,
+            "R2" => bench.r2().await,
+            "R4" => bench.r4().await,
             _ => bench.p5().await,
         };
         eprintln!("   {part} took {:.1} s", t.elapsed().as_secs_f64());
@@ -250,7 +286,8 @@ fn render(bench: &Bench, args: &Args, took: Duration) -> String {
         out,
         "- setup: simulated cluster (speed {}) and executor in one process, gRPC on \
          127.0.0.1; engine as `serve` runs it ({} policy, history: {}) with {} workers, \
-         no namespace limit, no cooldown",
+         no namespace limit, no cooldown (R2 and R4: a cluster and an engine of their own, \
+         see the notes)",
         args.speed,
         if args.no_policy { "no" } else { "built-in" },
         match args.engine_store.as_str() {
@@ -266,7 +303,7 @@ fn render(bench: &Bench, args: &Args, took: Duration) -> String {
         "| Part | Measure | executor-service | Baseline | Ratio | Target | Met |"
     );
     let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
-    let order = |p: &str| ["P1", "P2", "P3", "P4", "P5"].iter().position(|x| *x == p);
+    let order = |p: &str| PARTS.iter().position(|x| *x == p);
     let mut rows: Vec<&report::Row> = bench.rows.iter().collect();
     rows.sort_by_key(|r| order(r.part));
     for r in rows {
