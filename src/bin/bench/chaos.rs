@@ -3,8 +3,8 @@
 //! drawn from each execution's own event stream and from the cluster's record of writes, not
 //! from what the executor says about itself.
 //!
-//! Shared by the benchmark (`r2_faults`) and its CI test (`tests/reliability_faults.rs`
-//! includes this file with `#[path]`): one workload and one set of rules, whatever the size.
+//! Used by the benchmark's R2 (`r2_faults`), which its CI test (`tests/reliability_faults.rs`)
+//! runs with 40 executions: one workload and one set of rules, whatever the size.
 //! It uses only the library's public API, the generated client and the simulated cluster.
 //!
 //! What is judged, per execution:

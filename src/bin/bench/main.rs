@@ -34,7 +34,7 @@
 //!   helpers the parts share.
 //! - `p1_latency`, `p2_throughput`, `p3_kubectl`, `p4_fanout`, `p5_history`, `r2_faults`,
 //!   `r4_burst`: one part each.
-//! - `chaos`: R2's workload and judgement, shared with `tests/reliability_faults.rs`.
+//! - `chaos`: R2's workload and judgement (`tests/reliability_faults.rs` runs R2 small).
 //! - `store`: the `store` subcommand.
 //! - `history`: the synthetic execution history P5 and `store` fill.
 //! - `report`: a row of the table and how figures are written (percentile, ms, ratio).
