@@ -58,8 +58,10 @@ pub const GRACE: Duration = Duration::from_secs(10);
 /// counts as stuck (executions on one object run one after the other).
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
 /// Attempts at Execute while the cluster's errors refuse it at admission (its dry run reads
-/// and writes the cluster), the first included. A real caller retries too.
-const SUBMIT_ATTEMPTS: u32 = 10;
+/// and writes the cluster), the first included. A real caller retries too; a cordon's
+/// admission makes four calls that no one retries (three of them the action's), so 41% of
+/// its attempts pass at 20% errors: 20 attempts make a refusal on every one rare (3e-5).
+const SUBMIT_ATTEMPTS: u32 = 20;
 /// The last attempt of the engine's retries of one call (`cluster::retry::MAX_ATTEMPTS`), as
 /// its progress events name it: `(attempt 5 of 5)`.
 const LAST_ATTEMPT: u32 = executor_service::cluster::MAX_ATTEMPTS;
@@ -515,6 +517,8 @@ pub struct Verdict {
     pub refused: Vec<String>,
     /// Execute attempts refused before one was admitted, over all executions.
     pub retries: u64,
+    /// The same by action.
+    pub retries_by_action: BTreeMap<&'static str, u64>,
     /// Admitted executions by final state (`SUCCEEDED`, ...).
     pub by_state: BTreeMap<&'static str, usize>,
     /// The same by action.
@@ -623,6 +627,7 @@ pub fn judge(runs: &[Run], writes: &[Write], cluster: &ClusterState) -> Verdict 
     let mut judged = Vec::new();
     for run in runs {
         v.retries += u64::from(run.retries);
+        *v.retries_by_action.entry(run.planned.action).or_default() += u64::from(run.retries);
         let id = match &run.admitted {
             Ok(id) => id.as_str(),
             Err(why) => {

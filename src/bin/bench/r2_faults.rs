@@ -66,11 +66,18 @@ impl Bench {
         let state = |s: &str| v.by_state.get(s).copied().unwrap_or(0);
         let rows: Vec<(&str, (String, &str, bool))> = vec![
             (
-                "executions admitted (Execute retried on UNAVAILABLE/INTERNAL)",
+                "executions admitted (Execute retried while the cluster's errors refuse it)",
                 (
                     format!(
-                        "{} of {} ({} retries)",
-                        v.admitted, layout.executions, v.retries
+                        "{} of {} ({} retries: {})",
+                        v.admitted,
+                        layout.executions,
+                        v.retries,
+                        v.retries_by_action
+                            .iter()
+                            .map(|(action, n)| format!("{action} {n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                     "all",
                     v.refused.is_empty(),
