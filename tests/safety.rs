@@ -910,3 +910,44 @@ async fn approvals_wait_outside_the_queue_under_their_own_bound() {
         err.message()
     );
 }
+
+/// Reading the target is retried like any other call: two 503s on the reads of a deployment
+/// (R2 found actions giving up on the first) cost a retry, not the execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transient_errors_on_reading_the_target_are_retried() {
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    for (action, kind, name) in [
+        ("rolling_restart_deployment", "Deployment", "web"),
+        ("cordon_node", "Node", "node-2"),
+    ] {
+        let resource = if kind == "Node" {
+            "nodes"
+        } else {
+            "deployments"
+        };
+        h.sim.faults().add(FaultRule {
+            verb: Some("get".into()),
+            resource: Some(resource.into()),
+            latency: None,
+            error_status: Some(503),
+            probability: 1.0,
+            count: Some(2),
+        });
+        let namespace = if kind == "Node" { "" } else { "production" };
+        let done = common::run_to_end(
+            &mut client,
+            action,
+            mk_target(namespace, kind, name),
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            done.state,
+            ExecutionState::Succeeded as i32,
+            "{action}: {}",
+            done.message
+        );
+        h.sim.faults().clear();
+    }
+}

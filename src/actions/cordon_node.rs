@@ -44,10 +44,11 @@ pub(super) fn nodes(ctx: &ActionContext) -> Api<Node> {
 /// # Errors
 /// [`ActionError::NotFound`] naming the node.
 pub(super) async fn get_node(ctx: &ActionContext) -> Result<Node, ActionError> {
-    nodes(ctx)
-        .get(&ctx.target.name)
+    let api = nodes(ctx);
+    let what = format!("node {}", ctx.target.name);
+    ctx.retry(&format!("read {what}"), || api.get(&ctx.target.name))
         .await
-        .map_err(|e| ActionError::from_kube(e, &format!("node {}", ctx.target.name)))
+        .map_err(|e| ActionError::from_kube(e, &what))
 }
 
 /// Refuses to take `node` out of scheduling when no other node would accept new pods.

@@ -318,7 +318,7 @@ impl ActionContext {
     ///
     /// # Errors
     /// [`ActionError::NotFound`] naming the target (`pod prod/pod/web-1`) on a 404; other API
-    /// errors.
+    /// errors, once transient ones have been retried ([`ActionContext::retry`]).
     pub async fn get_target<K>(&self) -> Result<K, ActionError>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -326,16 +326,14 @@ impl ActionContext {
             + DeserializeOwned
             + std::fmt::Debug,
     {
-        kube::Api::<K>::namespaced(self.client.clone(), &self.target.namespace)
-            .get(&self.target.name)
+        let api = kube::Api::<K>::namespaced(self.client.clone(), &self.target.namespace);
+        let what = format!(
+            "{} {}",
+            K::kind(&()).to_lowercase(),
+            self.target.object_ref()
+        );
+        self.retry(&format!("read {what}"), || api.get(&self.target.name))
             .await
-            .map_err(|e| {
-                let what = format!(
-                    "{} {}",
-                    K::kind(&()).to_lowercase(),
-                    self.target.object_ref()
-                );
-                ActionError::from_kube(e, &what)
-            })
+            .map_err(|e| ActionError::from_kube(e, &what))
     }
 }

@@ -24,13 +24,15 @@ pub(crate) async fn get(
     kind: WorkloadKind,
     name: &str,
 ) -> Result<DynamicObject, ActionError> {
-    kind.api(&ctx.client, &ctx.target.namespace)
-        .get(name)
+    let api = kind.api(&ctx.client, &ctx.target.namespace);
+    let what = format!(
+        "{} {}",
+        kind.kind().to_lowercase(),
+        object_ref(&ctx.target.namespace, kind, name)
+    );
+    ctx.retry(&format!("read {what}"), || api.get(name))
         .await
-        .map_err(|e| {
-            let object = object_ref(&ctx.target.namespace, kind, name);
-            ActionError::from_kube(e, &format!("{} {object}", kind.kind().to_lowercase()))
-        })
+        .map_err(|e| ActionError::from_kube(e, &what))
 }
 
 /// Pods of a template change that are done: updated, and available (ready, for a kind that
