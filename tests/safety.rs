@@ -911,23 +911,27 @@ async fn approvals_wait_outside_the_queue_under_their_own_bound() {
     );
 }
 
-/// Reading the target is retried like any other call: two 503s on the reads of a deployment
-/// (R2 found actions giving up on the first) cost a retry, not the execution.
+/// Reading the target, and cordoning or uncordoning a node, are retried like any other call:
+/// two 503s (R2 found actions giving up on the first) cost a retry, not the execution.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transient_errors_on_reading_the_target_are_retried() {
     let h = Harness::demo().await;
     let mut client = h.grpc().await;
-    for (action, kind, name) in [
-        ("rolling_restart_deployment", "Deployment", "web"),
-        ("cordon_node", "Node", "node-2"),
+    for (action, kind, name, verb, resource) in [
+        (
+            "rolling_restart_deployment",
+            "Deployment",
+            "web",
+            "get",
+            "deployments",
+        ),
+        ("cordon_node", "Node", "node-2", "get", "nodes"),
+        ("uncordon_node", "Node", "node-2", "patch", "nodes"),
+        ("cordon_node", "Node", "node-2", "patch", "nodes"),
+        ("cordon_node", "Node", "node-3", "list", "nodes"),
     ] {
-        let resource = if kind == "Node" {
-            "nodes"
-        } else {
-            "deployments"
-        };
         h.sim.faults().add(FaultRule {
-            verb: Some("get".into()),
+            verb: Some(verb.into()),
             resource: Some(resource.into()),
             latency: None,
             error_status: Some(503),
@@ -945,7 +949,7 @@ async fn transient_errors_on_reading_the_target_are_retried() {
         assert_eq!(
             done.state,
             ExecutionState::Succeeded as i32,
-            "{action}: {}",
+            "{action} with two 503s on {verb} {resource}: {}",
             done.message
         );
         h.sim.faults().clear();

@@ -42,19 +42,25 @@ pub fn is_cordoned(node: &Node) -> bool {
         .unwrap_or(false)
 }
 
-/// Names of the schedulable nodes (see [`is_schedulable`]), sorted.
+/// Names of the schedulable nodes (see [`is_schedulable`]), sorted. Transient errors of the
+/// list are retried ([`super::with_retries`]), logged rather than reported: the callers (the
+/// policy's facts, the last-node check) have no execution to report to.
 ///
 /// # Errors
-/// The API error of the node list.
+/// The API error of the node list, once transient ones are retried.
 pub async fn schedulable_nodes(api: &Api<Node>) -> Result<Vec<String>, kube::Error> {
-    let mut names: Vec<String> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .filter(|n| is_schedulable(n))
-        .filter_map(|n| n.metadata.name.clone())
-        .collect();
+    let all = ListParams::default();
+    let mut names: Vec<String> = super::with_retries(
+        "list nodes",
+        |message| tracing::info!("{message}"),
+        || api.list(&all),
+    )
+    .await?
+    .items
+    .iter()
+    .filter(|n| is_schedulable(n))
+    .filter_map(|n| n.metadata.name.clone())
+    .collect();
     names.sort();
     Ok(names)
 }
@@ -80,10 +86,12 @@ pub fn cordon_patch(unschedulable: bool) -> Patch<Value> {
     Patch::Strategic(json!({ "spec": { "unschedulable": value } }))
 }
 
-/// Sets `spec.unschedulable` of node `name` the way `kubectl cordon`/`uncordon` does.
+/// Sets `spec.unschedulable` of node `name` the way `kubectl cordon`/`uncordon` does. The
+/// merge patch sets one field to one value, so a transient failure is retried as is
+/// ([`super::with_retries`]; logged).
 ///
 /// # Errors
-/// The API error of the patch.
+/// The API error of the patch, once transient ones are retried.
 pub async fn set_unschedulable(
     api: &Api<Node>,
     name: &str,
@@ -95,7 +103,14 @@ pub async fn set_unschedulable(
     } else {
         PatchParams::default()
     };
-    api.patch(name, &params, &cordon_patch(unschedulable)).await
+    let what = if unschedulable { "cordon" } else { "uncordon" };
+    let patch = cordon_patch(unschedulable);
+    super::with_retries(
+        &format!("{what} node {name}"),
+        |message| tracing::info!("{message}"),
+        || api.patch(name, &params, &patch),
+    )
+    .await
 }
 
 /// Puts a node back in scheduling if it is dropped while armed: a drain arms it once it has
