@@ -38,10 +38,7 @@ fn kubeconfig(server: &ServeProcess) -> kube::config::Kubeconfig {
 }
 
 async fn kube_client(server: &ServeProcess) -> kube::Client {
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig(server), &Default::default())
-        .await
-        .expect("kube config");
-    kube::Client::try_from(config).expect("kube client")
+    common::kube_client_from(&server.kubeconfig).await
 }
 
 /// A running pod of `production/web`, whose owner is the deployment `web`.
@@ -78,40 +75,14 @@ fn on_cluster(
     target
 }
 
-/// A plain-HTTP client (reqwest is built without a default crypto provider).
-fn http() -> reqwest::Client {
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
-
 /// The cluster's record of client writes that changed something.
 async fn applied_writes(server: &ServeProcess) -> Vec<Value> {
-    let config = kubeconfig(server);
-    let url = config.clusters[0]
+    let url = kubeconfig(server).clusters[0]
         .cluster
         .as_ref()
         .and_then(|c| c.server.clone())
         .expect("the sim's URL");
-    let record: Value = http()
-        .get(format!("{url}/sim/v1/writes"))
-        .send()
-        .await
-        .expect("GET /sim/v1/writes")
-        .json()
-        .await
-        .expect("the record as JSON");
-    record["writes"]
-        .as_array()
-        .expect("writes")
-        .iter()
-        .filter(|w| {
-            w["dryRun"] == json!(false)
-                && w["status"]
-                    .as_u64()
-                    .is_some_and(|s| (200..300).contains(&s))
-        })
-        .cloned()
-        .collect()
+    common::applied_writes(&common::sim_writes(&url).await)
 }
 
 /// The execution `id` once it has ended.
@@ -346,7 +317,7 @@ async fn a_callers_flood_is_refused_with_a_retry_after_and_the_next_caller_goes_
         Some("1")
     );
     // The HTTP door is the same engine: 429 with Retry-After.
-    let response = http()
+    let response = common::plain_http()
         .post(format!("http://{}/api/v1/dry-run", server.http_addr))
         .json(&json!({
             "action": "scale_deployment",

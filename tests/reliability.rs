@@ -99,24 +99,7 @@ fn time(value: &Value) -> DateTime<Utc> {
 
 /// The cluster's writes that changed something (not dry runs, answered 2xx).
 async fn applied_writes(sim: &SimProcess) -> Vec<Value> {
-    let record = sim.writes().await;
-    assert_eq!(
-        record["dropped"],
-        json!(0),
-        "the record must be whole to judge it"
-    );
-    record["writes"]
-        .as_array()
-        .expect("writes")
-        .iter()
-        .filter(|w| {
-            w["dryRun"] == json!(false)
-                && w["status"]
-                    .as_u64()
-                    .is_some_and(|s| (200..300).contains(&s))
-        })
-        .cloned()
-        .collect()
+    common::applied_writes(&sim.writes().await)
 }
 
 /// How an execution the restarted server found unfinished was interrupted.

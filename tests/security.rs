@@ -229,11 +229,8 @@ fn scale_web(namespace: &str, replicas: i64) -> executor_service::api::proto::Ex
     request
 }
 
-/// A plain-HTTP client. reqwest is built without a default crypto provider (the tree has
-/// only ring), so it needs the process-wide one installed before it builds.
 fn plain_http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+    common::plain_http()
 }
 
 /// An HTTPS client trusting `ca_pem`, presenting `identity` when given (rustls with ring, as
@@ -266,11 +263,7 @@ fn https_client(ca_pem: &str, identity: Option<&Pem>) -> reqwest::Client {
 }
 
 async fn kube_client(server: &ServeProcess) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
+    common::kube_client_from(&server.kubeconfig).await
 }
 
 async fn replicas(kube: &kube::Client, namespace: &str, name: &str) -> i32 {

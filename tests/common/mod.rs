@@ -320,16 +320,7 @@ impl SimProcess {
 
     /// The cluster's record of client writes, as `GET /sim/v1/writes` serves it.
     pub async fn writes(&self) -> serde_json::Value {
-        // reqwest is built without a default TLS crypto provider, even for plain HTTP.
-        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        reqwest::get(format!("{}/sim/v1/writes", self.url))
-            .await
-            .expect("GET /sim/v1/writes")
-            .error_for_status()
-            .expect("GET /sim/v1/writes")
-            .json()
-            .await
-            .expect("the record as JSON")
+        sim_writes(&self.url).await
     }
 }
 
@@ -474,4 +465,56 @@ pub async fn quiet_version(kube: &kube::Client) -> String {
         }
         last = now;
     }
+}
+
+/// A plain-HTTP client. reqwest is built without a default TLS crypto provider (the tree has
+/// only ring), even for plain HTTP, so the process-wide one is installed first.
+pub fn plain_http() -> reqwest::Client {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// A kube client from the kubeconfig at `path`.
+pub async fn kube_client_from(path: &Path) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("the kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kube config");
+    kube::Client::try_from(config).expect("kube client")
+}
+
+/// The simulated cluster's record of client writes at `url`, as `GET /sim/v1/writes` serves it.
+pub async fn sim_writes(url: &str) -> serde_json::Value {
+    plain_http()
+        .get(format!("{url}/sim/v1/writes"))
+        .send()
+        .await
+        .expect("GET /sim/v1/writes")
+        .error_for_status()
+        .expect("GET /sim/v1/writes")
+        .json()
+        .await
+        .expect("the record as JSON")
+}
+
+/// The writes of a record that changed something: not dry runs, answered 2xx. The record
+/// must be whole (nothing dropped) to be judged.
+pub fn applied_writes(record: &serde_json::Value) -> Vec<serde_json::Value> {
+    assert_eq!(
+        record["dropped"],
+        serde_json::json!(0),
+        "the record must be whole to judge it"
+    );
+    record["writes"]
+        .as_array()
+        .expect("writes")
+        .iter()
+        .filter(|w| {
+            w["dryRun"] == serde_json::json!(false)
+                && w["status"]
+                    .as_u64()
+                    .is_some_and(|s| (200..300).contains(&s))
+        })
+        .cloned()
+        .collect()
 }
