@@ -37,10 +37,6 @@ impl<T> Counted<T> {
             _place: place,
         }
     }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
