@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// Requests one identity may send in a burst before `--rate-limit` applies.
     #[arg(long, env = "EXECUTOR_RATE_BURST", default_value_t = crate::engine::DEFAULT_RATE_BURST)]
     pub rate_burst: u32,
+    /// With a PostgreSQL store (several replicas): how long a replica holds a running
+    /// execution without renewing it; then another replica ends it as INTERRUPTED.
+    #[arg(long, env = "EXECUTOR_LEASE", default_value = "15s", value_parser = parse_lease)]
+    pub lease: std::time::Duration,
     /// TLS, authentication and authorization (boxed: they are rarely set and would make
     /// every `Command` as large as `serve`).
     #[command(flatten)]
@@ -197,4 +201,13 @@ impl std::str::FromStr for OptionalAddr {
             addr => addr.parse().map(|a| OptionalAddr(Some(a))),
         }
     }
+}
+
+/// A lease of at least a second (renewed every third of it) and at most ten minutes.
+fn parse_lease(value: &str) -> Result<std::time::Duration, String> {
+    let lease = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if lease < std::time::Duration::from_secs(1) || lease > std::time::Duration::from_secs(600) {
+        return Err("must be between 1s and 10m".into());
+    }
+    Ok(lease)
 }

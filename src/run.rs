@@ -190,6 +190,7 @@ async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
         dry_run_limit: args.dry_run_limit.max(1),
         rate_limit: args.rate_limit,
         rate_burst: args.rate_burst,
+        lease: args.lease,
     })
 }
 

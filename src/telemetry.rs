@@ -163,6 +163,14 @@ pub struct Metrics {
     subscribers: Gauge,
     kube_errors: Family<Code, Counter>,
     reloads: Family<Reload, Counter>,
+    /// Several replicas on PostgreSQL: executions this replica claimed from the queue.
+    pub claims: Counter,
+    /// Lease renewals this replica made (one per execution per renewal).
+    pub lease_renewals: Counter,
+    /// Executions whose lease this replica found expired and ended (or re-queued).
+    pub takeovers: Counter,
+    /// Executions this replica was running when it found it no longer held their lease.
+    pub leases_lost: Counter,
 }
 
 impl Metrics {
@@ -219,8 +227,36 @@ impl Metrics {
             "SIGHUP reloads of tokens, authorization rules and policy, by outcome (ok, failed)",
             reloads.clone(),
         );
+        let claims = Counter::default();
+        registry.register(
+            "replica_claims",
+            "Queued executions this replica claimed to run (several replicas on PostgreSQL)",
+            claims.clone(),
+        );
+        let lease_renewals = Counter::default();
+        registry.register(
+            "replica_lease_renewals",
+            "Leases on running executions this replica renewed",
+            lease_renewals.clone(),
+        );
+        let takeovers = Counter::default();
+        registry.register(
+            "replica_takeovers",
+            "Executions of another replica whose lease expired, which this replica ended or re-queued",
+            takeovers.clone(),
+        );
+        let leases_lost = Counter::default();
+        registry.register(
+            "replica_leases_lost",
+            "Executions this replica stopped because another replica took them over",
+            leases_lost.clone(),
+        );
         Metrics {
             registry,
+            claims,
+            lease_renewals,
+            takeovers,
+            leases_lost,
             reloads,
             executions,
             duration,

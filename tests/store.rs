@@ -8,11 +8,12 @@
 //! they fail, naming the script, when no server was started. Each test works in a schema of its
 //! own, so they run in parallel.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -661,51 +662,7 @@ async fn admin(url: &str, sql: &str) {
     let _ = conn.close().await;
 }
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The test server's URL: `EXECUTOR_TEST_POSTGRES_URL`, else `target/pg/url` from
-/// `scripts/start-postgres`, which outside CI is run here (once per test binary).
-fn postgres_url() -> String {
-    if let Some(url) = std::env::var("EXECUTOR_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    {
-        return url;
-    }
-    let file = repo_root().join("target/pg/url");
-    let read = || {
-        std::fs::read_to_string(&file)
-            .map(|s| s.trim().to_string())
-            .ok()
-            .filter(|s| !s.is_empty())
-    };
-    if std::env::var_os("CI").is_some() {
-        return read().unwrap_or_else(|| {
-            panic!(
-                "the PostgreSQL store tests need a server: run scripts/start-postgres before \
-                 `cargo test` (it writes {}), or set EXECUTOR_TEST_POSTGRES_URL",
-                file.display()
-            )
-        });
-    }
-    static STARTED: OnceLock<String> = OnceLock::new();
-    STARTED
-        .get_or_init(|| {
-            std::fs::create_dir_all(repo_root().join("target")).expect("target dir");
-            let lock = std::fs::File::create(repo_root().join("target/pg.lock")).expect("lock");
-            lock.lock().expect("lock pg start");
-            let status = Command::new("bash")
-                .arg(repo_root().join("scripts/start-postgres"))
-                .stdout(std::process::Stdio::null())
-                .status()
-                .expect("run scripts/start-postgres");
-            assert!(status.success(), "scripts/start-postgres failed");
-            read().expect("scripts/start-postgres wrote no target/pg/url")
-        })
-        .clone()
-}
+use common::postgres_url;
 
 /// The whole suite, once per backend.
 macro_rules! conformance {

@@ -63,11 +63,12 @@ pub async fn serve_with(
         let engine = engine.clone();
         tokio::spawn(async move {
             loop {
-                let status = if engine.clusters().is_reachable().await {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
+                let status =
+                    if engine.clusters().is_reachable().await && engine.store_reachable().await {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
                 health.set_service_status("", status).await;
                 health.set_service_status(service_name, status).await;
                 if engine.is_closing() {

@@ -54,6 +54,33 @@ fn client_for(mut config: kube::Config) -> Result<kube::Client, String> {
         .build())
 }
 
+/// Says whether a write may be sent now.
+pub type WriteGate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// `client`, refusing every write (anything but GET, HEAD, OPTIONS) that `may_write` does not
+/// allow at the moment it would be sent: how a replica that lost its lease on an execution
+/// stops touching the cluster for it, since the cluster cannot check a fencing token.
+pub fn gated_client(client: &kube::Client, may_write: WriteGate) -> kube::Client {
+    let inner = client.clone();
+    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let may_write = may_write.clone();
+        async move {
+            let reads = matches!(
+                *request.method(),
+                http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+            );
+            if !reads && !may_write() {
+                return Err(kube::Error::Service(
+                    "write refused: this replica no longer holds the execution's lease".into(),
+                ));
+            }
+            inner.send(request).await
+        }
+    });
+    kube::Client::new(service, client.default_namespace().to_string())
+}
+
 /// Kube clients by cluster name (kubeconfig context). The empty name means the default.
 #[derive(Clone)]
 pub struct Clusters {

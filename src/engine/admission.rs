@@ -226,7 +226,7 @@ impl Engine {
         })
     }
 
-    fn cooldown_for(&self, action: &dyn Remediation) -> Duration {
+    pub(super) fn cooldown_for(&self, action: &dyn Remediation) -> Duration {
         if action.read_only() {
             return Duration::ZERO;
         }
@@ -266,7 +266,11 @@ impl Engine {
         if let Some(existing) = self.find_request(&request.request_id, &fingerprint).await? {
             return Ok(existing);
         }
-        let queue_slot = self.queue_slot()?;
+        // With replicas the queue is the database's, bounded there.
+        let queue_slot = match self.coordination() {
+            Some(_) => None,
+            None => Some(self.queue_slot()?),
+        };
         // Refuse now what would fail at once (missing target, out-of-bounds result); the
         // action checks again when it runs, against the state it finds then.
         let plan = v
@@ -280,6 +284,11 @@ impl Engine {
                 decision.reasons.join("; ")
             )));
         }
+        let Some(queue_slot) = queue_slot else {
+            return self
+                .enqueue_shared(&request, &v, requester, &decision, &plan, fingerprint)
+                .await;
+        };
         let slot = if decision.require_approval {
             // Waiting for an approval can take an hour: not in the queue, whose places are for
             // work about to run, but among the approvals, under their own bound.
@@ -345,7 +354,7 @@ impl Engine {
     /// Every object `plan` will change, and the target itself, as lock and cooldown keys
     /// (`cluster|namespace/kind/name`), sorted and without duplicates: the one global order in
     /// which locks are taken, so two executions can never wait for each other.
-    fn keys_of(v: &Validated, plan: &Plan) -> Vec<String> {
+    pub(super) fn keys_of(v: &Validated, plan: &Plan) -> Vec<String> {
         let mut keys: Vec<String> = std::iter::once(v.target.object_ref())
             .chain(plan.changes.iter().map(|c| c.object.clone()))
             .map(|object| format!("{}|{}", v.cluster, object.to_lowercase()))
@@ -370,24 +379,10 @@ impl Engine {
         let cooldown = self.cooldown_for(v.action.as_ref());
         let keys = Self::keys_of(v, plan);
         if !cooldown.is_zero() {
-            self.inner.cooldowns.claim(&keys, id).map_err(|busy| {
-                let object = busy
-                    .key
-                    .split_once('|')
-                    .map_or(busy.key.as_str(), |(_, object)| object);
-                EngineError::FailedPrecondition(match busy.until {
-                    Some(until) => format!(
-                        "{object} is in cooldown until {} (after execution {})",
-                        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        busy.execution_id
-                    ),
-                    None => format!(
-                        "{object} has execution {} in flight; its cooldown of {} starts when it ends",
-                        busy.execution_id,
-                        humantime::format_duration(cooldown)
-                    ),
-                })
-            })?;
+            self.inner
+                .cooldowns
+                .claim(&keys, id)
+                .map_err(|busy| in_cooldown(&busy.key, &busy.execution_id, busy.until, cooldown))?;
         }
         Ok(Held {
             id: id.to_string(),
@@ -407,7 +402,7 @@ impl Engine {
     /// The execution, not yet stored nor known to anyone, with its first event (QUEUED, or
     /// WAITING_APPROVAL when the policy asks for an approval: then also the receiver that
     /// gets the answer).
-    fn new_execution(
+    pub(super) fn new_execution(
         &self,
         id: String,
         request: &ExecutionRequest,
@@ -524,10 +519,11 @@ impl Engine {
         let job = runner::Job {
             execution,
             validated: v,
-            slot,
+            slot: Some(slot),
             approval,
             cooldown,
             keys,
+            claimed: None,
         };
         let runner = self.clone();
         self.inner.tasks.spawn(
@@ -539,6 +535,27 @@ impl Engine {
         );
         Ok(view)
     }
+}
+
+/// The refusal of a request because the object of `key` is held by `execution_id`: running
+/// (no `until` yet), or in its cooldown until `until`.
+pub(super) fn in_cooldown(
+    key: &str,
+    execution_id: &str,
+    until: Option<chrono::DateTime<Utc>>,
+    cooldown: Duration,
+) -> EngineError {
+    let object = key.split_once('|').map_or(key, |(_, object)| object);
+    EngineError::FailedPrecondition(match until {
+        Some(until) => format!(
+            "{object} is in cooldown until {} (after execution {execution_id})",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+        None => format!(
+            "{object} has execution {execution_id} in flight; its cooldown of {} starts when it ends",
+            humantime::format_duration(cooldown)
+        ),
+    })
 }
 
 pub(super) fn requester_of(request: &ExecutionRequest) -> String {

@@ -55,6 +55,11 @@ impl Engine {
 
     /// [`Engine::cancel`] once the caller is known to be allowed.
     async fn stop(&self, id: &str, reason: &str) -> Result<ExecutionView, EngineError> {
+        if self.find(id).is_none() && self.coordination().is_some() {
+            return self
+                .cancel_shared(id, cancel_message(reason), CANCEL_ANSWER_WAIT)
+                .await;
+        }
         if self.find(id).is_none() {
             let (view, _) = self.fetch(id).await?;
             return Err(EngineError::FailedPrecondition(format!(
@@ -70,11 +75,7 @@ impl Engine {
                 state.as_str()
             )));
         }
-        let reason = if reason.is_empty() {
-            "cancelled by request".to_string()
-        } else {
-            format!("cancelled: {reason}")
-        };
+        let reason = cancel_message(reason);
         execution
             .cancel_reason
             .lock()
@@ -106,6 +107,18 @@ impl Engine {
         }
         let execution = match self.find(id) {
             Some(e) => e,
+            None if self.coordination().is_some() => {
+                let view = self.view_of(id).await?;
+                if let Some(authz) = self.authorizer() {
+                    authz.check(approver, Permission::Approve, &view.action, &view.target)?;
+                }
+                if approve && view.requester != ANONYMOUS && view.requester == approver {
+                    return Err(EngineError::PermissionDenied(format!(
+                        "{approver} requested execution {id} and cannot approve it"
+                    )));
+                }
+                return self.decide_shared(id, approve, approver, reason).await;
+            }
             None => {
                 let view = self.view_of(id).await?;
                 // Only someone who may approve it learns what became of it.
@@ -154,5 +167,14 @@ impl Engine {
         futures::pin_mut!(next);
         let _ = tokio::time::timeout(CANCEL_ANSWER_WAIT, next.next()).await;
         Ok(execution.view())
+    }
+}
+
+/// The message of a cancellation asked with `reason`.
+fn cancel_message(reason: &str) -> String {
+    if reason.is_empty() {
+        "cancelled by request".to_string()
+    } else {
+        format!("cancelled: {reason}")
     }
 }

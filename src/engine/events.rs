@@ -25,6 +25,9 @@ pub struct EventLog {
     /// Set when a write of these events to the store failed: the store's copy is behind, so
     /// the execution must stay in memory to be read right.
     unstored: std::sync::atomic::AtomicBool,
+    /// Cancelled when another replica took the execution over: this log will never be
+    /// published further, and its subscribers end (to continue from the store).
+    abandoned: tokio_util::sync::CancellationToken,
 }
 
 /// Events in sequence order; the first `published` are visible.
@@ -40,6 +43,7 @@ impl Default for EventLog {
             events: RwLock::new(Recorded::default()),
             live: broadcast::channel(LIVE_BUFFER).0,
             unstored: std::sync::atomic::AtomicBool::new(false),
+            abandoned: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -94,6 +98,13 @@ impl EventLog {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Another replica took the execution over: nothing more is published here, and live
+    /// subscribers end where they are.
+    pub fn abandon(&self) {
+        self.mark_unstored();
+        self.abandoned.cancel();
+    }
+
     /// Whether some of these events did not reach the store.
     pub fn is_unstored(&self) -> bool {
         self.unstored.load(std::sync::atomic::Ordering::SeqCst)
@@ -131,7 +142,12 @@ impl EventLog {
                 return;
             }
             loop {
-                let batch = match live.recv().await {
+                let received = tokio::select! {
+                    biased;
+                    r = live.recv() => r,
+                    _ = self.abandoned.cancelled() => return,
+                };
+                let batch = match received {
                     Ok(event) if event.sequence <= last => continue,
                     Ok(event) if event.sequence == last + 1 => vec![event],
                     // A gap (cannot happen while sends are ordered) or a lag: the log has it all.

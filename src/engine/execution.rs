@@ -58,6 +58,50 @@ pub(super) struct Execution {
 }
 
 impl Execution {
+    /// An execution stored by another replica, claimed by this one to run: its stored events
+    /// are its log (published: they are durable), and `persister` carries its lease.
+    pub fn resume(
+        view: ExecutionView,
+        events: Vec<Event>,
+        rollback_on_failure: bool,
+        cancel: CancellationToken,
+        persister: Persister,
+    ) -> Execution {
+        let log = Arc::new(EventLog::default());
+        for event in events {
+            log.append(event, true);
+        }
+        Execution {
+            id: view.id,
+            action: view.action,
+            target: view.target,
+            parameters: view.parameters,
+            request_id: view.request_id,
+            alert: view.alert,
+            timeout: view.timeout,
+            created_at: view.created_at,
+            requester: view.requester,
+            policy: view.policy,
+            trace_id: view.trace_id,
+            rollback_on_failure,
+            index: 0,
+            progressing: Mutex::new(Progressing {
+                state: view.state,
+                message: view.message,
+                started_at: view.started_at,
+                finished_at: view.finished_at,
+                result: view.result,
+                rollback_data: view.rollback_data,
+                approval: view.approval,
+            }),
+            log,
+            cancel,
+            cancel_reason: Mutex::new(None),
+            approval_tx: Mutex::new(None),
+            persister,
+        }
+    }
+
     /// Records an event and moves the execution to `state`; the event goes to subscribers at
     /// once and to the store in order. Nothing is recorded after a terminal state.
     pub fn record(

@@ -77,7 +77,8 @@ impl Engine {
         if self.inner.config.store.is_none() {
             history.ordered.push(execution.clone());
         }
-        if !execution.request_id.is_empty() {
+        // With replicas, the store alone knows every request_id.
+        if !execution.request_id.is_empty() && self.coordination().is_none() {
             history.requests.insert(
                 execution.request_id.clone(),
                 (execution.id.clone(), fingerprint.to_string()),
@@ -165,13 +166,17 @@ impl Engine {
             .store
             .as_ref()
             .ok_or_else(|| Self::not_found(id))?;
-        let view = store.get(id).await?.ok_or_else(|| Self::not_found(id))?;
-        let events = store
+        let mut view = store.get(id).await?.ok_or_else(|| Self::not_found(id))?;
+        let events: Vec<Arc<Event>> = store
             .events(id, 0)
             .await?
             .into_iter()
             .map(Arc::new)
             .collect();
+        // The stored snapshot may lag its events (written in the same round or the next).
+        if let Some(last) = events.last() {
+            view.last_sequence = view.last_sequence.max(last.sequence);
+        }
         Ok((view, events))
     }
 
@@ -197,6 +202,9 @@ impl Engine {
     /// [`EngineError::NotFound`] for an unknown id.
     pub async fn wait(&self, id: &str) -> Result<ExecutionView, EngineError> {
         let Some(execution) = self.find(id) else {
+            if self.coordination().is_some() {
+                return self.wait_shared(id).await;
+            }
             return Ok(self.fetch(id).await?.0);
         };
         let events = execution
@@ -226,14 +234,23 @@ impl Engine {
             self.authorize_read(caller, &view)?;
         }
         if let Some(execution) = self.find(id) {
-            return Ok(execution.log.clone().subscribe(from_sequence).left_stream());
+            let local = execution.log.clone().subscribe(from_sequence);
+            if self.coordination().is_some() {
+                return Ok(self.follow_local(local, id, from_sequence));
+            }
+            return Ok(local.boxed());
+        }
+        if self.coordination().is_some() {
+            // Running (or queued) elsewhere, or ended: the store has it all.
+            self.view_of(id).await?;
+            return Ok(self.follow(id, from_sequence).boxed());
         }
         let (_, events) = self.fetch(id).await?;
         let replay: Vec<Arc<Event>> = events
             .into_iter()
             .filter(|e| e.sequence > from_sequence)
             .collect();
-        Ok(futures::stream::iter(replay).right_stream())
+        Ok(futures::stream::iter(replay).boxed())
     }
 
     /// Executions newest first, only those `caller` may read: from the store when there is one
@@ -336,6 +353,10 @@ impl Engine {
         let Some(store) = &self.inner.config.store else {
             return Ok(0);
         };
+        if self.coordination().is_some() {
+            // Other replicas may be running what is unfinished: leases settle it instead.
+            return Ok(0);
+        }
         let unfinished = store.unfinished().await?;
         for mut view in unfinished.iter().cloned() {
             // The snapshot may lag its events: continue after the last stored one.

@@ -9,6 +9,9 @@
 //!   replay-then-live; [`persist`] writes both to the store in rounds.
 //! - [`history`]: reading executions back (get, watch, list), recovery and pruning.
 //! - [`control`]: cancellation and approvals.
+//! - [`replicas`]: with PostgreSQL, the queue, claims, cooldowns and leases move into the
+//!   database, shared by every replica; this replica claims, runs, follows and answers
+//!   through it.
 //! - [`error`] and [`settings`]: the one error type and the tunables.
 //!
 //! It knows actions, clusters, the policy and the store, never proto types.
@@ -26,6 +29,7 @@ mod history;
 mod limits;
 mod locks;
 mod persist;
+mod replicas;
 mod runner;
 mod settings;
 pub mod target;
@@ -47,6 +51,7 @@ use history::History;
 use limits::RateLimits;
 use locks::TargetLocks;
 pub use persist::Persister;
+pub use replicas::DEFAULT_LEASE;
 pub use settings::{
     EngineConfig, DEFAULT_APPROVAL_CAPACITY, DEFAULT_APPROVAL_TIMEOUT, DEFAULT_DRY_RUN_LIMIT,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_RATE_BURST, DEFAULT_RATE_LIMIT, DEFAULT_TIMEOUT,
@@ -88,6 +93,8 @@ struct Inner {
     tasks: TaskTracker,
     closed: CancellationToken,
     persister: Persister,
+    /// This replica among several, when the store coordinates them (PostgreSQL).
+    replicas: Option<replicas::Replicas>,
 }
 
 /// What decides whether a request may run.
@@ -109,7 +116,12 @@ impl Engine {
             .clone()
             .map(Persister::start)
             .unwrap_or_default();
-        Engine {
+        let replicas = config
+            .store
+            .as_deref()
+            .and_then(|s| s.coordination())
+            .map(|_| replicas::Replicas::new(config.lease));
+        let engine = Engine {
             inner: Arc::new(Inner {
                 queue: Arc::new(Semaphore::new(config.queue_capacity)),
                 approvals: Arc::new(Semaphore::new(config.approval_capacity)),
@@ -131,8 +143,11 @@ impl Engine {
                 tasks: TaskTracker::new(),
                 closed: CancellationToken::new(),
                 persister,
+                replicas,
             }),
-        }
+        };
+        engine.start_replica();
+        engine
     }
 
     /// Puts a new policy and new authorization rules in force, both at once. Requests
@@ -175,6 +190,10 @@ impl Engine {
     /// the rest. Returns when every execution task has ended and history is written.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.tasks.close();
+        // Queued work stays in the shared queue for the other replicas.
+        if let Some(replicas) = self.replicas() {
+            replicas.stop_claiming();
+        }
         let drained = tokio::time::timeout(grace, self.inner.tasks.wait())
             .await
             .is_ok();
@@ -184,11 +203,17 @@ impl Engine {
         self.inner.closed.cancel();
         self.inner.tasks.wait().await;
         self.inner.persister.flush().await;
+        if let Some(replicas) = self.replicas() {
+            replicas.stop();
+        }
     }
 
     /// Interrupts every execution at once (second signal).
     pub fn abort(&self) {
         self.inner.tasks.close();
+        if let Some(replicas) = self.replicas() {
+            replicas.stop_claiming();
+        }
         self.inner.closed.cancel();
     }
 
@@ -224,6 +249,14 @@ impl Engine {
         metrics.in_flight.set(running);
         metrics.waiting_approval.set(waiting);
         metrics.encode()
+    }
+
+    /// Whether the store answers (true without a store, or with a local one).
+    pub async fn store_reachable(&self) -> bool {
+        match self.coordination() {
+            Some(coordination) => coordination.ping().await.is_ok(),
+            None => true,
+        }
     }
 
     /// Whether `shutdown` or `abort` began.

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::EventLog;
+use super::{replicas::Fence, EventLog};
 use crate::{
     domain::{Event, ExecutionView},
-    store::{NewExecution, Store, StoreError},
+    store::{FenceToken, NewExecution, Store, StoreError},
 };
 
 /// Writes batched per round trip at most.
@@ -18,8 +18,8 @@ const BATCH: usize = 256;
 
 enum Write {
     Insert(Box<NewExecution>, oneshot::Sender<Result<(), StoreError>>),
-    Event(String, Event, Arc<EventLog>),
-    Snapshot(Box<ExecutionView>),
+    Event(String, Event, Arc<EventLog>, Option<Arc<Fence>>),
+    Snapshot(Box<ExecutionView>, Option<Arc<Fence>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -27,6 +27,8 @@ enum Write {
 #[derive(Clone, Default)]
 pub struct Persister {
     tx: Option<mpsc::UnboundedSender<Write>>,
+    /// Set for an execution this replica runs under a lease: its writes carry the token.
+    fence: Option<Arc<Fence>>,
 }
 
 impl Persister {
@@ -41,13 +43,22 @@ impl Persister {
                 let mut events: Vec<Batch> = Vec::new();
                 let mut snapshots: Vec<ExecutionView> = Vec::new();
                 let mut flushes = Vec::new();
+                let mut fences: Vec<Arc<Fence>> = Vec::new();
+                let mut fenced_by = |fence: Option<Arc<Fence>>| {
+                    if let Some(f) = fence {
+                        if !fences.iter().any(|g| Arc::ptr_eq(g, &f)) {
+                            fences.push(f);
+                        }
+                    }
+                };
                 for write in pending.drain(..) {
                     match write {
                         Write::Insert(new, done) => {
                             inserts.push(*new);
                             inserted.push(done);
                         }
-                        Write::Event(id, event, log) => {
+                        Write::Event(id, event, log, fence) => {
+                            fenced_by(fence);
                             match events.iter_mut().find(|b| b.id == id) {
                                 Some(batch) => batch.events.push(event),
                                 None => events.push(Batch {
@@ -58,7 +69,8 @@ impl Persister {
                             }
                         }
                         // The latest snapshot of an execution supersedes earlier ones.
-                        Write::Snapshot(view) => {
+                        Write::Snapshot(view, fence) => {
+                            fenced_by(fence);
                             match snapshots.iter_mut().find(|v| v.id == view.id) {
                                 Some(older) => *older = *view,
                                 None => snapshots.push(*view),
@@ -73,8 +85,9 @@ impl Persister {
                     .iter()
                     .map(|b| (b.id.clone(), b.events.clone()))
                     .collect();
-                let outcomes = store
-                    .write(&inserts, &grouped, &snapshots)
+                let tokens: Vec<FenceToken> = fences.iter().map(|f| f.token()).collect();
+                let (outcomes, fenced) = store
+                    .write_fenced(&inserts, &grouped, &snapshots, &tokens)
                     .await
                     .unwrap_or_else(|e| {
                         // Publishing anyway keeps streams alive; the gap is in the log for
@@ -84,13 +97,20 @@ impl Persister {
                         for batch in &events {
                             batch.log.mark_unstored();
                         }
-                        vec![Err(e); inserts.len()]
+                        (vec![Err(e); inserts.len()], Vec::new())
                     });
+                // Another replica took these over: nothing of theirs was written, nothing is
+                // published, and the run here stops.
+                for fence in fences.iter().filter(|f| fenced.contains(&f.execution_id)) {
+                    fence.lose();
+                }
                 for (done, outcome) in inserted.into_iter().zip(outcomes) {
                     let _ = done.send(outcome);
                 }
                 for batch in &events {
-                    if let Some(last) = batch.events.last() {
+                    if fenced.contains(&batch.id) {
+                        batch.log.abandon();
+                    } else if let Some(last) = batch.events.last() {
                         batch.log.publish(last.sequence);
                     }
                 }
@@ -99,7 +119,23 @@ impl Persister {
                 }
             }
         });
-        Persister { tx: Some(tx) }
+        Persister {
+            tx: Some(tx),
+            fence: None,
+        }
+    }
+
+    /// This persister for an execution run under `fence`.
+    pub(super) fn fenced(&self, fence: Arc<Fence>) -> Persister {
+        Persister {
+            tx: self.tx.clone(),
+            fence: Some(fence),
+        }
+    }
+
+    /// Whether this execution's lease was lost to another replica (its writes are refused).
+    pub(super) fn lost_lease(&self) -> bool {
+        self.fence.as_ref().is_some_and(|f| f.is_lost())
     }
 
     /// Whether events must wait for the store before they are published.
@@ -128,7 +164,12 @@ impl Persister {
     pub fn event(&self, id: &str, event: &Event, log: &Arc<EventLog>) {
         if let Some(tx) = &self.tx {
             if tx
-                .send(Write::Event(id.to_string(), event.clone(), log.clone()))
+                .send(Write::Event(
+                    id.to_string(),
+                    event.clone(),
+                    log.clone(),
+                    self.fence.clone(),
+                ))
                 .is_err()
             {
                 log.publish(event.sequence);
@@ -138,7 +179,7 @@ impl Persister {
 
     pub fn snapshot(&self, view: ExecutionView) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Write::Snapshot(Box::new(view)));
+            let _ = tx.send(Write::Snapshot(Box::new(view), self.fence.clone()));
         }
     }
 

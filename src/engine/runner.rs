@@ -20,14 +20,17 @@ pub(super) struct Job {
     pub execution: Arc<Execution>,
     pub validated: Validated,
     /// Its place in the queue, or among the executions waiting for approval; given back
-    /// once it runs.
-    pub slot: OwnedSemaphorePermit,
+    /// once it runs. None for an execution claimed from the replicas' shared queue.
+    pub slot: Option<OwnedSemaphorePermit>,
     /// Present when the policy requires an approval.
     pub approval: Option<oneshot::Receiver<Verdict>>,
     pub cooldown: Duration,
     /// Every object it will change (`cluster|namespace/kind/name`), sorted: locked in this
     /// order, each claimed for the cooldown.
     pub keys: Vec<String>,
+    /// For an execution claimed from the replicas' shared queue: the worker it runs on. Its
+    /// objects and namespace place are held in the database, not here.
+    pub claimed: Option<OwnedSemaphorePermit>,
 }
 
 /// How the action part ended.
@@ -46,6 +49,7 @@ impl Engine {
             approval,
             cooldown,
             keys,
+            claimed,
         } = job;
         let cancelled = execution.cancel.clone();
         let release_cooldown = |engine: &Engine| {
@@ -107,7 +111,10 @@ impl Engine {
             }
         }
         let namespace_slots = self.namespace_slots(&v.target.namespace);
-        let acquired = tokio::select! {
+        let acquired = if let Some(worker) = claimed {
+            Some((Vec::new(), None, Ok(worker)))
+        } else {
+            tokio::select! {
             biased;
             _ = cancelled.cancelled() => None,
             guards = async {
@@ -124,6 +131,7 @@ impl Engine {
                 let worker = self.inner.workers.clone().acquire_owned().await;
                 (objects, namespace, worker)
             } => Some(guards),
+            }
         };
         drop(slot);
         let Some((_object_guards, _namespace_slot, Ok(_worker))) = acquired else {
@@ -145,6 +153,10 @@ impl Engine {
         // tells a stored QUEUED execution's caller that nothing was changed and to resubmit,
         // which must never be said of one whose write already landed.
         self.inner.persister.flush().await;
+        if execution.persister.lost_lease() {
+            // Another replica took it over before it started: nothing was done here.
+            return;
+        }
         let ctx = Engine::context(&v, reporter_for(&execution, ExecutionState::Running));
         let ended = tokio::select! {
             biased;

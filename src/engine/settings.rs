@@ -49,6 +49,9 @@ pub struct EngineConfig {
     pub rate_limit: f64,
     /// Requests one identity may send at once before the rate applies.
     pub rate_burst: u32,
+    /// With replicas on PostgreSQL: how long a replica holds a running execution without
+    /// renewing; after it, another replica ends the execution as INTERRUPTED.
+    pub lease: Duration,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             dry_run_limit: DEFAULT_DRY_RUN_LIMIT,
             rate_limit: 0.0,
             rate_burst: DEFAULT_RATE_BURST,
+            lease: super::DEFAULT_LEASE,
         }
     }
 }

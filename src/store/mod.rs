@@ -2,6 +2,7 @@
 //! [`Store`], with an embedded backend (a local file) and PostgreSQL (several replicas sharing
 //! one history). The engine writes through it and reads history that is no longer in memory.
 
+mod coordination;
 mod memory;
 mod paging;
 mod sql;
@@ -12,6 +13,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use coordination::{
+    Change, Claimed, Coordination, Current, Enqueued, FenceToken, Holder, Notice, RunSpec,
+};
 pub use memory::MemoryStore;
 pub use sql::SqlStore;
 
@@ -117,6 +121,29 @@ pub trait Store: Send + Sync + 'static {
             self.update(view).await?;
         }
         Ok(outcomes)
+    }
+
+    /// [`Store::write`] for replicas running executions under leases: the events and
+    /// snapshots of an execution whose `fences` token is no longer current (another replica
+    /// took it over) are not written, and its id is returned. Without coordination there are
+    /// no leases and everything is written.
+    ///
+    /// # Errors
+    /// As [`Store::write`].
+    async fn write_fenced(
+        &self,
+        inserts: &[NewExecution],
+        events: &[(String, Vec<Event>)],
+        snapshots: &[ExecutionView],
+        fences: &[FenceToken],
+    ) -> Result<(Vec<Result<(), StoreError>>, Vec<String>), StoreError> {
+        let _ = fences;
+        Ok((self.write(inserts, events, snapshots).await?, Vec::new()))
+    }
+
+    /// The coordination of several replicas, where the backend provides it (PostgreSQL).
+    fn coordination(&self) -> Option<&dyn Coordination> {
+        None
     }
 
     /// Deletes terminal executions (and their events) finished before `older_than`, and the

@@ -226,7 +226,11 @@ impl ServeProcess {
             .arg(kubeconfig)
             .arg("--store")
             .arg(store)
-            .args(["--cooldown", "0s"])
+            .args(if extra.contains(&"--cooldown") {
+                &[][..]
+            } else {
+                &["--cooldown", "0s"][..]
+            })
             .args(extra)
             .env_remove("KUBECONFIG")
             .env_remove("KUBERNETES_SERVICE_HOST")
@@ -517,4 +521,64 @@ pub fn applied_writes(record: &serde_json::Value) -> Vec<serde_json::Value> {
         })
         .cloned()
         .collect()
+}
+
+/// The test server's URL: `EXECUTOR_TEST_POSTGRES_URL`, else `target/pg/url` from
+/// `scripts/start-postgres`, which outside CI is run here (once per test binary).
+pub fn postgres_url() -> String {
+    if let Some(url) = std::env::var("EXECUTOR_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        return url;
+    }
+    let file = repo_root().join("target/pg/url");
+    let read = || {
+        std::fs::read_to_string(&file)
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+    };
+    if std::env::var_os("CI").is_some() {
+        return read().unwrap_or_else(|| {
+            panic!(
+                "the PostgreSQL store tests need a server: run scripts/start-postgres before \
+                 `cargo test` (it writes {}), or set EXECUTOR_TEST_POSTGRES_URL",
+                file.display()
+            )
+        });
+    }
+    static STARTED: OnceLock<String> = OnceLock::new();
+    STARTED
+        .get_or_init(|| {
+            std::fs::create_dir_all(repo_root().join("target")).expect("target dir");
+            let lock = std::fs::File::create(repo_root().join("target/pg.lock")).expect("lock");
+            lock.lock().expect("lock pg start");
+            let status = Command::new("bash")
+                .arg(repo_root().join("scripts/start-postgres"))
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run scripts/start-postgres");
+            assert!(status.success(), "scripts/start-postgres failed");
+            read().expect("scripts/start-postgres wrote no target/pg/url")
+        })
+        .clone()
+}
+
+/// A new, empty PostgreSQL database on the test server, of this test alone (replicas share
+/// their queue through it); its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let base = postgres_url();
+    let name = format!("executor_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {base}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("CREATE DATABASE (the role needs CREATEDB: run scripts/start-postgres)");
+    let _ = conn.close().await;
+    let (server, _) = base.rsplit_once('/').expect("a database in the URL");
+    format!("{server}/{name}")
 }

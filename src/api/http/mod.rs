@@ -264,8 +264,11 @@ async fn health(State(engine): State<Engine>) -> Response {
     let reachable = tokio::time::timeout(HEALTH_PROBE_TIMEOUT, engine.clusters().is_reachable())
         .await
         .unwrap_or(false);
+    let store = tokio::time::timeout(HEALTH_PROBE_TIMEOUT, engine.store_reachable())
+        .await
+        .unwrap_or(false);
     let closing = engine.is_closing();
-    let serving = reachable && !closing;
+    let serving = reachable && store && !closing;
     let status = if serving {
         StatusCode::OK
     } else {
@@ -274,6 +277,7 @@ async fn health(State(engine): State<Engine>) -> Response {
     let body = json!({
         "status": if serving { "SERVING" } else { "NOT_SERVING" },
         "cluster_reachable": reachable,
+        "store_reachable": store,
         "shutting_down": closing,
     });
     (status, Json(body)).into_response()

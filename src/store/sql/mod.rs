@@ -66,10 +66,16 @@ macro_rules! on_pool {
 mod queries;
 mod rows;
 mod schema;
+mod shared;
 
 /// Execution history in SQLite or PostgreSQL.
 pub struct SqlStore {
     backend: Backend,
+    /// PostgreSQL's side of several replicas (see [`shared`]).
+    shared: Option<shared::Shared>,
+    /// SQLite: the lock held on the file's companion `.lock` while this process uses it, so a
+    /// second process on the same file is refused instead of sharing it unsafely.
+    _file_lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -94,6 +100,7 @@ impl SqlStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Backend(format!("create {}: {e}", parent.display())))?;
         }
+        let file_lock = lock_file(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -111,6 +118,8 @@ impl SqlStore {
             .map_err(|e| StoreError::Backend(format!("open {}: {e}", path.display())))?;
         let store = SqlStore {
             backend: Backend::Sqlite(pool),
+            shared: None,
+            _file_lock: Some(file_lock),
         };
         store.migrate().await?;
         Ok(store)
@@ -130,11 +139,19 @@ impl SqlStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Backend(format!("connect to postgres: {e}")))?;
-        let store = SqlStore {
-            backend: Backend::Postgres(pool),
+        let mut store = SqlStore {
+            backend: Backend::Postgres(pool.clone()),
+            shared: None,
+            _file_lock: None,
         };
         store.migrate().await?;
+        store.shared = Some(shared::Shared::start(pool));
         Ok(store)
+    }
+
+    /// Whether this store coordinates several replicas (PostgreSQL).
+    fn coordinated(&self) -> bool {
+        self.shared.is_some()
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -170,6 +187,35 @@ impl SqlStore {
             tx.commit().await?;
             Ok(())
         })
+    }
+}
+
+/// Takes an exclusive lock on `PATH.lock` for as long as the returned file is open: SQLite
+/// history belongs to one `serve` process (one replica); several replicas share PostgreSQL.
+///
+/// # Errors
+/// [`StoreError::Backend`] naming the file when another process holds it.
+fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Backend(format!("open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Backend(format!(
+            "the SQLite store {} is in use by another executor-service process: SQLite history \
+             serves one replica; run several replicas on PostgreSQL (--store postgres://…)",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Backend(format!(
+            "lock {}: {e}",
+            lock_path.display()
+        ))),
     }
 }
 
@@ -222,17 +268,37 @@ mod tests {
             .fetch_all(sqlite(&store))
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
     }
 
     #[tokio::test]
     async fn a_version_1_store_is_brought_up_to_date() {
         let (_dir, store) = mk_sqlite().await;
-        for statement in [
-            "DROP INDEX executions_by_state_namespace",
-            "DELETE FROM store_schema WHERE version = 2",
+        // Undo migrations 3 and 2.
+        let mut undo: Vec<String> = [
+            "DROP INDEX executions_queued",
+            "DROP INDEX executions_leased",
+            "DROP TABLE object_locks",
+            "DROP TABLE cooldowns",
+        ]
+        .map(String::from)
+        .to_vec();
+        for column in [
+            "run_keys",
+            "cooldown_ms",
+            "rollback_on_failure",
+            "priority",
+            "owner",
+            "fence",
+            "lease_until",
+            "cancel_reason",
         ] {
-            sqlx::query(statement)
+            undo.push(format!("ALTER TABLE executions DROP COLUMN {column}"));
+        }
+        undo.push("DROP INDEX executions_by_state_namespace".into());
+        undo.push("DELETE FROM store_schema WHERE version >= 2".into());
+        for statement in &undo {
+            sqlx::query(statement.as_str())
                 .execute(sqlite(&store))
                 .await
                 .unwrap();
@@ -257,6 +323,17 @@ mod tests {
             .unwrap();
         let err = store.migrate().await.unwrap_err();
         assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_one_sqlite_file_is_refused_until_the_first_closes() {
+        let (dir, store) = mk_sqlite().await;
+        let path = dir.path().join("h.db");
+        let err = SqlStore::open_sqlite(&path).await.unwrap_err();
+        assert!(err.to_string().contains("in use by another"), "{err}");
+        assert!(err.to_string().contains("postgres://"), "{err}");
+        drop(store);
+        SqlStore::open_sqlite(&path).await.unwrap();
     }
 
     #[test]

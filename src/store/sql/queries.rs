@@ -9,7 +9,7 @@ use super::schema::{begin_write, state_list};
 use super::{Backend, SqlStore};
 use crate::domain::{Event, ExecutionView, ListFilter};
 use crate::store::paging::{page_size, Cursor};
-use crate::store::{NewExecution, Store, StoreError};
+use crate::store::{Coordination, FenceToken, NewExecution, Store, StoreError};
 
 /// Executions deleted per `DELETE FROM events … IN (…)` statement when pruning: well under
 /// SQLite's bound-parameter limit (32766).
@@ -20,15 +20,23 @@ struct Round {
     /// Each insert's outcome, in order.
     inserts: Vec<Result<(), StoreError>>,
     snapshots_updated: u64,
+    /// Executions whose writes were refused: their fencing token is no longer current.
+    fenced: Vec<String>,
 }
 
 impl SqlStore {
-    /// [`Store::write`], also counting the snapshots that matched an execution.
+    /// [`Store::write_fenced`], also counting the snapshots that matched an execution.
+    ///
+    /// With coordination (PostgreSQL), the round also: locks the row of every fenced
+    /// execution first and drops its writes when its token is not current; releases the
+    /// claims of each execution whose snapshot is terminal (cooldowns start from now), in the
+    /// same transaction as its terminal event; and announces the executions with new events.
     async fn round(
         &self,
         inserts: &[NewExecution],
         events: &[(String, Vec<Event>)],
         snapshots: &[ExecutionView],
+        fences: &[FenceToken],
     ) -> Result<Round, StoreError> {
         // In request_id order: two replicas taking the same ids wait on each other in one order
         // rather than deadlocking.
@@ -59,8 +67,25 @@ impl SqlStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         let mut outcomes: Vec<Result<(), StoreError>> = vec![Ok(()); new_rows.len()];
         let mut snapshots_updated = 0;
+        let coordinated = self.coordinated();
+        let mut fenced: Vec<String> = Vec::new();
         on_pool!(self, pool => {
             let mut tx = pool.begin_with(begin_write(pool)).await?;
+            // First, under the row lock (held to commit): a takeover cannot slip in between
+            // this check and the writes.
+            for token in fences {
+                let current: Option<i64> = sqlx::query_scalar(
+                    "SELECT fence FROM executions WHERE id = $1 AND owner = $2 FOR UPDATE",
+                )
+                .bind(&token.execution_id)
+                .bind(&token.owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if current != Some(token.fence) {
+                    fenced.push(token.execution_id.clone());
+                }
+            }
+            rows.retain(|(id, _, _)| !fenced.iter().any(|f| f == id));
             for (k, new, body, first_events) in &new_rows {
                 let execution = &new.view;
                 let request_id = Some(execution.request_id.as_str()).filter(|r| !r.is_empty());
@@ -123,6 +148,9 @@ impl SqlStore {
                 .await?;
             }
             for (execution, body) in &views {
+                if fenced.contains(&execution.id) {
+                    continue;
+                }
                 snapshots_updated += sqlx::query(
                     "UPDATE executions SET state = $2, action = $3, namespace = $4, \
                      requester = $5, created_at = $6, finished_at = $7, body = $8 WHERE id = $1",
@@ -139,11 +167,15 @@ impl SqlStore {
                 .await?
                 .rows_affected();
             }
+            if coordinated {
+                super::shared::RoundEnd::end_round(&mut tx, &rows, &views).await?;
+            }
             tx.commit().await?;
         });
         Ok(Round {
             inserts: outcomes,
             snapshots_updated,
+            fenced,
         })
     }
 }
@@ -181,7 +213,7 @@ impl Store for SqlStore {
 
     async fn update(&self, execution: &ExecutionView) -> Result<(), StoreError> {
         let round = self
-            .round(&[], &[], std::slice::from_ref(execution))
+            .round(&[], &[], std::slice::from_ref(execution), &[])
             .await?;
         if round.snapshots_updated == 0 {
             return Err(StoreError::Backend(format!(
@@ -207,7 +239,22 @@ impl Store for SqlStore {
         events: &[(String, Vec<Event>)],
         snapshots: &[ExecutionView],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        Ok(self.round(inserts, events, snapshots).await?.inserts)
+        Ok(self.round(inserts, events, snapshots, &[]).await?.inserts)
+    }
+
+    async fn write_fenced(
+        &self,
+        inserts: &[NewExecution],
+        events: &[(String, Vec<Event>)],
+        snapshots: &[ExecutionView],
+        fences: &[FenceToken],
+    ) -> Result<(Vec<Result<(), StoreError>>, Vec<String>), StoreError> {
+        let round = self.round(inserts, events, snapshots, fences).await?;
+        Ok((round.inserts, round.fenced))
+    }
+
+    fn coordination(&self) -> Option<&dyn Coordination> {
+        self.coordinated().then_some(self as &dyn Coordination)
     }
 
     async fn get(&self, id: &str) -> Result<Option<ExecutionView>, StoreError> {

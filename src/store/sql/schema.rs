@@ -66,6 +66,9 @@ pub(super) trait Dialect: sqlx::Database {
     const BEGIN_WRITE: &'static str;
     /// Statement run first in the migration transaction, if any.
     const MIGRATION_LOCK: Option<&'static str>;
+    /// `ADD COLUMN`, with `IF NOT EXISTS` where the backend has it (a migration runs in one
+    /// transaction on both, so it is never half-applied either way).
+    const ADD_COLUMN: &'static str;
 }
 
 impl Dialect for Sqlite {
@@ -73,6 +76,7 @@ impl Dialect for Sqlite {
     const ID_COLLATION: &'static str = "BINARY";
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const MIGRATION_LOCK: Option<&'static str> = None;
+    const ADD_COLUMN: &'static str = "ADD COLUMN";
 }
 
 impl Dialect for Postgres {
@@ -83,6 +87,7 @@ impl Dialect for Postgres {
     // fail the whole round on a request_id another replica took).
     const BEGIN_WRITE: &'static str = "BEGIN ISOLATION LEVEL READ COMMITTED";
     const MIGRATION_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock($1)");
+    const ADD_COLUMN: &'static str = "ADD COLUMN IF NOT EXISTS";
 }
 
 pub(super) fn begin_write<DB: Dialect>(_: &Pool<DB>) -> &'static str {
@@ -138,6 +143,46 @@ pub(super) fn migrations<DB: Dialect>() -> Vec<Vec<String>> {
         // indexes and filtered the other column (P5: ~6.5 ms a page against ~1.5 ms for one
         // filter); with both columns it is one index range again.
         vec![by("state_namespace", "state, namespace")],
+        // 3: several replicas on one database (used by PostgreSQL; SQLite has one replica).
+        // How to run an execution (for whichever replica claims it), its owner's lease and
+        // fencing token, a cancellation asked of its owner; one row per object claimed while
+        // an execution runs (the primary key is the exclusivity), and per object in cooldown.
+        {
+            let add = |column: &str| format!("ALTER TABLE executions {} {column}", DB::ADD_COLUMN);
+            vec![
+                add("run_keys TEXT NOT NULL DEFAULT ''"),
+                add("cooldown_ms BIGINT NOT NULL DEFAULT 0"),
+                add("rollback_on_failure BOOLEAN NOT NULL DEFAULT TRUE"),
+                add("priority BIGINT NOT NULL DEFAULT 0"),
+                add("owner TEXT"),
+                add("fence BIGINT NOT NULL DEFAULT 0"),
+                add(&format!("lease_until {ts}")),
+                add("cancel_reason TEXT"),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS object_locks (
+                    key {id} NOT NULL PRIMARY KEY,
+                    execution_id {id} NOT NULL
+                )"
+                ),
+                "CREATE INDEX IF NOT EXISTS object_locks_by_execution ON object_locks (execution_id)"
+                    .to_string(),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS cooldowns (
+                    key {id} NOT NULL PRIMARY KEY,
+                    execution_id {id} NOT NULL,
+                    until {ts}
+                )"
+                ),
+                "CREATE INDEX IF NOT EXISTS cooldowns_by_execution ON cooldowns (execution_id)"
+                    .to_string(),
+                "CREATE INDEX IF NOT EXISTS executions_queued ON executions \
+                 (priority DESC, created_at, id) WHERE state = 'QUEUED' AND owner IS NULL"
+                    .to_string(),
+                "CREATE INDEX IF NOT EXISTS executions_leased ON executions (lease_until) \
+                 WHERE owner IS NOT NULL"
+                    .to_string(),
+            ]
+        },
     ]
 }
 
