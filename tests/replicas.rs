@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::{
-    fresh_postgres_database, kube_client_from, mk_request, mk_target, watch_all, ServeProcess,
-    SimProcess,
+    fresh_postgres_database, kube_client_from, mk_request, mk_target, watch_all, Partition,
+    ServeProcess, SimProcess,
 };
 use executor_service::api::proto::{
     executor_service_client::ExecutorServiceClient, ApproveExecutionRequest, Execution,
@@ -22,28 +22,48 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
-/// Replicas, each on its own port, one history.
+/// Replicas, each on its own port, one history; each reaches the database through a
+/// connection the test can cut.
 struct Group {
     sim: SimProcess,
     replicas: Vec<ServeProcess>,
     database: String,
+    partitions: Vec<Partition>,
 }
 
 impl Group {
     async fn start(n: usize, extra: &[&str]) -> Group {
-        let sim = SimProcess::start(&[]);
+        Group::start_at(common::TEST_SPEED, n, extra).await
+    }
+
+    /// With the cluster's clock at `speed`.
+    async fn start_at(speed: f64, n: usize, extra: &[&str]) -> Group {
+        let sim = SimProcess::start_at(speed, &[]);
         let database = fresh_postgres_database().await;
         let mut flags = vec!["--rate-limit", "0"];
         flags.extend_from_slice(extra);
-        let replicas = (0..n)
-            .map(|_| {
-                ServeProcess::on_cluster(&sim.kubeconfig, std::path::Path::new(&database), &flags)
-            })
-            .collect();
+        let options: sqlx::postgres::PgConnectOptions = database.parse().unwrap();
+        let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", options.get_port())
+            .parse()
+            .unwrap();
+        let host_port = format!("127.0.0.1:{}", options.get_port());
+        let mut replicas = Vec::new();
+        let mut partitions = Vec::new();
+        for _ in 0..n {
+            let partition = Partition::start(upstream).await;
+            let url = database.replace(&host_port, &partition.addr.to_string());
+            replicas.push(ServeProcess::on_cluster(
+                &sim.kubeconfig,
+                std::path::Path::new(&url),
+                &flags,
+            ));
+            partitions.push(partition);
+        }
         Group {
             sim,
             replicas,
             database,
+            partitions,
         }
     }
 
@@ -334,41 +354,61 @@ async fn a_cooldown_refuses_across_replicas_exactly_as_one_replica_would() {
     assert!(other.is_ok(), "{other:?}");
 }
 
-/// A drain that cannot finish (a budget allowing no disruption of `api`), approved, running
-/// on some replica: its eviction attempts go on every second until it is stopped.
-async fn start_endless_drain(group: &Group) -> (String, String) {
+/// Pods of the deployment a long drain evicts one at a time.
+const SLOW_PODS: i64 = 18;
+
+/// A group on a cluster at real speed, where draining a node takes a while: it holds a third
+/// of a deployment of [`SLOW_PODS`] whose budget allows one disruption, so the drain evicts
+/// one pod, waits for it to go and for its replacement to be Ready, then the next (a write
+/// every few seconds). Returns the group and the drain, approved and running on some replica
+/// that has evicted at least once.
+async fn start_long_drain() -> (Group, String, String) {
+    let group = Group::start_at(1.0, 3, &["--lease", "2s"]).await;
     let kube = kube_client_from(&group.sim.kubeconfig).await;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(kube.clone(), "default");
+    deployments
+        .create(
+            &Default::default(),
+            &serde_json::from_value(executor_service::sim::mk_deployment(
+                "default", "slow", SLOW_PODS, "nginx:1.25",
+            ))
+            .unwrap(),
+        )
+        .await
+        .expect("create the deployment");
     let budgets: kube::Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
-        kube::Api::namespaced(kube.clone(), "production");
+        kube::Api::namespaced(kube.clone(), "default");
     budgets
         .create(
             &Default::default(),
             &serde_json::from_value(executor_service::sim::mk_pdb(
-                "production",
-                "api-all",
-                "api",
-                executor_service::sim::PdbLimit::MinAvailable(2),
+                "default",
+                "slow",
+                "slow",
+                executor_service::sim::PdbLimit::MaxUnavailable(1),
             ))
             .unwrap(),
         )
         .await
         .expect("create the budget");
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
-        kube::Api::namespaced(kube.clone(), "production");
-    let node = loop {
-        let list = pods
-            .list(&kube::api::ListParams::default().labels("app=api"))
+    // Every pod of it Ready, so that the drain starts with a budget of one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = deployments
+            .get("slow")
             .await
-            .unwrap();
-        if let Some(node) = list
-            .items
-            .iter()
-            .find_map(|p| p.spec.as_ref()?.node_name.clone())
-        {
-            break node;
+            .unwrap()
+            .status
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        if i64::from(ready) == SLOW_PODS {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        assert!(Instant::now() < deadline, "the slow deployment never got Ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let node = "node-1".to_string();
     let mut first = group.client(0).await;
     let drain = first
         .execute(mk_request(
@@ -381,12 +421,7 @@ async fn start_endless_drain(group: &Group) -> (String, String) {
         .into_inner()
         .execution
         .expect("an execution");
-    assert_eq!(
-        drain.state(),
-        ExecutionState::WaitingApproval,
-        "{}",
-        drain.message
-    );
+    assert_eq!(drain.state(), ExecutionState::WaitingApproval, "{}", drain.message);
     // Approved through another replica.
     let mut second = group.client(1).await;
     second
@@ -398,32 +433,26 @@ async fn start_endless_drain(group: &Group) -> (String, String) {
         .await
         .expect("approve");
     let mut third = group.client(2).await;
-    until_state(
-        &mut third,
-        &drain.id,
-        &[ExecutionState::Running],
-        Duration::from_secs(30),
-    )
-    .await;
-    // It is trying to evict (and refused by the budget).
+    until_state(&mut third, &drain.id, &[ExecutionState::Running], Duration::from_secs(30)).await;
     let start = Instant::now();
-    while eviction_attempts(&group.sim.writes().await, None) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the drain never tried to evict"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    while slow_evictions(&group.sim.writes().await, None) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the drain never evicted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (drain.id, node)
+    (group, drain.id, node)
 }
 
-/// Eviction requests the cluster received (answered or refused), after `after` if given.
-fn eviction_attempts(record: &Value, after: Option<DateTime<Utc>>) -> usize {
+/// Evictions of the slow deployment's pods the cluster received (answered or refused),
+/// after `after` if given.
+fn slow_evictions(record: &Value, after: Option<DateTime<Utc>>) -> usize {
     record["writes"]
         .as_array()
         .expect("writes")
         .iter()
-        .filter(|w| w["resource"] == "pods/eviction")
+        .filter(|w| {
+            w["resource"] == "pods/eviction"
+                && w["name"].as_str().is_some_and(|n| n.starts_with("slow-"))
+        })
         .filter(|w| {
             after.is_none_or(|after| {
                 w["startedAt"]
@@ -454,8 +483,7 @@ async fn interrupted_event(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_replicas_execution_ends_interrupted_within_the_lease_and_its_queue_runs_elsewhere(
 ) {
-    let group = Group::start(3, &["--lease", "2s"]).await;
-    let (drain, node) = start_endless_drain(&group).await;
+    let (group, drain, node) = start_long_drain().await;
     let owner = group.owner_of(&drain).await.expect("the drain's owner");
     let survivor = (owner + 1) % 3;
     let mut client = group.client(survivor).await;
@@ -518,13 +546,12 @@ async fn a_killed_replicas_execution_ends_interrupted_within_the_lease_and_its_q
     assert_eq!(done.state(), ExecutionState::Succeeded, "{}", done.message);
     // Nothing of the drain was re-applied after its end.
     let at = time(&event.timestamp);
-    assert_eq!(eviction_attempts(&group.sim.writes().await, Some(at)), 0);
+    assert_eq!(slow_evictions(&group.sim.writes().await, Some(at)), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_replica_cannot_write_once_another_took_its_execution_over() {
-    let group = Group::start(3, &["--lease", "2s"]).await;
-    let (drain, _node) = start_endless_drain(&group).await;
+    let (group, drain, _node) = start_long_drain().await;
     let owner = group.owner_of(&drain).await.expect("the drain's owner");
     let mut client = group.client((owner + 1) % 3).await;
     let pid = group.replicas[owner].child.id().to_string();
@@ -546,10 +573,10 @@ async fn a_paused_replica_cannot_write_once_another_took_its_execution_over() {
     let event = interrupted_event(&mut client, &drain).await;
     let taken_over = time(&event.timestamp);
     signal("-CONT");
-    // The drain's loop would try an eviction every second; give it several.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The drain there evicts a pod every few seconds; give it time for several.
+    tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
-        eviction_attempts(&group.sim.writes().await, Some(taken_over)),
+        slow_evictions(&group.sim.writes().await, Some(taken_over)),
         0,
         "the paused replica wrote to the cluster after the takeover"
     );
@@ -562,4 +589,38 @@ async fn a_paused_replica_cannot_write_once_another_took_its_execution_over() {
         get(&mut resumed, &drain).await.state(),
         ExecutionState::Interrupted
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_cut_off_from_the_database_stops_writing_and_its_late_history_is_refused() {
+    let (group, drain, _node) = start_long_drain().await;
+    let owner = group.owner_of(&drain).await.expect("the drain's owner");
+    let mut client = group.client((owner + 1) % 3).await;
+    // The owner still reaches the cluster, not the database: it cannot renew its lease.
+    group.partitions[owner].cut();
+    until_state(
+        &mut client,
+        &drain,
+        &[ExecutionState::Interrupted],
+        Duration::from_secs(15),
+    )
+    .await;
+    let event = interrupted_event(&mut client, &drain).await;
+    let taken_over = time(&event.timestamp);
+    // The drain there evicts a pod every few seconds; its client refuses them once the lease
+    // it last renewed has run out, which is before anyone could take it over.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        slow_evictions(&group.sim.writes().await, Some(taken_over)),
+        0,
+        "the cut-off replica wrote to the cluster after the takeover"
+    );
+    // Reconnected, it learns it lost the lease; what it writes of the execution is refused.
+    group.partitions[owner].heal();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let events = watch_all(&mut client, &drain, 0).await;
+    assert_eq!(events.last().map(|e| e.sequence), Some(event.sequence));
+    let now = get(&mut client, &drain).await;
+    assert_eq!(now.state(), ExecutionState::Interrupted);
+    assert_eq!(now.message, event.message, "the takeover's account was overwritten");
 }

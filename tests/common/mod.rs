@@ -274,13 +274,18 @@ impl SimProcess {
     /// Starts it with `faults` as `--fault` flags; returns once it is ready (listening, its
     /// kubeconfig written, every fault logged).
     pub fn start(faults: &[&str]) -> SimProcess {
+        SimProcess::start_at(TEST_SPEED, faults)
+    }
+
+    /// [`SimProcess::start`] with the cluster's clock at `speed`.
+    pub fn start_at(speed: f64, faults: &[&str]) -> SimProcess {
         use std::io::{BufRead, BufReader};
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("sim.kubeconfig");
         let mut command = Command::new(env!("CARGO_BIN_EXE_executor-service"));
         command
             .args(["sim", "--listen", "127.0.0.1:0", "--speed"])
-            .arg(TEST_SPEED.to_string())
+            .arg(speed.to_string())
             .arg("--kubeconfig-out")
             .arg(&kubeconfig);
         for fault in faults {
@@ -581,4 +586,65 @@ pub async fn fresh_postgres_database() -> String {
     let _ = conn.close().await;
     let (server, _) = base.rsplit_once('/').expect("a database in the URL");
     format!("{server}/{name}")
+}
+
+/// A TCP proxy on 127.0.0.1 to `upstream` that a test can cut (bytes stop flowing both ways,
+/// connections stay open, as in a network partition) and heal.
+pub struct Partition {
+    pub addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Partition {
+    pub async fn start(upstream: std::net::SocketAddr) -> Partition {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    ),
+                    (Box::new(server_read) as _, Box::new(client_write) as _),
+                ] {
+                    let flag = flag.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            while flag.load(Ordering::SeqCst) {
+                                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Partition { addr, cut }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }
