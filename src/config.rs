@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve the gRPC API. Without a kubeconfig (and outside a pod) it starts the embedded
     /// simulated cluster and logs where its kubeconfig is, so kubectl can watch.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the simulated Kubernetes API server alone.
     Sim(crate::sim::SimArgs),
     #[command(flatten)]

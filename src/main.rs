@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => run::serve(args).await,
+        Command::Serve(args) => run::serve(*args).await,
         Command::Sim(args) => sim::run_standalone(args).await,
         Command::Client(command) => return cli::run(command).await,
     };

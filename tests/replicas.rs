@@ -43,9 +43,8 @@ impl Group {
         let mut flags = vec!["--rate-limit", "0"];
         flags.extend_from_slice(extra);
         let options: sqlx::postgres::PgConnectOptions = database.parse().unwrap();
-        let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", options.get_port())
-            .parse()
-            .unwrap();
+        let upstream: std::net::SocketAddr =
+            format!("127.0.0.1:{}", options.get_port()).parse().unwrap();
         let host_port = format!("127.0.0.1:{}", options.get_port());
         let mut replicas = Vec::new();
         let mut partitions = Vec::new();
@@ -371,7 +370,10 @@ async fn start_long_drain() -> (Group, String, String) {
         .create(
             &Default::default(),
             &serde_json::from_value(executor_service::sim::mk_deployment(
-                "default", "slow", SLOW_PODS, "nginx:1.25",
+                "default",
+                "slow",
+                SLOW_PODS,
+                "nginx:1.25",
             ))
             .unwrap(),
         )
@@ -405,7 +407,10 @@ async fn start_long_drain() -> (Group, String, String) {
         if i64::from(ready) == SLOW_PODS {
             break;
         }
-        assert!(Instant::now() < deadline, "the slow deployment never got Ready");
+        assert!(
+            Instant::now() < deadline,
+            "the slow deployment never got Ready"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let node = "node-1".to_string();
@@ -421,7 +426,12 @@ async fn start_long_drain() -> (Group, String, String) {
         .into_inner()
         .execution
         .expect("an execution");
-    assert_eq!(drain.state(), ExecutionState::WaitingApproval, "{}", drain.message);
+    assert_eq!(
+        drain.state(),
+        ExecutionState::WaitingApproval,
+        "{}",
+        drain.message
+    );
     // Approved through another replica.
     let mut second = group.client(1).await;
     second
@@ -433,10 +443,19 @@ async fn start_long_drain() -> (Group, String, String) {
         .await
         .expect("approve");
     let mut third = group.client(2).await;
-    until_state(&mut third, &drain.id, &[ExecutionState::Running], Duration::from_secs(30)).await;
+    until_state(
+        &mut third,
+        &drain.id,
+        &[ExecutionState::Running],
+        Duration::from_secs(30),
+    )
+    .await;
     let start = Instant::now();
     while slow_evictions(&group.sim.writes().await, None) == 0 {
-        assert!(start.elapsed() < Duration::from_secs(30), "the drain never evicted");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the drain never evicted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     (group, drain.id, node)
@@ -622,5 +641,8 @@ async fn a_replica_cut_off_from_the_database_stops_writing_and_its_late_history_
     assert_eq!(events.last().map(|e| e.sequence), Some(event.sequence));
     let now = get(&mut client, &drain).await;
     assert_eq!(now.state(), ExecutionState::Interrupted);
-    assert_eq!(now.message, event.message, "the takeover's account was overwritten");
+    assert_eq!(
+        now.message, event.message,
+        "the takeover's account was overwritten"
+    );
 }

@@ -63,6 +63,7 @@ macro_rules! on_pool {
 }
 
 // After `on_pool!`: a macro is visible only to the modules declared below it.
+mod notices;
 mod queries;
 mod rows;
 mod schema;
@@ -72,7 +73,7 @@ mod shared;
 pub struct SqlStore {
     backend: Backend,
     /// PostgreSQL's side of several replicas (see [`shared`]).
-    shared: Option<shared::Shared>,
+    shared: Option<notices::Shared>,
     /// SQLite: the lock held on the file's companion `.lock` while this process uses it, so a
     /// second process on the same file is refused instead of sharing it unsafely.
     _file_lock: Option<std::fs::File>,
@@ -145,7 +146,7 @@ impl SqlStore {
             _file_lock: None,
         };
         store.migrate().await?;
-        store.shared = Some(shared::Shared::start(pool));
+        store.shared = Some(notices::Shared::start(pool));
         Ok(store)
     }
 
