@@ -835,3 +835,47 @@ async fn open_takes_paths_sqlite_urls_and_memory_and_refuses_other_schemes() {
         assert!(matches!(err, StoreError::Backend(_)), "{bad:?}: {err:?}");
     }
 }
+
+/// The test server's TLS material from `scripts/start-postgres`.
+fn tls_file(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/pg/tls")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_against_the_ca_file_and_refuses_another_ca() {
+    let base = postgres_url();
+    let verified = format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        tls_file("ca.crt")
+    );
+    // The store opens over TLS, and the server says the session is encrypted.
+    store::open(&verified)
+        .await
+        .expect("open over verified TLS");
+    let pool = sqlx::PgPool::connect(&verified).await.unwrap();
+    let (ssl, version): (bool, String) =
+        sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(ssl, "not encrypted");
+    assert!(version.starts_with("TLS"), "{version}");
+    pool.close().await;
+    // A CA that did not sign the server's certificate: refused, saying why.
+    let impostor = format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        tls_file("other-ca.crt")
+    );
+    let err = match store::open(&impostor).await {
+        Ok(_) => panic!("a server signed by another CA was trusted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("certificate") || err.contains("Certificate"),
+        "{err}"
+    );
+}
