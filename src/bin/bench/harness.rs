@@ -56,6 +56,8 @@ pub(crate) struct Bench {
     /// `--engine-store` and `--no-policy`, for the parts that start an engine of their own.
     engine_store: String,
     no_policy: bool,
+    /// `--postgres`, for P6.
+    pub(crate) postgres: Option<String>,
 }
 
 impl Bench {
@@ -120,6 +122,7 @@ impl Bench {
             speed: args.speed,
             engine_store: args.engine_store.clone(),
             no_policy: args.no_policy,
+            postgres: args.postgres.clone(),
         })
     }
 

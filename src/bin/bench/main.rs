@@ -16,6 +16,8 @@
 //!   SUCCEEDED one's change is in the cluster.
 //! - **R4 burst**: 1,000 Execute calls from 200 clients against a queue of 100: the excess is
 //!   refused at once with RESOURCE_EXHAUSTED, and the service answers normally right after.
+//! - **P6 replicas**: worker-bound throughput of 1, 2 and 4 replicas (`--workers 4` each) on
+//!   one PostgreSQL (`--postgres`), executions holding a worker about a second.
 //!
 //! `bench store` measures the history store alone instead, through the `Store` trait (any
 //! backend, no gRPC, no cluster).
@@ -32,8 +34,8 @@
 //! - `main.rs`: the flags, the order of the parts, the markdown report.
 //! - `harness`: the simulated cluster and the executor every part measures, and the gRPC
 //!   helpers the parts share.
-//! - `p1_latency`, `p2_throughput`, `p3_kubectl`, `p4_fanout`, `p5_history`, `r2_faults`,
-//!   `r4_burst`: one part each.
+//! - `p1_latency`, `p2_throughput`, `p3_kubectl`, `p4_fanout`, `p5_history`, `p6_replicas`,
+//!   `r2_faults`, `r4_burst`: one part each.
 //! - `chaos`: R2's workload and judgement (`tests/reliability_faults.rs` runs R2 small).
 //! - `store`: the `store` subcommand.
 //! - `history`: the synthetic execution history P5 and `store` fill.
@@ -51,6 +53,7 @@ mod p2_throughput;
 mod p3_kubectl;
 mod p4_fanout;
 mod p5_history;
+mod p6_replicas;
 mod r2_faults;
 mod r4_burst;
 mod report;
@@ -71,7 +74,7 @@ use harness::{Bench, P2_LEVELS};
 /// are the executor's and the API server's, not the simulated kubelet's.
 const DEFAULT_SPEED: f64 = 50.0;
 /// Every part, as `--only` names them, in the order of the report.
-const PARTS: [&str; 7] = ["P1", "P2", "P3", "P4", "P5", "R2", "R4"];
+const PARTS: [&str; 8] = ["P1", "P2", "P3", "P4", "P5", "P6", "R2", "R4"];
 
 /// Measure the executor against direct kube-rs calls and kubectl, in one run.
 #[derive(Debug, Parser)]
@@ -81,7 +84,8 @@ struct Args {
     /// in a debug build. No timing is asserted.
     #[arg(long)]
     smoke: bool,
-    /// Parts to run, comma-separated (P1,P2,P3,P4,P5,R2,R4); default all.
+    /// Parts to run, comma-separated (P1,P2,P3,P4,P5,P6,R2,R4); default all (P6 only with
+    /// `--postgres`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also write the markdown report to this file.
@@ -111,6 +115,9 @@ struct Args {
     /// policy costs.
     #[arg(long)]
     no_policy: bool,
+    /// PostgreSQL server for P6 (a database is created per level; the role needs CREATEDB).
+    #[arg(long)]
+    postgres: Option<String>,
     /// Instead of the parts: another measurement.
     #[command(subcommand)]
     command: Option<Command>,
@@ -137,6 +144,8 @@ struct Sizes {
     r4_queue: usize,
     r4_burst: usize,
     r4_clients: usize,
+    /// P6: executions per worker of every replica, per level.
+    p6_rounds: usize,
 }
 
 impl Sizes {
@@ -154,6 +163,7 @@ impl Sizes {
                 r4_queue: 10,
                 r4_burst: 100,
                 r4_clients: 20,
+                p6_rounds: 1,
             }
         } else {
             Sizes {
@@ -168,6 +178,7 @@ impl Sizes {
                 r4_queue: 100,
                 r4_burst: 1_000,
                 r4_clients: 200,
+                p6_rounds: 8,
             }
         };
         if !args.subscribers.is_empty() {
@@ -203,7 +214,11 @@ async fn main() -> anyhow::Result<()> {
         return store::run(store_args).await;
     }
     let parts: BTreeSet<String> = if args.only.is_empty() {
-        PARTS.map(String::from).into()
+        PARTS
+            .iter()
+            .filter(|p| **p != "P6" || args.postgres.is_some())
+            .map(|p| p.to_string())
+            .collect()
     } else {
         args.only.iter().map(|p| p.trim().to_uppercase()).collect()
     };
@@ -219,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
     let mut failures = Vec::new();
     // P5 first: its RSS figure is then the history's, not what 10,000 streams left behind.
     // R2 and R4 last, each on a cluster and an engine of its own.
-    for part in ["P5", "P1", "P2", "P3", "P4", "R2", "R4"] {
+    for part in ["P5", "P1", "P2", "P3", "P4", "P6", "R2", "R4"] {
         if !parts.contains(part) {
             continue;
         }
@@ -232,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
             "P4" => bench.p4().await,
             "R2" => bench.r2().await,
             "R4" => bench.r4().await,
+            "P6" => bench.p6().await,
             _ => bench.p5().await,
         };
         eprintln!("   {part} took {:.1} s", t.elapsed().as_secs_f64());
