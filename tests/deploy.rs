@@ -257,6 +257,45 @@ fn the_policy_config_map_holds_a_policy_the_service_loads() {
         && e["value"] == "/etc/executor-service/policy/policy.rego"));
 }
 
+#[test]
+fn three_replicas_share_a_postgresql_store_from_a_secret_spread_over_nodes_one_down_at_a_time() {
+    let docs = kustomize();
+    let deployment = one(&docs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let env = pod["containers"][0]["env"].as_sequence().unwrap();
+    let store = env
+        .iter()
+        .find(|e| e["name"] == "EXECUTOR_STORE")
+        .expect("EXECUTOR_STORE");
+    // A URL holds the password: from a Secret, never inline.
+    assert!(store["value"].is_null(), "{store:?}");
+    assert_eq!(
+        store["valueFrom"]["secretKeyRef"]["name"],
+        "executor-service-store"
+    );
+    let spread = pod["topologySpreadConstraints"]
+        .as_sequence()
+        .expect("topologySpreadConstraints");
+    assert!(spread
+        .iter()
+        .any(|c| c["topologyKey"] == "kubernetes.io/hostname"
+            && c["whenUnsatisfiable"] == "DoNotSchedule"));
+    let budget = one(&docs, "PodDisruptionBudget");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    // The pods may reach PostgreSQL.
+    let policy = one(&docs, "NetworkPolicy");
+    let egress_ports: Vec<&Value> = policy["spec"]["egress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["ports"].as_sequence().into_iter().flatten())
+        .map(|port| &port["port"])
+        .collect();
+    assert!(egress_ports.iter().any(|p| **p == 5432), "{egress_ports:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manifests_pass_a_server_side_dry_run_that_persists_nothing() {
     let docs = kustomize();

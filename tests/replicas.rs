@@ -539,6 +539,10 @@ async fn a_killed_replicas_execution_ends_interrupted_within_the_lease_and_its_q
         Duration::from_secs(15),
     )
     .await;
+    eprintln!(
+        "R5: kill -9 → INTERRUPTED seen after {:?}",
+        killed.elapsed()
+    );
     // Lease 2 s, checked every third of it: well within 2 × the lease, plus the poll.
     assert!(
         killed.elapsed() < Duration::from_secs(8),

@@ -230,10 +230,14 @@ impl Coordination for SqlStore {
         namespace_limit: usize,
     ) -> Result<Option<Claimed>, StoreError> {
         let mut tx = self.begin().await?;
+        // Only those whose objects are all free now: a long queue on one busy object must not
+        // hide the work behind it.
         let candidates: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT id, run_keys, namespace FROM executions \
-             WHERE state = 'QUEUED' AND owner IS NULL \
-             ORDER BY priority DESC, created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "SELECT e.id, e.run_keys, e.namespace FROM executions e \
+             WHERE e.state = 'QUEUED' AND e.owner IS NULL AND NOT EXISTS ( \
+               SELECT 1 FROM object_locks l \
+               WHERE l.key = ANY(string_to_array(e.run_keys, E'\\n'))) \
+             ORDER BY e.priority DESC, e.created_at, e.id LIMIT $1 FOR UPDATE OF e SKIP LOCKED",
         )
         .bind(CLAIM_CANDIDATES)
         .fetch_all(&mut *tx)
