@@ -141,6 +141,41 @@ pub struct ServeArgs {
     /// Requests one identity may send in a burst before `--rate-limit` applies.
     #[arg(long, env = "EXECUTOR_RATE_BURST", default_value_t = crate::engine::DEFAULT_RATE_BURST)]
     pub rate_burst: u32,
+    /// Kafka brokers (`HOST:PORT[,…]`): consume approved actions and publish their statuses;
+    /// off when unset.
+    #[arg(long, env = "KAFKA_BROKER")]
+    pub kafka_brokers: Option<String>,
+    /// The topic approved actions are consumed from.
+    #[arg(
+        long,
+        env = "EXECUTOR_KAFKA_APPROVED_TOPIC",
+        default_value = "actions.approved"
+    )]
+    pub kafka_approved_topic: String,
+    /// The topic status messages are published to (keyed by action id).
+    #[arg(
+        long,
+        env = "EXECUTOR_KAFKA_STATUS_TOPIC",
+        default_value = "actions.status"
+    )]
+    pub kafka_status_topic: String,
+    /// The consumer group (every replica joins it).
+    #[arg(long, env = "EXECUTOR_KAFKA_GROUP", default_value = "executor-service")]
+    pub kafka_group: String,
+    /// The requester of executions from Kafka, for the authorization rules.
+    #[arg(long, env = "EXECUTOR_KAFKA_IDENTITY", default_value = "kafka")]
+    pub kafka_identity: String,
+    /// Where refused messages are copied (besides their `rejected` status); none by default.
+    #[arg(long, env = "EXECUTOR_KAFKA_DEAD_LETTER_TOPIC")]
+    pub kafka_dead_letter_topic: Option<String>,
+    /// A librdkafka property, repeatable: `security.protocol=SSL`,
+    /// `ssl.ca.location=/ca.pem`, `sasl.mechanisms=SCRAM-SHA-256`, `sasl.username=…`.
+    #[arg(long = "kafka-option", env = "EXECUTOR_KAFKA_OPTIONS", value_delimiter = ';', value_parser = parse_kafka_option)]
+    pub kafka_options: Vec<(String, String)>,
+    /// Test aid: wait this long between recording a message's execution and committing its
+    /// offset.
+    #[arg(long, env = "EXECUTOR_KAFKA_COMMIT_DELAY", default_value = "0s", value_parser = humantime::parse_duration, hide = true)]
+    pub kafka_commit_delay: std::time::Duration,
     /// With a PostgreSQL store (several replicas): how long a replica holds a running
     /// execution without renewing it; then another replica ends it as INTERRUPTED.
     #[arg(long, env = "EXECUTOR_LEASE", default_value = "15s", value_parser = parse_lease)]
@@ -210,4 +245,12 @@ fn parse_lease(value: &str) -> Result<std::time::Duration, String> {
         return Err("must be between 1s and 10m".into());
     }
     Ok(lease)
+}
+
+/// `KEY=VALUE` of a librdkafka property.
+fn parse_kafka_option(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, v)) if !key.trim().is_empty() => Ok((key.trim().to_string(), v.to_string())),
+        _ => Err(format!("must be KEY=VALUE, got {value:?}")),
+    }
 }

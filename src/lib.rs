@@ -24,6 +24,8 @@
 //!   decodes into the engine's request types, calls the engine and encodes what comes back;
 //!   it imports only `domain`, `engine` and `telemetry`. New ways in (Kafka, a Kubernetes
 //!   controller, a dashboard) are siblings of `api` with the same rule.
+//! - [`kafka`]: the Kafka door — approved actions consumed from a topic become executions,
+//!   their statuses published to another; same rule as `api`.
 //! - [`cli`]: the client commands (`exec`, `watch`, `dry-run`, `actions`, `get`, `cancel`,
 //!   `approve`, `reject`) over the generated gRPC client.
 //! - [`sim`]: the simulated Kubernetes API server (embedded default and test bed), with its
@@ -39,6 +41,7 @@ pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod kafka;
 pub mod policy;
 pub mod run;
 pub mod sim;

@@ -71,6 +71,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "executions left unfinished by a previous run are now INTERRUPTED"
         );
     }
+    if let Some(brokers) = &args.kafka_brokers {
+        crate::kafka::start(
+            engine.clone(),
+            crate::kafka::KafkaConfig {
+                brokers: brokers.clone(),
+                approved_topic: args.kafka_approved_topic.clone(),
+                status_topic: args.kafka_status_topic.clone(),
+                group: args.kafka_group.clone(),
+                identity: args.kafka_identity.clone(),
+                dead_letter_topic: args.kafka_dead_letter_topic.clone(),
+                options: args.kafka_options.clone(),
+                commit_delay: args.kafka_commit_delay,
+            },
+        )
+        .await?;
+    }
     spawn_reload(args.clone(), security.clone(), engine.clone());
     spawn_retention(
         engine.clone(),

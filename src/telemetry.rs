@@ -171,6 +171,10 @@ pub struct Metrics {
     pub takeovers: Counter,
     /// Executions this replica was running when it found it no longer held their lease.
     pub leases_lost: Counter,
+    /// Kafka: approved-action messages consumed, refused, and status messages published.
+    pub kafka_consumed: Counter,
+    pub kafka_rejected: Counter,
+    pub kafka_published: Counter,
 }
 
 impl Metrics {
@@ -251,8 +255,29 @@ impl Metrics {
             "Executions this replica stopped because another replica took them over",
             leases_lost.clone(),
         );
+        let kafka_consumed = Counter::default();
+        registry.register(
+            "kafka_consumed",
+            "Approved-action messages consumed from Kafka",
+            kafka_consumed.clone(),
+        );
+        let kafka_rejected = Counter::default();
+        registry.register(
+            "kafka_rejected",
+            "Kafka messages refused (a `rejected` status published)",
+            kafka_rejected.clone(),
+        );
+        let kafka_published = Counter::default();
+        registry.register(
+            "kafka_status_published",
+            "Status messages published to Kafka",
+            kafka_published.clone(),
+        );
         Metrics {
             registry,
+            kafka_consumed,
+            kafka_rejected,
+            kafka_published,
             claims,
             lease_renewals,
             takeovers,

@@ -549,6 +549,26 @@ impl store::Store for FlakyStore {
     ) -> Result<u64, store::StoreError> {
         self.inner.prune(older_than, keep).await
     }
+    async fn track(
+        &self,
+        consumer: &str,
+        id: &str,
+        key: &str,
+    ) -> Result<(u64, bool), store::StoreError> {
+        self.inner.track(consumer, id, key).await
+    }
+    async fn advance(
+        &self,
+        consumer: &str,
+        id: &str,
+        sequence: u64,
+        done: bool,
+    ) -> Result<(), store::StoreError> {
+        self.inner.advance(consumer, id, sequence, done).await
+    }
+    async fn tracked(&self, consumer: &str) -> Result<Vec<store::Tracked>, store::StoreError> {
+        self.inner.tracked(consumer).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

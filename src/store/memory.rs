@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::paging::{page_size, Cursor};
-use super::{Store, StoreError};
+use super::{Store, StoreError, Tracked};
 use crate::domain::{Event, ExecutionView, ListFilter};
 
 /// Executions and events in maps behind one lock; no call awaits while holding it.
@@ -26,6 +26,8 @@ struct Inner {
     /// `(created_at, id)` of every execution: the listing order, walked backwards.
     order: BTreeSet<(DateTime<Utc>, String)>,
     events: HashMap<String, BTreeMap<u64, Event>>,
+    /// (consumer, execution id) → (key, sequence published, done).
+    published: HashMap<(String, String), (String, u64, bool)>,
 }
 
 #[derive(Debug)]
@@ -211,6 +213,49 @@ impl Store for MemoryStore {
             .filter(|s| !s.view.state.is_terminal())
             .map(|s| s.view.clone())
             .collect())
+    }
+
+    async fn track(&self, consumer: &str, id: &str, key: &str) -> Result<(u64, bool), StoreError> {
+        let mut inner = self.lock();
+        let (_, sequence, done) = inner
+            .published
+            .entry((consumer.to_string(), id.to_string()))
+            .or_insert_with(|| (key.to_string(), 0, false));
+        Ok((*sequence, *done))
+    }
+
+    async fn advance(
+        &self,
+        consumer: &str,
+        id: &str,
+        sequence: u64,
+        done: bool,
+    ) -> Result<(), StoreError> {
+        if let Some(entry) = self
+            .lock()
+            .published
+            .get_mut(&(consumer.to_string(), id.to_string()))
+        {
+            entry.1 = entry.1.max(sequence);
+            entry.2 |= done;
+        }
+        Ok(())
+    }
+
+    async fn tracked(&self, consumer: &str) -> Result<Vec<Tracked>, StoreError> {
+        let mut all: Vec<Tracked> = self
+            .lock()
+            .published
+            .iter()
+            .filter(|((c, _), (_, _, done))| c == consumer && !done)
+            .map(|((_, id), (key, sequence, _))| Tracked {
+                execution_id: id.clone(),
+                key: key.clone(),
+                sequence: *sequence,
+            })
+            .collect();
+        all.sort_by(|a, b| a.execution_id.cmp(&b.execution_id));
+        Ok(all)
     }
 
     async fn prune(&self, older_than: DateTime<Utc>, keep: usize) -> Result<u64, StoreError> {

@@ -38,6 +38,16 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// A door's record of what it has published of one execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub execution_id: String,
+    /// What the door keys the execution's messages by (Kafka: the action id).
+    pub key: String,
+    /// Its events up to this sequence are published.
+    pub sequence: u64,
+}
+
 /// An execution to record, with its request fingerprint (see [`Store::insert`]) and its first
 /// events, stored with it or not at all.
 #[derive(Debug, Clone)]
@@ -145,6 +155,24 @@ pub trait Store: Send + Sync + 'static {
     fn coordination(&self) -> Option<&dyn Coordination> {
         None
     }
+
+    /// Starts a door's record of what it has published of execution `id` (its status
+    /// messages, keyed by `key`): nothing yet. Idempotent: an existing record stays as it is.
+    /// Returns the record as it stands: the sequence published up to, and whether all is.
+    async fn track(&self, consumer: &str, id: &str, key: &str) -> Result<(u64, bool), StoreError>;
+
+    /// Everything of execution `id` up to `sequence` is published by `consumer`; with `done`,
+    /// all of it.
+    async fn advance(
+        &self,
+        consumer: &str,
+        id: &str,
+        sequence: u64,
+        done: bool,
+    ) -> Result<(), StoreError>;
+
+    /// The executions `consumer` has not published all of, with where it stands.
+    async fn tracked(&self, consumer: &str) -> Result<Vec<Tracked>, StoreError>;
 
     /// Deletes terminal executions (and their events) finished before `older_than`, and the
     /// oldest terminal ones beyond the newest `keep`; returns how many went.

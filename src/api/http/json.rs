@@ -4,7 +4,7 @@
 //! states in either spelling) decoded into the engine's request types, and the engine's
 //! answers encoded back. Errors name the HTTP field; [`super::errors`] gives them a status.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use axum::{
     body::Bytes,
@@ -16,12 +16,12 @@ use axum::{
 use serde_json::{json, Map, Value};
 
 use super::errors::{body_rejected, path_rejected, ApiResult};
+pub(super) use crate::engine::json::{
+    execution_request, json_type, optional_bool, optional_string,
+};
 use crate::{
-    domain::{
-        ActionSpec, AlertContext, Event, ExecutionRequest, ExecutionState, ExecutionView,
-        ListFilter, ParamType, RequestedTarget,
-    },
-    engine::{DryRunReport, EngineError, MAX_TIMEOUT},
+    domain::{ActionSpec, Event, ExecutionState, ExecutionView, ListFilter, ParamType},
+    engine::{DryRunReport, EngineError},
 };
 
 // ---- JSON → domain -------------------------------------------------------------------------
@@ -53,144 +53,6 @@ pub(super) fn optional_json_object(
     match &body {
         Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(Map::new()),
         _ => json_object(body),
-    }
-}
-
-/// `{"action", "target", "parameters", "alert", "request_id", "timeout_seconds"}`; the target
-/// may be omitted when the alert's labels name it, as the seed service allowed.
-pub(super) fn execution_request(body: &Map<String, Value>) -> ApiResult<ExecutionRequest> {
-    let target = match body.get("target") {
-        None | Some(Value::Null) => RequestedTarget::default(),
-        Some(Value::Object(t)) => RequestedTarget {
-            cluster: nested_string(t, "target", "cluster")?,
-            namespace: nested_string(t, "target", "namespace")?,
-            kind: nested_string(t, "target", "kind")?,
-            name: nested_string(t, "target", "name")?,
-        },
-        Some(other) => return Err(not_an_object("target", other)),
-    };
-    let parameters = match body.get("parameters") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(p)) => p.clone(),
-        Some(other) => return Err(not_an_object("parameters", other)),
-    };
-    let alert = match body.get("alert") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(a)) => Some(AlertContext {
-            name: nested_string(a, "alert", "name")?,
-            severity: nested_string(a, "alert", "severity")?,
-            labels: string_map(a, "alert.labels", "labels")?,
-            annotations: string_map(a, "alert.annotations", "annotations")?,
-        }),
-        Some(other) => return Err(not_an_object("alert", other)),
-    };
-    let timeout = match body.get("timeout_seconds") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(timeout_seconds(value)?),
-    };
-    Ok(ExecutionRequest {
-        action: optional_string(body, "action")?.trim().to_string(),
-        target,
-        parameters,
-        request_id: optional_string(body, "request_id")?,
-        timeout,
-        alert,
-        ..Default::default()
-    })
-}
-
-/// A positive number of seconds up to the engine's maximum, named as the HTTP field (the
-/// engine would name gRPC's `timeout`).
-fn timeout_seconds(value: &Value) -> ApiResult<Duration> {
-    let field = "timeout_seconds";
-    let max = MAX_TIMEOUT.as_secs();
-    let seconds = value.as_f64().ok_or_else(|| {
-        EngineError::invalid(field, format!("must be a number, got {}", json_type(value)))
-    })?;
-    if !(seconds >= 1.0 && seconds <= max as f64) {
-        return Err(EngineError::invalid(
-            field,
-            format!("must be between 1 and {max}, got {seconds}"),
-        ));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-pub(super) fn optional_string(map: &Map<String, Value>, field: &str) -> ApiResult<String> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(EngineError::invalid(
-            field,
-            format!("must be a string, got {}", json_type(other)),
-        )),
-    }
-}
-
-pub(super) fn optional_bool(map: &Map<String, Value>, field: &str) -> ApiResult<bool> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(EngineError::invalid(
-            field,
-            format!("must be a boolean, got {}", json_type(other)),
-        )),
-    }
-}
-
-/// A string member of a nested object, its errors naming `parent.key`; trimmed like gRPC's.
-fn nested_string(map: &Map<String, Value>, parent: &str, key: &str) -> ApiResult<String> {
-    optional_string(map, key)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| match e {
-            EngineError::InvalidArgument { message, .. } => EngineError::InvalidArgument {
-                field: format!("{parent}.{key}"),
-                message,
-            },
-            other => other,
-        })
-}
-
-/// Alert labels or annotations: strings, with numbers and booleans taken as their text
-/// (alert managers are not always careful to quote).
-fn string_map(
-    map: &Map<String, Value>,
-    field: &str,
-    key: &str,
-) -> ApiResult<std::collections::BTreeMap<String, String>> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(Default::default()),
-        Some(Value::Object(entries)) => entries
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                Value::Number(n) => Ok((k.clone(), n.to_string())),
-                Value::Bool(b) => Ok((k.clone(), b.to_string())),
-                other => Err(EngineError::invalid(
-                    &format!("{field}.{k}"),
-                    format!("must be a string, got {}", json_type(other)),
-                )),
-            })
-            .collect(),
-        Some(other) => Err(not_an_object(field, other)),
-    }
-}
-
-fn not_an_object(field: &str, value: &Value) -> EngineError {
-    EngineError::invalid(
-        field,
-        format!("must be a JSON object, got {}", json_type(value)),
-    )
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -324,42 +186,6 @@ pub(super) fn action_json(spec: &ActionSpec) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mk_body(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap_or_default()
-    }
-
-    #[test]
-    fn the_seed_shape_takes_its_target_from_the_alert_labels() {
-        let r = execution_request(&mk_body(json!({
-            "action": "restart_pod",
-            "alert": {"labels": {"pod": "web-123", "namespace": "production"}},
-        })))
-        .unwrap();
-        assert_eq!(r.action, "restart_pod");
-        let alert = r.alert.unwrap();
-        assert_eq!(alert.labels["pod"], "web-123");
-        assert_eq!(alert.labels["namespace"], "production");
-        assert!(r.target.name.is_empty());
-    }
-
-    #[test]
-    fn ill_typed_members_are_refused_naming_the_field() {
-        let field = |v: Value| match execution_request(&mk_body(v)) {
-            Err(EngineError::InvalidArgument { field, .. }) => field,
-            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
-        };
-        assert_eq!(field(json!({"action": 5})), "action");
-        assert_eq!(field(json!({"target": {"name": 5}})), "target.name");
-        assert_eq!(field(json!({"parameters": [1]})), "parameters");
-        assert_eq!(
-            field(json!({"alert": {"labels": {"pod": ["x"]}}})),
-            "alert.labels.pod"
-        );
-        assert_eq!(field(json!({"timeout_seconds": "60s"})), "timeout_seconds");
-        assert_eq!(field(json!({"timeout_seconds": 0})), "timeout_seconds");
-        assert_eq!(field(json!({"timeout_seconds": 1e9})), "timeout_seconds");
-    }
 
     #[test]
     fn malformed_bodies_are_refused_as_the_body() {

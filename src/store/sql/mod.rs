@@ -269,14 +269,15 @@ mod tests {
             .fetch_all(sqlite(&store))
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
     }
 
     #[tokio::test]
     async fn a_version_1_store_is_brought_up_to_date() {
         let (_dir, store) = mk_sqlite().await;
-        // Undo migrations 3 and 2.
+        // Undo migrations 4, 3 and 2.
         let mut undo: Vec<String> = [
+            "DROP TABLE published",
             "DROP INDEX executions_queued",
             "DROP INDEX executions_leased",
             "DROP TABLE object_locks",

@@ -9,7 +9,7 @@ use super::schema::{begin_write, state_list};
 use super::{Backend, SqlStore};
 use crate::domain::{Event, ExecutionView, ListFilter};
 use crate::store::paging::{page_size, Cursor};
-use crate::store::{Coordination, FenceToken, NewExecution, Store, StoreError};
+use crate::store::{Coordination, FenceToken, NewExecution, Store, StoreError, Tracked};
 
 /// Executions deleted per `DELETE FROM events … IN (…)` statement when pruning: well under
 /// SQLite's bound-parameter limit (32766).
@@ -349,6 +349,70 @@ impl Store for SqlStore {
         })
     }
 
+    async fn track(&self, consumer: &str, id: &str, key: &str) -> Result<(u64, bool), StoreError> {
+        let (sequence, done): (i64, bool) = on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO published (consumer, execution_id, key, sequence, done) \
+                 VALUES ($1, $2, $3, 0, FALSE) ON CONFLICT DO NOTHING",
+            )
+            .bind(consumer)
+            .bind(id)
+            .bind(key)
+            .execute(pool)
+            .await?;
+            sqlx::query_as(
+                "SELECT sequence, done FROM published WHERE consumer = $1 AND execution_id = $2",
+            )
+            .bind(consumer)
+            .bind(id)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok((u64::try_from(sequence).unwrap_or(0), done))
+    }
+
+    async fn advance(
+        &self,
+        consumer: &str,
+        id: &str,
+        sequence: u64,
+        done: bool,
+    ) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE published SET sequence = $3, done = $4 \
+                 WHERE consumer = $1 AND execution_id = $2 AND sequence <= $3",
+            )
+            .bind(consumer)
+            .bind(id)
+            .bind(seq(sequence))
+            .bind(done)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    async fn tracked(&self, consumer: &str) -> Result<Vec<Tracked>, StoreError> {
+        let rows: Vec<(String, String, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT execution_id, key, sequence FROM published \
+                 WHERE consumer = $1 AND NOT done ORDER BY execution_id",
+            )
+            .bind(consumer)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(execution_id, key, sequence)| Tracked {
+                execution_id,
+                key,
+                sequence: u64::try_from(sequence).unwrap_or(0),
+            })
+            .collect())
+    }
+
     async fn prune(&self, older_than: DateTime<Utc>, keep: usize) -> Result<u64, StoreError> {
         let terminal = state_list(true);
         let by_age = format!(
@@ -388,12 +452,14 @@ impl Store for SqlStore {
                     .map(|i| format!("${i}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let sql = format!("DELETE FROM events WHERE execution_id IN ({marks})");
-                let mut query = sqlx::query(&sql);
-                for id in chunk {
-                    query = query.bind(id.as_str());
+                for table in ["events", "published"] {
+                    let sql = format!("DELETE FROM {table} WHERE execution_id IN ({marks})");
+                    let mut query = sqlx::query(&sql);
+                    for id in chunk {
+                        query = query.bind(id.as_str());
+                    }
+                    query.execute(&mut *tx).await?;
                 }
-                query.execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(gone.len() as u64)

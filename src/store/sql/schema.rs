@@ -183,6 +183,22 @@ pub(super) fn migrations<DB: Dialect>() -> Vec<Vec<String>> {
                     .to_string(),
             ]
         },
+        // 4: what a door (Kafka) has published of each execution it took in, so a restart
+        // resumes its status messages where they stopped, neither losing nor repeating one.
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS published (
+                consumer TEXT NOT NULL,
+                execution_id {id} NOT NULL,
+                key TEXT NOT NULL,
+                sequence BIGINT NOT NULL,
+                done BOOLEAN NOT NULL,
+                PRIMARY KEY (consumer, execution_id)
+            )"
+            ),
+            "CREATE INDEX IF NOT EXISTS published_pending ON published (consumer) WHERE NOT done"
+                .to_string(),
+        ],
     ]
 }
 

@@ -1,0 +1,166 @@
+//! Status messages: for every execution taken in from Kafka, one message per state change
+//! (QUEUED "accepted", RUNNING, each terminal state…), keyed by the action id so one action's
+//! messages stay in one partition, in order. Each is produced and acknowledged before the
+//! store records it as published; after a restart the follower resumes after the last one
+//! recorded.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use rdkafka::{
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::{message, KafkaConfig};
+use crate::{
+    domain::{ExecutionState, ExecutionView},
+    engine::Engine,
+};
+
+/// Executions followed at once; more wait for a place (the queue bounds them anyway).
+const FOLLOWERS: usize = 10_000;
+/// How long a produce may wait for the broker before it is retried.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The executions' statuses to the status topic.
+#[derive(Clone)]
+pub struct Publisher {
+    engine: Engine,
+    producer: FutureProducer,
+    topic: String,
+    /// The name under which the store keeps this door's cursors: the consumer group.
+    consumer: String,
+    identity: String,
+    followers: Arc<Semaphore>,
+    /// Executions followed now: a message delivered again never starts a second follower.
+    following: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Publisher {
+    pub fn start(engine: Engine, config: &KafkaConfig) -> anyhow::Result<Publisher> {
+        let producer: FutureProducer = config
+            .client()
+            // Retries never duplicate or reorder a partition's messages.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()?;
+        Ok(Publisher {
+            engine,
+            producer,
+            topic: config.status_topic.clone(),
+            consumer: config.group.clone(),
+            identity: config.identity.clone(),
+            followers: Arc::new(Semaphore::new(FOLLOWERS)),
+            following: Arc::new(Mutex::new(HashSet::new())),
+        })
+    }
+
+    /// Follows again every execution whose statuses a previous run did not all publish.
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        let pending = self.engine.unpublished(&self.consumer).await?;
+        if !pending.is_empty() {
+            tracing::info!(executions = pending.len(), "resuming Kafka status messages");
+        }
+        for tracked in pending {
+            self.follow(tracked.execution_id, tracked.key, tracked.sequence);
+        }
+        Ok(())
+    }
+
+    /// Publishes the statuses of execution `id` (keyed by `key`) after `published`.
+    pub fn follow(&self, id: String, key: String, published: u64) {
+        if !self
+            .following
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone())
+        {
+            return;
+        }
+        let publisher = self.clone();
+        tokio::spawn(async move {
+            if let Ok(_place) = publisher.followers.clone().acquire_owned().await {
+                if let Err(e) = publisher.publish_all(&id, &key, published).await {
+                    tracing::warn!(execution_id = %id, error = %e, "publishing Kafka statuses");
+                }
+            }
+            publisher
+                .following
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
+    }
+
+    async fn publish_all(&self, id: &str, key: &str, published: u64) -> anyhow::Result<()> {
+        let events = self.engine.watch(id, 0, &self.identity).await?;
+        futures::pin_mut!(events);
+        let mut previous: Option<ExecutionState> = None;
+        while let Some(event) = events.next().await {
+            let changed = previous != Some(event.state) || event.state.is_terminal();
+            previous = Some(event.state);
+            if event.sequence <= published || !changed {
+                continue;
+            }
+            let terminal = event.state.is_terminal();
+            let view = self.view(id).await?;
+            let status = message::status(key, &view, &event);
+            self.send(key, &status).await;
+            self.engine
+                .published(&self.consumer, id, event.sequence, terminal)
+                .await?;
+            crate::telemetry::metrics().kafka_published.inc();
+        }
+        Ok(())
+    }
+
+    async fn view(&self, id: &str) -> anyhow::Result<ExecutionView> {
+        Ok(self.engine.get(id, &self.identity).await?.0)
+    }
+
+    /// Copies a refused message's payload to `topic` under `key`, retrying until acknowledged.
+    pub async fn dead_letter(&self, topic: &str, key: &str, payload: &[u8]) {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let record = FutureRecord::to(topic).key(key).payload(payload);
+            match self.producer.send(record, PRODUCE_TIMEOUT).await {
+                Ok(_) => return,
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, key, "producing to the dead-letter topic; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Produces `status` under `key`, retrying until the broker acknowledges it.
+    pub async fn send(&self, key: &str, status: &Value) {
+        let payload = status.to_string();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let record = FutureRecord::to(&self.topic)
+                .key(key)
+                .payload(&payload)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                }));
+            match self.producer.send(record, PRODUCE_TIMEOUT).await {
+                Ok(_) => return,
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, key, "producing a status message; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

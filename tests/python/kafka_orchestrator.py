@@ -1,0 +1,89 @@
+"""The incident orchestrator's side of the Kafka door, with confluent-kafka.
+
+Usage:
+  kafka_orchestrator.py produce BROKER TOPIC < messages.jsonl
+      each line {"key": "...", "value": <JSON, or a string sent as is>}; waits for every ack.
+  kafka_orchestrator.py statuses BROKER TOPIC TIMEOUT KEY...
+      reads TOPIC from the beginning until every KEY has a final status (or TIMEOUT seconds),
+      prints one JSON line per message: {"key", "partition", "offset", "value"}.
+  kafka_orchestrator.py lag BROKER TOPIC GROUP
+      prints the group's total lag on TOPIC (end offsets minus committed offsets).
+"""
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+FINAL = {"success", "failed", "timed_out", "cancelled", "rolled_back", "interrupted", "rejected", "dry_run"}
+
+
+def produce(broker: str, topic: str) -> None:
+    producer = Producer({"bootstrap.servers": broker, "enable.idempotence": True})
+    failures = []
+
+    def delivered(err, _msg):
+        if err is not None:
+            failures.append(str(err))
+
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        value = item["value"]
+        payload = value if isinstance(value, str) else json.dumps(value)
+        producer.produce(topic, key=item.get("key"), value=payload.encode(), on_delivery=delivered)
+    producer.flush(30)
+    if failures:
+        sys.exit("delivery failed: " + "; ".join(failures))
+
+
+def statuses(broker: str, topic: str, timeout: float, keys: list) -> None:
+    consumer = Consumer({
+        "bootstrap.servers": broker,
+        "group.id": f"orchestrator-{time.time_ns()}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([topic])
+    pending = set(keys)
+    deadline = time.time() + timeout
+    while pending and time.time() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            continue
+        key = msg.key().decode() if msg.key() else None
+        value = json.loads(msg.value())
+        print(json.dumps({"key": key, "partition": msg.partition(), "offset": msg.offset(), "value": value}), flush=True)
+        if value.get("status") in FINAL:
+            pending.discard(key)
+    consumer.close()
+
+
+def lag(broker: str, topic: str, group: str) -> None:
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False})
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+    committed = consumer.committed(partitions, timeout=10)
+    total = 0
+    for tp in committed:
+        _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        total += high - (tp.offset if tp.offset >= 0 else 0)
+    consumer.close()
+    print(total)
+
+
+def main() -> None:
+    command = sys.argv[1]
+    if command == "produce":
+        produce(sys.argv[2], sys.argv[3])
+    elif command == "statuses":
+        statuses(sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5:])
+    elif command == "lag":
+        lag(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        sys.exit(f"unknown command {command}")
+
+
+if __name__ == "__main__":
+    main()
