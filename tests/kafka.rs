@@ -1,0 +1,453 @@
+//! The Kafka door against a real Kafka-protocol broker (tansu, built by
+//! `scripts/install-tansu` and cached outside the clone) and a producer from another
+//! ecosystem (Python's confluent-kafka, `tests/python/kafka_orchestrator.py`) playing the
+//! incident orchestrator. Judged by the cluster (the embedded one's objects, or the write
+//! record of one in its own process) and by what the status topic carries.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{kube_client_from, tool, ServeProcess, SimProcess};
+use executor_service::api::proto::{
+    executor_service_client::ExecutorServiceClient, ListExecutionsRequest,
+};
+use serde_json::{json, Value};
+
+const APPROVED: &str = "actions.approved";
+const STATUS: &str = "actions.status";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The broker binary, built or linked once per test binary by `scripts/install-tansu`.
+fn tansu() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/install-tansu"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/install-tansu");
+        assert!(out.status.success(), "scripts/install-tansu failed");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// A tansu broker on a free port of 127.0.0.1, in memory, with the two topics (one partition
+/// each); killed on drop.
+struct Broker {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    addr: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{addr}");
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu never listened on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let broker = Broker { child, addr };
+        for topic in [APPROVED, STATUS] {
+            let out = Command::new(tansu())
+                .args([
+                    "topic",
+                    "create",
+                    topic,
+                    "--broker",
+                    &url,
+                    "--partitions",
+                    "1",
+                ])
+                .output()
+                .expect("tansu topic create");
+            assert!(
+                out.status.success(),
+                "tansu topic create {topic}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        broker
+    }
+
+    /// Produces `messages` (`(key, value)`; a string value is sent as is) with confluent-kafka.
+    fn produce(&self, messages: &[(&str, Value)]) {
+        let mut child = Command::new(tool("python"))
+            .arg(repo_root().join("tests/python/kafka_orchestrator.py"))
+            .args(["produce", &self.addr, APPROVED])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run the orchestrator");
+        {
+            let stdin = child.stdin.as_mut().unwrap();
+            for (key, value) in messages {
+                writeln!(stdin, "{}", json!({ "key": key, "value": value })).unwrap();
+            }
+        }
+        assert!(child.wait().unwrap().success(), "producing failed");
+    }
+
+    /// Every status message, in order, until each of `keys` has a final one.
+    fn statuses(&self, keys: &[&str]) -> Vec<(String, Value)> {
+        let out = Command::new(tool("python"))
+            .arg(repo_root().join("tests/python/kafka_orchestrator.py"))
+            .args(["statuses", &self.addr, STATUS, "60"])
+            .args(keys)
+            .output()
+            .expect("run the orchestrator");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let v: Value = serde_json::from_str(line).unwrap();
+                (
+                    v["key"].as_str().unwrap_or_default().to_string(),
+                    v["value"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The consumer group's lag on the approved topic.
+    fn lag(&self) -> i64 {
+        let out = Command::new(tool("python"))
+            .arg(repo_root().join("tests/python/kafka_orchestrator.py"))
+            .args(["lag", &self.addr, APPROVED, "executor-service"])
+            .output()
+            .expect("run the orchestrator");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Each key's statuses, in the order the topic holds them.
+fn by_key(statuses: &[(String, Value)]) -> BTreeMap<String, Vec<Value>> {
+    let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (key, value) in statuses {
+        map.entry(key.clone()).or_default().push(value.clone());
+    }
+    map
+}
+
+fn plain(statuses: &[Value]) -> Vec<&str> {
+    statuses
+        .iter()
+        .map(|s| s["status"].as_str().unwrap_or_default())
+        .collect()
+}
+
+async fn executions_with_request_id(server: &ServeProcess, request_id: &str) -> usize {
+    let mut client = ExecutorServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let page = client
+        .list_executions(ListExecutionsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    page.executions
+        .iter()
+        .filter(|e| e.request_id == request_id)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_orchestrators_three_actions_change_the_cluster_and_each_story_is_on_the_status_topic()
+{
+    let broker = Broker::start();
+    let server = ServeProcess::start(&["--kafka-brokers", &broker.addr]);
+    let kube = kube_client_from(&server.kubeconfig).await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(kube.clone(), "production");
+    let pod = pods
+        .list(&kube::api::ListParams::default().labels("app=worker"))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    broker.produce(&[
+        (
+            "k-scale",
+            json!({"action_id": "k-scale", "action_type": "scale-deployment",
+                   "namespace": "production", "resource": "deployment/web",
+                   "parameters": {"replicas": 5}, "incident_id": "INC-1", "approved_by": "alice"}),
+        ),
+        (
+            "k-restart",
+            json!({"action_id": "k-restart", "action_type": "restart-pod",
+                   "resource": format!("pod/{pod}"), "parameters": {"namespace": "production"}}),
+        ),
+        (
+            "k-rollout",
+            json!({"action_id": "k-rollout", "action_type": "rolling_restart_deployment",
+                   "namespace": "production", "resource": "deployment/api"}),
+        ),
+    ]);
+    let stories = by_key(&broker.statuses(&["k-scale", "k-restart", "k-rollout"]));
+    for key in ["k-scale", "k-restart", "k-rollout"] {
+        let story = &stories[key];
+        assert_eq!(
+            plain(story),
+            ["accepted", "running", "success"],
+            "{key}: {story:#?}"
+        );
+        let ids: Vec<&Value> = story.iter().map(|s| &s["execution_id"]).collect();
+        assert!(
+            ids.iter().all(|id| *id == ids[0] && id.is_string()),
+            "{key}"
+        );
+        let sequences: Vec<u64> = story
+            .iter()
+            .map(|s| s["sequence"].as_u64().unwrap())
+            .collect();
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "{key}: {sequences:?}"
+        );
+    }
+    assert_eq!(stories["k-scale"][0]["incident_id"], "INC-1");
+    // The cluster changed.
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(kube.clone(), "production");
+    let web = deployments.get("web").await.unwrap();
+    assert_eq!(web.spec.unwrap().replicas, Some(5));
+    let api = deployments.get("api").await.unwrap();
+    let annotations = api
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        annotations.contains_key("kubectl.kubernetes.io/restartedAt"),
+        "{annotations:?}"
+    );
+    let old = pods.get_opt(&pod).await.unwrap();
+    assert!(
+        old.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+        "the pod was not restarted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_action_id_delivered_twice_runs_once_and_ten_bad_messages_are_rejected_naming_the_problem(
+) {
+    let broker = Broker::start();
+    let server = ServeProcess::start(&["--kafka-brokers", &broker.addr]);
+    let scale = |id: &str, replicas: u32| {
+        json!({"action_id": id, "action_type": "scale-deployment", "namespace": "staging",
+               "resource": "deployment/web", "parameters": {"replicas": replicas}})
+    };
+    // Offsets 0…: the bad ones without an action id are keyed by topic/partition/offset.
+    let messages: Vec<(&str, Value)> = vec![
+        ("k-twice", scale("k-twice", 3)),
+        ("", json!("this is not JSON")),
+        ("k-twice", scale("k-twice", 3)),
+        ("", json!([1, 2])),
+        (
+            "bad-action",
+            json!({"action_id": "bad-action", "action_type": "explode", "resource": "deployment/web"}),
+        ),
+        ("good-1", scale("good-1", 4)),
+        (
+            "bad-param",
+            json!({"action_id": "bad-param", "action_type": "scale-deployment", "namespace": "staging", "resource": "deployment/web", "parameters": {"replicas": "five"}}),
+        ),
+        (
+            "bad-resource",
+            json!({"action_id": "bad-resource", "action_type": "scale-deployment", "resource": "web"}),
+        ),
+        (
+            "bad-target",
+            json!({"action_id": "bad-target", "action_type": "scale-deployment", "namespace": "staging", "resource": "deployment/nope", "parameters": {"replicas": 1}}),
+        ),
+        ("good-2", scale("good-2", 2)),
+        (
+            "",
+            json!({"action_id": 5, "action_type": "scale-deployment"}),
+        ),
+        (
+            "bad-name",
+            json!({"action_id": "bad-name", "action_type": "restart-pod", "namespace": "production"}),
+        ),
+        (
+            "bad-params",
+            json!({"action_id": "bad-params", "action_type": "scale-deployment", "resource": "deployment/web", "parameters": [1]}),
+        ),
+        (
+            "bad-timeout",
+            json!({"action_id": "bad-timeout", "action_type": "scale-deployment", "namespace": "staging", "resource": "deployment/web", "parameters": {"replicas": 1}, "timeout_seconds": "soon"}),
+        ),
+        ("good-3", scale("good-3", 1)),
+    ];
+    broker.produce(&messages);
+    let expected_rejections: [(&str, &str); 10] = [
+        ("actions.approved/0/1", "message: is not JSON"),
+        ("actions.approved/0/3", "message: must be a JSON object"),
+        ("bad-action", "action: unknown action \"explode\""),
+        ("bad-param", "parameters.replicas"),
+        ("bad-resource", "resource: must be KIND/NAME"),
+        ("bad-target", "not found"),
+        ("actions.approved/0/10", "action_id: must be a string"),
+        ("bad-name", "target.name"),
+        ("bad-params", "parameters: must be a JSON object"),
+        ("bad-timeout", "timeout_seconds"),
+    ];
+    let mut keys: Vec<&str> = expected_rejections.iter().map(|(k, _)| *k).collect();
+    keys.extend(["k-twice", "good-1", "good-2", "good-3"]);
+    let stories = by_key(&broker.statuses(&keys));
+    for (key, reason) in expected_rejections {
+        let story = stories
+            .get(key)
+            .unwrap_or_else(|| panic!("no status for {key}: {stories:#?}"));
+        assert_eq!(plain(story), ["rejected"], "{key}: {story:#?}");
+        let message = story[0]["message"].as_str().unwrap();
+        assert!(
+            message.contains(reason),
+            "{key}: {message:?} does not say {reason:?}"
+        );
+    }
+    for key in ["good-1", "good-2", "good-3"] {
+        assert_eq!(
+            plain(&stories[key]),
+            ["accepted", "running", "success"],
+            "{key}"
+        );
+    }
+    // Delivered twice, ran once, told once.
+    assert_eq!(
+        plain(&stories["k-twice"]),
+        ["accepted", "running", "success"]
+    );
+    assert_eq!(executions_with_request_id(&server, "k-twice").await, 1);
+    // Every offset committed: the partition never stalled.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lag = broker.lag();
+        if lag == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lag stays at {lag}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_between_recording_and_committing_nothing_runs_twice_and_every_status_is_published_once(
+) {
+    let broker = Broker::start();
+    let sim = SimProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("history.db");
+    // A window between the execution's record and the offset's commit, for the kill.
+    let first = ServeProcess::on_cluster(
+        &sim.kubeconfig,
+        &store,
+        &[
+            "--kafka-brokers",
+            &broker.addr,
+            "--kafka-commit-delay",
+            "30s",
+        ],
+    );
+    broker.produce(&[(
+        "k-crash",
+        json!({"action_id": "k-crash", "action_type": "scale-deployment", "namespace": "staging",
+               "resource": "deployment/web", "parameters": {"replicas": 4}}),
+    )]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while executions_with_request_id(&first, "k-crash").await == 0 {
+        assert!(Instant::now() < deadline, "the message was never taken in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Recorded, not committed: SIGKILL.
+    let mut first = first;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let second =
+        ServeProcess::on_cluster(&sim.kubeconfig, &store, &["--kafka-brokers", &broker.addr]);
+    let story = by_key(&broker.statuses(&["k-crash"]))
+        .remove("k-crash")
+        .expect("statuses of k-crash");
+    assert_eq!(
+        plain(&story),
+        ["accepted", "running", "success"],
+        "{story:#?}"
+    );
+    assert_eq!(executions_with_request_id(&second, "k-crash").await, 1);
+    // The cluster saw one scale of staging/web.
+    let scales = common::applied_writes(&sim.writes().await)
+        .iter()
+        .filter(|w| {
+            w["resource"] == "deployments/scale"
+                && w["name"] == "web"
+                && w["namespace"] == "staging"
+        })
+        .count();
+    assert_eq!(scales, 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while broker.lag() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the redelivered message was never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
