@@ -175,6 +175,8 @@ pub struct Metrics {
     pub kafka_consumed: Counter,
     pub kafka_rejected: Counter,
     pub kafka_published: Counter,
+    /// Kafka: messages of the approved topic not yet committed by this consumer.
+    pub kafka_lag: Gauge,
 }
 
 impl Metrics {
@@ -273,8 +275,15 @@ impl Metrics {
             "Status messages published to Kafka",
             kafka_published.clone(),
         );
+        let kafka_lag = Gauge::default();
+        registry.register(
+            "kafka_consumer_lag",
+            "Approved-action messages not yet committed, over this consumer's partitions",
+            kafka_lag.clone(),
+        );
         Metrics {
             registry,
+            kafka_lag,
             kafka_consumed,
             kafka_rejected,
             kafka_published,

@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use rdkafka::{
-    consumer::{CommitMode, Consumer as _, StreamConsumer},
+    consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer},
     message::{BorrowedMessage, Headers},
-    Message,
+    statistics::Statistics,
+    ClientContext, Message,
 };
 use serde_json::json;
 use tracing::Instrument;
@@ -21,9 +22,31 @@ use crate::engine::{Engine, EngineError};
 /// Wait before trying again a message the engine could not take.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// How often librdkafka reports its statistics (the lag gauge's source).
+const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// Sets the consumer-lag gauge from librdkafka's statistics: the sum over the partitions this
+/// consumer holds of high watermark − committed offset.
+struct LagContext;
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0)
+            .map(|p| p.consumer_lag.max(0))
+            .sum();
+        crate::telemetry::metrics().kafka_lag.set(lag);
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
 pub struct Consumer {
     engine: Engine,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LagContext>,
     publisher: Publisher,
     config: KafkaConfig,
 }
@@ -42,13 +65,14 @@ impl Consumer {
         config: &KafkaConfig,
         publisher: Publisher,
     ) -> anyhow::Result<Consumer> {
-        let consumer: StreamConsumer = config
+        let consumer: StreamConsumer<LagContext> = config
             .client()
             .set("group.id", &config.group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .create()?;
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+            .create_with_context(LagContext)?;
         consumer.subscribe(&[&config.approved_topic])?;
         Ok(Consumer {
             engine,
