@@ -18,6 +18,9 @@ fn the_benchmark_harness_runs_every_part_in_smoke_mode_and_writes_its_table() {
         .arg(&kubectl)
         .arg("--out")
         .arg(&out)
+        // P6 runs replicas on the test PostgreSQL (a database per level).
+        .arg("--postgres")
+        .arg(common::postgres_url())
         .output()
         .expect("run the bench binary");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -31,7 +34,7 @@ fn the_benchmark_harness_runs_every_part_in_smoke_mode_and_writes_its_table() {
         table.contains("| Part | Measure |"),
         "no table in the report:\n{table}"
     );
-    for part in ["P1", "P2", "P3", "P4", "P5", "R2", "R4"] {
+    for part in ["P1", "P2", "P3", "P4", "P5", "P6", "R2", "R4"] {
         assert!(
             table.contains(&format!("| {part} |")),
             "no {part} row in the report:\n{table}"
