@@ -142,11 +142,18 @@ impl Broker {
             .collect()
     }
 
-    /// The consumer group's lag on the approved topic.
-    fn lag(&self) -> i64 {
+    /// The consumer group's lag on the approved topic, whose last message has offset
+    /// `end - 1`.
+    fn lag(&self, end: usize) -> i64 {
         let out = Command::new(tool("python"))
             .arg(repo_root().join("tests/python/kafka_orchestrator.py"))
-            .args(["lag", &self.addr, APPROVED, "executor-service"])
+            .args([
+                "lag",
+                &self.addr,
+                APPROVED,
+                "executor-service",
+                &end.to_string(),
+            ])
             .output()
             .expect("run the orchestrator");
         assert!(
@@ -380,7 +387,7 @@ async fn one_action_id_delivered_twice_runs_once_and_ten_bad_messages_are_reject
     // Every offset committed: the partition never stalled.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let lag = broker.lag();
+        let lag = broker.lag(messages.len());
         if lag == 0 {
             break;
         }
@@ -396,6 +403,9 @@ async fn killed_between_recording_and_committing_nothing_runs_twice_and_every_st
     let sim = SimProcess::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("history.db");
+    // A dead member's partitions move on when its session times out (librdkafka's default
+    // is 45 s; shorter here, through --kafka-option).
+    let session = "session.timeout.ms=6000";
     // A window between the execution's record and the offset's commit, for the kill.
     let mut first = ServeProcess::on_cluster(
         &sim.kubeconfig,
@@ -403,6 +413,8 @@ async fn killed_between_recording_and_committing_nothing_runs_twice_and_every_st
         &[
             "--kafka-brokers",
             &broker.addr,
+            "--kafka-option",
+            session,
             "--kafka-commit-delay",
             "60s",
         ],
@@ -415,14 +427,17 @@ async fn killed_between_recording_and_committing_nothing_runs_twice_and_every_st
     // Its story told, its offset not committed yet: SIGKILL.
     let told = by_key(&broker.statuses(&["k-crash"]));
     assert_eq!(plain(&told["k-crash"]), ["accepted", "running", "success"]);
-    assert_eq!(broker.lag(), 1, "committed before the kill");
+    assert_eq!(broker.lag(1), 1, "committed before the kill");
     first.child.kill().unwrap();
     first.child.wait().unwrap();
     // The restarted executor gets the message again, finds its execution, and commits.
-    let second =
-        ServeProcess::on_cluster(&sim.kubeconfig, &store, &["--kafka-brokers", &broker.addr]);
+    let second = ServeProcess::on_cluster(
+        &sim.kubeconfig,
+        &store,
+        &["--kafka-brokers", &broker.addr, "--kafka-option", session],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while broker.lag() != 0 {
+    while broker.lag(1) != 0 {
         assert!(
             Instant::now() < deadline,
             "the redelivered message was never committed"

@@ -6,8 +6,10 @@ Usage:
   kafka_orchestrator.py statuses BROKER TOPIC TIMEOUT KEY...
       reads TOPIC from the beginning until every KEY has a final status (or TIMEOUT seconds),
       prints one JSON line per message: {"key", "partition", "offset", "value"}.
-  kafka_orchestrator.py lag BROKER TOPIC GROUP
-      prints the group's total lag on TOPIC (end offsets minus committed offsets).
+  kafka_orchestrator.py lag BROKER TOPIC GROUP END
+      prints the group's lag on TOPIC's partition 0: END (the offset after the last message
+      produced) minus the committed offset. (tansu 0.6 reports a high watermark per batch,
+      not per message, so the broker's own end offset cannot be used.)
 """
 import json
 import sys
@@ -60,17 +62,11 @@ def statuses(broker: str, topic: str, timeout: float, keys: list) -> None:
     consumer.close()
 
 
-def lag(broker: str, topic: str, group: str) -> None:
+def lag(broker: str, topic: str, group: str, end: int) -> None:
     consumer = Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False})
-    metadata = consumer.list_topics(topic, timeout=10)
-    partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-    committed = consumer.committed(partitions, timeout=10)
-    total = 0
-    for tp in committed:
-        _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-        total += high - (tp.offset if tp.offset >= 0 else 0)
+    committed = consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
     consumer.close()
-    print(total)
+    print(end - (committed if committed >= 0 else 0))
 
 
 def main() -> None:
@@ -80,7 +76,7 @@ def main() -> None:
     elif command == "statuses":
         statuses(sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5:])
     elif command == "lag":
-        lag(sys.argv[2], sys.argv[3], sys.argv[4])
+        lag(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
         sys.exit(f"unknown command {command}")
 
