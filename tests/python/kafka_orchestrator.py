@@ -4,8 +4,9 @@ Usage:
   kafka_orchestrator.py produce BROKER TOPIC < messages.jsonl
       each line {"key": "...", "value": <JSON, or a string sent as is>}; waits for every ack.
   kafka_orchestrator.py statuses BROKER TOPIC TIMEOUT KEY...
-      reads TOPIC from the beginning until every KEY has a final status (or TIMEOUT seconds),
-      prints one JSON line per message: {"key", "partition", "offset", "value"}.
+      reads TOPIC from the beginning until every KEY has a final status and 2 s more pass
+      without a message (or TIMEOUT seconds), prints one JSON line per message:
+      {"key", "partition", "offset", "value"}.
   kafka_orchestrator.py lag BROKER TOPIC GROUP END
       prints the group's lag on TOPIC's partition 0: END (the offset after the last message
       produced) minus the committed offset. (tansu 0.6 reports a high watermark per batch,
@@ -50,10 +51,15 @@ def statuses(broker: str, topic: str, timeout: float, keys: list) -> None:
     consumer.subscribe([topic])
     pending = set(keys)
     deadline = time.time() + timeout
-    while pending and time.time() < deadline:
+    quiet = 0
+    # Until every key has a final status, then on until the topic has been quiet for 2 s:
+    # anything published after a final status (a repeat) is read too.
+    while (pending or quiet < 4) and time.time() < deadline:
         msg = consumer.poll(0.5)
         if msg is None or msg.error():
+            quiet += 1
             continue
+        quiet = 0
         key = msg.key().decode() if msg.key() else None
         value = json.loads(msg.value())
         print(json.dumps({"key": key, "partition": msg.partition(), "offset": msg.offset(), "value": value}), flush=True)
