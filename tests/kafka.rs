@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 const APPROVED: &str = "actions.approved";
 const STATUS: &str = "actions.status";
+const DEAD_LETTERS: &str = "actions.dead";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -77,7 +78,7 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(50));
         }
         let broker = Broker { child, addr };
-        for topic in [APPROVED, STATUS] {
+        for topic in [APPROVED, STATUS, DEAD_LETTERS] {
             let out = Command::new(tansu())
                 .args([
                     "topic",
@@ -137,6 +138,31 @@ impl Broker {
                 (
                     v["key"].as_str().unwrap_or_default().to_string(),
                     v["value"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The first `count` messages of `topic` (key, payload as text).
+    fn messages(&self, topic: &str, count: usize) -> Vec<(String, String)> {
+        let out = Command::new(tool("python"))
+            .arg(repo_root().join("tests/python/kafka_orchestrator.py"))
+            .args(["messages", &self.addr, topic, &count.to_string(), "30"])
+            .output()
+            .expect("run the orchestrator");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let v: Value = serde_json::from_str(line).unwrap();
+                (
+                    v["key"].as_str().unwrap_or_default().to_string(),
+                    v["value"].as_str().unwrap_or_default().to_string(),
                 )
             })
             .collect()
@@ -297,7 +323,12 @@ async fn the_orchestrators_three_actions_change_the_cluster_and_each_story_is_on
 async fn one_action_id_delivered_twice_runs_once_and_ten_bad_messages_are_rejected_naming_the_problem(
 ) {
     let broker = Broker::start();
-    let server = ServeProcess::start(&["--kafka-brokers", &broker.addr]);
+    let server = ServeProcess::start(&[
+        "--kafka-brokers",
+        &broker.addr,
+        "--kafka-dead-letter-topic",
+        DEAD_LETTERS,
+    ]);
     let scale = |id: &str, replicas: u32| {
         json!({"action_id": id, "action_type": "scale-deployment", "namespace": "staging",
                "resource": "deployment/web", "parameters": {"replicas": replicas}})
@@ -378,6 +409,12 @@ async fn one_action_id_delivered_twice_runs_once_and_ten_bad_messages_are_reject
             "{key}"
         );
     }
+    // The refused messages, as they came, on the dead-letter topic.
+    let dead = broker.messages(DEAD_LETTERS, 10);
+    let dead_keys: Vec<&str> = dead.iter().map(|(k, _)| k.as_str()).collect();
+    let expected_keys: Vec<&str> = expected_rejections.iter().map(|(k, _)| *k).collect();
+    assert_eq!(dead_keys, expected_keys);
+    assert_eq!(dead[0].1, "this is not JSON");
     // Delivered twice, ran once, told once.
     assert_eq!(
         plain(&stories["k-twice"]),

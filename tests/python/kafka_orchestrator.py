@@ -7,6 +7,9 @@ Usage:
       reads TOPIC from the beginning until every KEY has a final status and 2 s more pass
       without a message (or TIMEOUT seconds), prints one JSON line per message:
       {"key", "partition", "offset", "value"}.
+  kafka_orchestrator.py messages BROKER TOPIC COUNT TIMEOUT
+      reads TOPIC from the beginning until COUNT messages (or TIMEOUT seconds), prints one JSON
+      line per message: {"key", "value"} with the value as text.
   kafka_orchestrator.py lag BROKER TOPIC GROUP END
       prints the group's lag on TOPIC's partition 0: END (the offset after the last message
       produced) minus the committed offset. (tansu 0.6 reports a high watermark per batch,
@@ -68,6 +71,26 @@ def statuses(broker: str, topic: str, timeout: float, keys: list) -> None:
     consumer.close()
 
 
+def messages(broker: str, topic: str, count: int, timeout: float) -> None:
+    consumer = Consumer({
+        "bootstrap.servers": broker,
+        "group.id": f"reader-{time.time_ns()}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([topic])
+    seen = 0
+    deadline = time.time() + timeout
+    while seen < count and time.time() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            continue
+        key = msg.key().decode() if msg.key() else None
+        print(json.dumps({"key": key, "value": msg.value().decode(errors="replace")}), flush=True)
+        seen += 1
+    consumer.close()
+
+
 def lag(broker: str, topic: str, group: str, end: int) -> None:
     consumer = Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False})
     committed = consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
@@ -81,6 +104,8 @@ def main() -> None:
         produce(sys.argv[2], sys.argv[3])
     elif command == "statuses":
         statuses(sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5:])
+    elif command == "messages":
+        messages(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     elif command == "lag":
         lag(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
