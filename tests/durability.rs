@@ -554,8 +554,10 @@ impl store::Store for FlakyStore {
         consumer: &str,
         id: &str,
         key: &str,
-    ) -> Result<(u64, bool), store::StoreError> {
-        self.inner.track(consumer, id, key).await
+        owner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<store::Publication, store::StoreError> {
+        self.inner.track(consumer, id, key, owner, until).await
     }
     async fn advance(
         &self,
@@ -566,8 +568,13 @@ impl store::Store for FlakyStore {
     ) -> Result<(), store::StoreError> {
         self.inner.advance(consumer, id, sequence, done).await
     }
-    async fn tracked(&self, consumer: &str) -> Result<Vec<store::Tracked>, store::StoreError> {
-        self.inner.tracked(consumer).await
+    async fn claim_publications(
+        &self,
+        consumer: &str,
+        owner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<store::Tracked>, store::StoreError> {
+        self.inner.claim_publications(consumer, owner, until).await
     }
 }
 

@@ -52,6 +52,11 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with(1)
+    }
+
+    /// With the approved topic in `partitions` partitions.
+    fn start_with(partitions: u32) -> Broker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -79,6 +84,7 @@ impl Broker {
         }
         let broker = Broker { child, addr };
         for topic in [APPROVED, STATUS, DEAD_LETTERS] {
+            let count = if topic == APPROVED { partitions } else { 1 }.to_string();
             let out = Command::new(tansu())
                 .args([
                     "topic",
@@ -87,7 +93,7 @@ impl Broker {
                     "--broker",
                     &url,
                     "--partitions",
-                    "1",
+                    &count,
                 ])
                 .output()
                 .expect("tansu topic create");
@@ -501,4 +507,127 @@ async fn killed_between_recording_and_committing_nothing_runs_twice_and_every_st
         })
         .count();
     assert_eq!(scales, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_postgresql_consume_one_group_and_tell_each_story_once() {
+    let broker = Broker::start_with(2);
+    let sim = SimProcess::start(&[]);
+    let database = common::fresh_postgres_database().await;
+    let store = std::path::Path::new(&database);
+    let flags = ["--kafka-brokers", &broker.addr, "--rate-limit", "0"];
+    let replicas = [
+        ServeProcess::on_cluster(&sim.kubeconfig, store, &flags),
+        ServeProcess::on_cluster(&sim.kubeconfig, store, &flags),
+    ];
+    let deployments = [
+        ("production", "web"),
+        ("production", "api"),
+        ("production", "worker"),
+        ("staging", "web"),
+    ];
+    let ids: Vec<String> = (0..20).map(|i| format!("rep-{i:02}")).collect();
+    let messages: Vec<(&str, Value)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (namespace, name) = deployments[i % deployments.len()];
+            (
+                id.as_str(),
+                json!({"action_id": id, "action_type": "scale-deployment",
+                       "namespace": namespace, "resource": format!("deployment/{name}"),
+                       "parameters": {"replicas_increment": 1}}),
+            )
+        })
+        .collect();
+    broker.produce(&messages);
+    let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let stories = by_key(&broker.statuses(&keys));
+    for id in &ids {
+        let story = stories
+            .get(id)
+            .unwrap_or_else(|| panic!("no statuses for {id}"));
+        assert_eq!(
+            plain(story),
+            ["accepted", "running", "success"],
+            "{id}: {story:#?}"
+        );
+        assert_eq!(
+            executions_with_request_id(&replicas[0], id).await,
+            1,
+            "{id}"
+        );
+    }
+    // Each ran once: 5 increments per deployment in the cluster's record.
+    let applied = common::applied_writes(&sim.writes().await);
+    for (namespace, name) in deployments {
+        let scales = applied
+            .iter()
+            .filter(|w| {
+                w["resource"] == "deployments/scale"
+                    && w["name"] == name
+                    && w["namespace"] == namespace
+            })
+            .count();
+        assert_eq!(scales, 5, "{namespace}/{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_replica_telling_a_story_dies_another_tells_the_rest_once() {
+    let broker = Broker::start();
+    // Real speed: a rolling restart of three pods takes seconds.
+    let sim = SimProcess::start_at(1.0, &[]);
+    let database = common::fresh_postgres_database().await;
+    let store = std::path::Path::new(&database);
+    let flags = ["--kafka-brokers", &broker.addr, "--lease", "2s"];
+    let mut first = ServeProcess::on_cluster(&sim.kubeconfig, store, &flags);
+    broker.produce(&[(
+        "k-handover",
+        json!({"action_id": "k-handover", "action_type": "rolling-restart-deployment",
+               "namespace": "production", "resource": "deployment/web"}),
+    )]);
+    // Taken in by the first replica, which holds the story.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while executions_with_request_id(&first, "k-handover").await == 0 {
+        assert!(Instant::now() < deadline, "never taken in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = ServeProcess::on_cluster(&sim.kubeconfig, store, &flags);
+    let killed_at = chrono::Utc::now();
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    // The second takes the story over once the first's hold lapses (30 s), and ends it: the
+    // execution itself ended (or was ended INTERRUPTED by the second, if it ran on the first).
+    let statuses = broker.statuses(&["k-handover"]);
+    let story = by_key(&statuses).remove("k-handover").expect("a story");
+    let sequences: Vec<u64> = story
+        .iter()
+        .map(|s| s["sequence"].as_u64().unwrap())
+        .collect();
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "a status told twice or out of order: {story:#?}"
+    );
+    assert_eq!(plain(&story)[0], "accepted");
+    let last = plain(&story)
+        .last()
+        .copied()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ["success", "interrupted"].contains(&last.as_str()),
+        "{story:#?}"
+    );
+    assert_eq!(executions_with_request_id(&second, "k-handover").await, 1);
+    // The end came after the kill: the second replica told it.
+    let ended: chrono::DateTime<chrono::Utc> = story
+        .last()
+        .and_then(|s| s["timestamp"].as_str())
+        .and_then(|t| t.parse().ok())
+        .expect("a timestamp");
+    assert!(
+        ended > killed_at,
+        "ended {ended} before the kill at {killed_at}"
+    );
 }

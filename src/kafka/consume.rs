@@ -177,13 +177,18 @@ impl Consumer {
                 Ok(view) => {
                     match self
                         .engine
-                        .track_publication(&self.config.group, &view.id, &action_id)
+                        .track_publication(
+                            &self.config.group,
+                            &view.id,
+                            &action_id,
+                            &self.publisher.owner,
+                            super::publish::HOLD,
+                        )
                         .await
                     {
-                        Ok((_, true)) => {}
-                        Ok((published, false)) => {
-                            self.publisher.follow(view.id, action_id, published)
-                        }
+                        // Told already, or being told by a live replica.
+                        Ok(p) if p.done || !p.mine => {}
+                        Ok(p) => self.publisher.follow(view.id, action_id, p.sequence),
                         Err(e) => return Handled::Retry(e.to_string()),
                     }
                     Handled::Done

@@ -26,6 +26,11 @@ use crate::{
 
 /// Executions followed at once; more wait for a place (the queue bounds them anyway).
 const FOLLOWERS: usize = 10_000;
+/// How long this process holds the records it publishes without renewing them; after it,
+/// another process (a replica, or this one restarted) resumes them.
+pub const HOLD: Duration = Duration::from_secs(30);
+/// How often the held records are renewed and lapsed ones taken over.
+const CLAIM_EVERY: Duration = Duration::from_secs(10);
 /// How long a produce may wait for the broker before it is retried.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,6 +43,8 @@ pub struct Publisher {
     /// The name under which the store keeps this door's cursors: the consumer group.
     consumer: String,
     identity: String,
+    /// This process, as the holder of the records it publishes.
+    pub owner: String,
     followers: Arc<Semaphore>,
     /// Executions followed now: a message delivered again never starts a second follower.
     following: Arc<Mutex<HashSet<String>>>,
@@ -57,21 +64,43 @@ impl Publisher {
             topic: config.status_topic.clone(),
             consumer: config.group.clone(),
             identity: config.identity.clone(),
+            owner: uuid::Uuid::new_v4().to_string(),
             followers: Arc::new(Semaphore::new(FOLLOWERS)),
             following: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
-    /// Follows again every execution whose statuses a previous run did not all publish.
+    /// Follows every execution whose statuses nobody else publishes now (a previous run's,
+    /// or a replica's that went away), then keeps renewing what it holds and taking over what
+    /// lapses, every [`CLAIM_EVERY`].
     pub async fn resume(&self) -> anyhow::Result<()> {
-        let pending = self.engine.unpublished(&self.consumer).await?;
-        if !pending.is_empty() {
-            tracing::info!(executions = pending.len(), "resuming Kafka status messages");
+        let held = self.claim().await?;
+        if held > 0 {
+            tracing::info!(executions = held, "resuming Kafka status messages");
         }
-        for tracked in pending {
+        let publisher = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CLAIM_EVERY).await;
+                if let Err(e) = publisher.claim().await {
+                    tracing::warn!(error = %e, "renewing Kafka status records");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Renews and takes records; follows those not followed yet. Returns how many it holds.
+    async fn claim(&self) -> anyhow::Result<usize> {
+        let held = self
+            .engine
+            .claim_publications(&self.consumer, &self.owner, HOLD)
+            .await?;
+        let count = held.len();
+        for tracked in held {
             self.follow(tracked.execution_id, tracked.key, tracked.sequence);
         }
-        Ok(())
+        Ok(count)
     }
 
     /// Publishes the statuses of execution `id` (keyed by `key`) after `published`.

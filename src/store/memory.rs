@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::paging::{page_size, Cursor};
-use super::{Store, StoreError, Tracked};
+use super::{Publication, Store, StoreError, Tracked};
 use crate::domain::{Event, ExecutionView, ListFilter};
 
 /// Executions and events in maps behind one lock; no call awaits while holding it.
@@ -26,8 +26,17 @@ struct Inner {
     /// `(created_at, id)` of every execution: the listing order, walked backwards.
     order: BTreeSet<(DateTime<Utc>, String)>,
     events: HashMap<String, BTreeMap<u64, Event>>,
-    /// (consumer, execution id) → (key, sequence published, done).
-    published: HashMap<(String, String), (String, u64, bool)>,
+    /// (consumer, execution id) → what is published of it, and who holds it until when.
+    published: HashMap<(String, String), Published>,
+}
+
+#[derive(Debug)]
+struct Published {
+    key: String,
+    sequence: u64,
+    done: bool,
+    owner: String,
+    until: DateTime<Utc>,
 }
 
 #[derive(Debug)]
@@ -215,13 +224,35 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn track(&self, consumer: &str, id: &str, key: &str) -> Result<(u64, bool), StoreError> {
+    async fn track(
+        &self,
+        consumer: &str,
+        id: &str,
+        key: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Publication, StoreError> {
         let mut inner = self.lock();
-        let (_, sequence, done) = inner
+        let now = Utc::now();
+        let record = inner
             .published
             .entry((consumer.to_string(), id.to_string()))
-            .or_insert_with(|| (key.to_string(), 0, false));
-        Ok((*sequence, *done))
+            .or_insert_with(|| Published {
+                key: key.to_string(),
+                sequence: 0,
+                done: false,
+                owner: owner.to_string(),
+                until,
+            });
+        if !record.done && (record.owner == owner || record.until < now) {
+            record.owner = owner.to_string();
+            record.until = until;
+        }
+        Ok(Publication {
+            sequence: record.sequence,
+            done: record.done,
+            mine: record.owner == owner,
+        })
     }
 
     async fn advance(
@@ -231,31 +262,40 @@ impl Store for MemoryStore {
         sequence: u64,
         done: bool,
     ) -> Result<(), StoreError> {
-        if let Some(entry) = self
+        if let Some(record) = self
             .lock()
             .published
             .get_mut(&(consumer.to_string(), id.to_string()))
         {
-            entry.1 = entry.1.max(sequence);
-            entry.2 |= done;
+            record.sequence = record.sequence.max(sequence);
+            record.done |= done;
         }
         Ok(())
     }
 
-    async fn tracked(&self, consumer: &str) -> Result<Vec<Tracked>, StoreError> {
-        let mut all: Vec<Tracked> = self
-            .lock()
-            .published
-            .iter()
-            .filter(|((c, _), (_, _, done))| c == consumer && !done)
-            .map(|((_, id), (key, sequence, _))| Tracked {
+    async fn claim_publications(
+        &self,
+        consumer: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Tracked>, StoreError> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let mut held: Vec<Tracked> = Vec::new();
+        for ((c, id), record) in inner.published.iter_mut() {
+            if c != consumer || record.done || (record.owner != owner && record.until >= now) {
+                continue;
+            }
+            record.owner = owner.to_string();
+            record.until = until;
+            held.push(Tracked {
                 execution_id: id.clone(),
-                key: key.clone(),
-                sequence: *sequence,
-            })
-            .collect();
-        all.sort_by(|a, b| a.execution_id.cmp(&b.execution_id));
-        Ok(all)
+                key: record.key.clone(),
+                sequence: record.sequence,
+            });
+        }
+        held.sort_by(|a, b| a.execution_id.cmp(&b.execution_id));
+        Ok(held)
     }
 
     async fn prune(&self, older_than: DateTime<Utc>, keep: usize) -> Result<u64, StoreError> {

@@ -38,6 +38,17 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// A door's record of one execution, as [`Store::track`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publication {
+    /// Published up to this sequence.
+    pub sequence: u64,
+    /// All of it is published.
+    pub done: bool,
+    /// The caller holds it (publishes it).
+    pub mine: bool,
+}
+
 /// A door's record of what it has published of one execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tracked {
@@ -157,9 +168,27 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Starts a door's record of what it has published of execution `id` (its status
-    /// messages, keyed by `key`): nothing yet. Idempotent: an existing record stays as it is.
-    /// Returns the record as it stands: the sequence published up to, and whether all is.
-    async fn track(&self, consumer: &str, id: &str, key: &str) -> Result<(u64, bool), StoreError>;
+    /// messages, keyed by `key`): nothing yet, published by `owner` (one process), which holds
+    /// it until `until` unless it renews. Idempotent: an existing record stays as it is, and
+    /// is taken over by `owner` only if nobody holds it. Returns the record as it stands.
+    async fn track(
+        &self,
+        consumer: &str,
+        id: &str,
+        key: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Publication, StoreError>;
+
+    /// Takes every unfinished record of `consumer` that nobody holds (or whose holder let it
+    /// lapse) for `owner` until `until`, and renews those `owner` holds; returns all that
+    /// `owner` now holds.
+    async fn claim_publications(
+        &self,
+        consumer: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Tracked>, StoreError>;
 
     /// Everything of execution `id` up to `sequence` is published by `consumer`; with `done`,
     /// all of it.
@@ -170,9 +199,6 @@ pub trait Store: Send + Sync + 'static {
         sequence: u64,
         done: bool,
     ) -> Result<(), StoreError>;
-
-    /// The executions `consumer` has not published all of, with where it stands.
-    async fn tracked(&self, consumer: &str) -> Result<Vec<Tracked>, StoreError>;
 
     /// Deletes terminal executions (and their events) finished before `older_than`, and the
     /// oldest terminal ones beyond the newest `keep`; returns how many went.

@@ -269,7 +269,7 @@ mod tests {
             .fetch_all(sqlite(&store))
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
     }
 
     #[tokio::test]

@@ -9,7 +9,9 @@ use super::schema::{begin_write, state_list};
 use super::{Backend, SqlStore};
 use crate::domain::{Event, ExecutionView, ListFilter};
 use crate::store::paging::{page_size, Cursor};
-use crate::store::{Coordination, FenceToken, NewExecution, Store, StoreError, Tracked};
+use crate::store::{
+    Coordination, FenceToken, NewExecution, Publication, Store, StoreError, Tracked,
+};
 
 /// Executions deleted per `DELETE FROM events … IN (…)` statement when pruning: well under
 /// SQLite's bound-parameter limit (32766).
@@ -349,26 +351,56 @@ impl Store for SqlStore {
         })
     }
 
-    async fn track(&self, consumer: &str, id: &str, key: &str) -> Result<(u64, bool), StoreError> {
-        let (sequence, done): (i64, bool) = on_pool!(self, pool => {
+    async fn track(
+        &self,
+        consumer: &str,
+        id: &str,
+        key: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Publication, StoreError> {
+        let now = micros(Utc::now());
+        let (sequence, done, holder): (i64, bool, String) = on_pool!(self, pool => {
+            let mut tx = pool.begin_with(begin_write(pool)).await?;
             sqlx::query(
-                "INSERT INTO published (consumer, execution_id, key, sequence, done) \
-                 VALUES ($1, $2, $3, 0, FALSE) ON CONFLICT DO NOTHING",
+                "INSERT INTO published (consumer, execution_id, key, sequence, done, owner, until) \
+                 VALUES ($1, $2, $3, 0, FALSE, $4, $5) ON CONFLICT DO NOTHING",
             )
             .bind(consumer)
             .bind(id)
             .bind(key)
-            .execute(pool)
+            .bind(owner)
+            .bind(micros(until))
+            .execute(&mut *tx)
             .await?;
-            sqlx::query_as(
-                "SELECT sequence, done FROM published WHERE consumer = $1 AND execution_id = $2",
+            // Taken over only when nobody holds it.
+            sqlx::query(
+                "UPDATE published SET owner = $3, until = $4 WHERE consumer = $1 \
+                 AND execution_id = $2 AND NOT done AND (owner = $3 OR until IS NULL OR until < $5)",
             )
             .bind(consumer)
             .bind(id)
-            .fetch_one(pool)
-            .await?
+            .bind(owner)
+            .bind(micros(until))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query_as(
+                "SELECT sequence, done, owner FROM published \
+                 WHERE consumer = $1 AND execution_id = $2",
+            )
+            .bind(consumer)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            row
         });
-        Ok((u64::try_from(sequence).unwrap_or(0), done))
+        Ok(Publication {
+            sequence: u64::try_from(sequence).unwrap_or(0),
+            done,
+            mine: holder == owner,
+        })
     }
 
     async fn advance(
@@ -393,15 +425,35 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn tracked(&self, consumer: &str) -> Result<Vec<Tracked>, StoreError> {
+    async fn claim_publications(
+        &self,
+        consumer: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Tracked>, StoreError> {
+        let now = micros(Utc::now());
         let rows: Vec<(String, String, i64)> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT execution_id, key, sequence FROM published \
-                 WHERE consumer = $1 AND NOT done ORDER BY execution_id",
+            let mut tx = pool.begin_with(begin_write(pool)).await?;
+            sqlx::query(
+                "UPDATE published SET owner = $2, until = $3 WHERE consumer = $1 AND NOT done \
+                 AND (owner = $2 OR until IS NULL OR until < $4)",
             )
             .bind(consumer)
-            .fetch_all(pool)
-            .await?
+            .bind(owner)
+            .bind(micros(until))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let rows = sqlx::query_as(
+                "SELECT execution_id, key, sequence FROM published \
+                 WHERE consumer = $1 AND owner = $2 AND NOT done ORDER BY execution_id",
+            )
+            .bind(consumer)
+            .bind(owner)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            rows
         });
         Ok(rows
             .into_iter()

@@ -199,6 +199,14 @@ pub(super) fn migrations<DB: Dialect>() -> Vec<Vec<String>> {
             "CREATE INDEX IF NOT EXISTS published_pending ON published (consumer) WHERE NOT done"
                 .to_string(),
         ],
+        // 5: which process publishes each record, until when (several replicas share them).
+        vec![
+            format!(
+                "ALTER TABLE published {} owner TEXT NOT NULL DEFAULT ''",
+                DB::ADD_COLUMN
+            ),
+            format!("ALTER TABLE published {} until {ts}", DB::ADD_COLUMN),
+        ],
     ]
 }
 
