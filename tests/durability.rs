@@ -563,10 +563,13 @@ impl store::Store for FlakyStore {
         &self,
         consumer: &str,
         id: &str,
+        owner: &str,
         sequence: u64,
         done: bool,
-    ) -> Result<(), store::StoreError> {
-        self.inner.advance(consumer, id, sequence, done).await
+    ) -> Result<bool, store::StoreError> {
+        self.inner
+            .advance(consumer, id, owner, sequence, done)
+            .await
     }
     async fn claim_publications(
         &self,

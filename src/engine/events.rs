@@ -105,6 +105,11 @@ impl EventLog {
         self.abandoned.cancel();
     }
 
+    /// Whether another replica took the execution over (see [`EventLog::abandon`]).
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned.is_cancelled()
+    }
+
     /// Whether some of these events did not reach the store.
     pub fn is_unstored(&self) -> bool {
         self.unstored.load(std::sync::atomic::Ordering::SeqCst)

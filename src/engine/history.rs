@@ -62,6 +62,16 @@ impl Engine {
         }
     }
 
+    /// Drops an execution from memory: reads of it go to the store.
+    pub(super) fn forget(&self, id: &str) {
+        let mut history = self
+            .inner
+            .history
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        history.by_id.remove(id);
+    }
+
     /// Keeps the execution in memory and indexes its request_id.
     pub(super) fn remember(&self, mut execution: Execution, fingerprint: &str) -> Arc<Execution> {
         let mut history = self
@@ -123,6 +133,8 @@ impl Engine {
         }
     }
 
+    /// The execution in memory, unless this replica left it to another (then the store
+    /// answers for it).
     pub(super) fn find(&self, id: &str) -> Option<Arc<Execution>> {
         self.inner
             .history
@@ -130,6 +142,7 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .by_id
             .get(id)
+            .filter(|e| !e.log.is_abandoned())
             .cloned()
     }
 
@@ -213,6 +226,10 @@ impl Engine {
             .subscribe(execution.log.last_sequence().saturating_sub(1));
         futures::pin_mut!(events);
         while events.next().await.is_some() {}
+        if execution.log.is_abandoned() {
+            // Left to another replica: it ends there.
+            return self.wait_shared(id).await;
+        }
         Ok(execution.view())
     }
 

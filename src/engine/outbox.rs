@@ -36,7 +36,9 @@ impl Engine {
         }
     }
 
-    /// `consumer` published execution `id`'s events up to `sequence` (`done`: all of them).
+    /// `consumer` published execution `id`'s events up to `sequence` (`done`: all of them);
+    /// recorded while `owner` holds the record. Returns whether it still does (else another
+    /// process publishes it now, and this one must stop).
     ///
     /// # Errors
     /// When the store fails.
@@ -44,12 +46,13 @@ impl Engine {
         &self,
         consumer: &str,
         id: &str,
+        owner: &str,
         sequence: u64,
         done: bool,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         match &self.inner.config.store {
-            Some(store) => Ok(store.advance(consumer, id, sequence, done).await?),
-            None => Ok(()),
+            Some(store) => Ok(store.advance(consumer, id, owner, sequence, done).await?),
+            None => Ok(true),
         }
     }
 

@@ -15,6 +15,10 @@ use crate::{
 
 /// Writes batched per round trip at most.
 const BATCH: usize = 256;
+/// Attempts at writing one round before its writes are given up.
+const ROUND_ATTEMPTS: u32 = 5;
+/// First wait before a round is tried again; doubled each time.
+const ROUND_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 enum Write {
     Insert(Box<NewExecution>, oneshot::Sender<Result<(), StoreError>>),
@@ -86,19 +90,37 @@ impl Persister {
                     .map(|b| (b.id.clone(), b.events.clone()))
                     .collect();
                 let tokens: Vec<FenceToken> = fences.iter().map(|f| f.token()).collect();
-                let (outcomes, fenced) = store
-                    .write_fenced(&inserts, &grouped, &snapshots, &tokens)
-                    .await
-                    .unwrap_or_else(|e| {
-                        // Publishing anyway keeps streams alive; the gap is in the log for
-                        // operators, and the executions stay in memory (their stored copy is
-                        // behind). New executions are refused: nobody was told of them.
-                        tracing::error!(error = %e, "persisting executions");
-                        for batch in &events {
-                            batch.log.mark_unstored();
+                // A round is one transaction: tried again as a whole when the database fails
+                // (a dropped connection, a deadlock victim), so a hiccup leaves no gap.
+                let mut attempt = 0;
+                let written = loop {
+                    match store
+                        .write_fenced(&inserts, &grouped, &snapshots, &tokens)
+                        .await
+                    {
+                        Err(e) if attempt + 1 < ROUND_ATTEMPTS => {
+                            attempt += 1;
+                            tracing::warn!(error = %e, attempt, "persisting executions; retrying");
+                            tokio::time::sleep(ROUND_RETRY * 2u32.pow(attempt)).await;
                         }
-                        (vec![Err(e); inserts.len()], Vec::new())
-                    });
+                        other => break other,
+                    }
+                };
+                let (outcomes, fenced) = written.unwrap_or_else(|e| {
+                    // Publishing anyway keeps streams alive; the gap is in the log for
+                    // operators, and the executions stay in memory (their stored copy is
+                    // behind). New executions are refused: nobody was told of them. An
+                    // execution run under a lease is left instead (below): the store does not
+                    // know what it did, so it must not go on.
+                    tracing::error!(error = %e, "persisting executions");
+                    for batch in &events {
+                        batch.log.mark_unstored();
+                    }
+                    for fence in &fences {
+                        fence.mark_unwritten();
+                    }
+                    (vec![Err(e); inserts.len()], Vec::new())
+                });
                 // Another replica took these over: nothing of theirs was written, nothing is
                 // published, and the run here stops.
                 for fence in fences.iter().filter(|f| fenced.contains(&f.execution_id)) {
@@ -108,7 +130,10 @@ impl Persister {
                     let _ = done.send(outcome);
                 }
                 for batch in &events {
-                    if fenced.contains(&batch.id) {
+                    let left = fences
+                        .iter()
+                        .any(|f| f.execution_id == batch.id && f.must_leave());
+                    if fenced.contains(&batch.id) || left {
                         batch.log.abandon();
                     } else if let Some(last) = batch.events.last() {
                         batch.log.publish(last.sequence);
@@ -133,9 +158,10 @@ impl Persister {
         }
     }
 
-    /// Whether this execution's lease was lost to another replica (its writes are refused).
-    pub(super) fn lost_lease(&self) -> bool {
-        self.fence.as_ref().is_some_and(|f| f.is_lost())
+    /// Whether this replica must leave the execution: its lease was lost to another replica
+    /// (its writes are refused), or its writes could not be stored.
+    pub(super) fn must_leave(&self) -> bool {
+        self.fence.as_ref().is_some_and(|f| f.must_leave())
     }
 
     /// Whether events must wait for the store before they are published.

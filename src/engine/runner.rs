@@ -153,8 +153,9 @@ impl Engine {
         // tells a stored QUEUED execution's caller that nothing was changed and to resubmit,
         // which must never be said of one whose write already landed.
         self.inner.persister.flush().await;
-        if execution.persister.lost_lease() {
-            // Another replica took it over before it started: nothing was done here.
+        if execution.persister.must_leave() {
+            // Another replica took it over before it started, or RUNNING could not be stored:
+            // nothing was done here, and the lease, no longer renewed, hands it back.
             return;
         }
         let ctx = Engine::context(&v, reporter_for(&execution, ExecutionState::Running));

@@ -21,6 +21,10 @@ use crate::engine::{Engine, EngineError};
 
 /// Wait before trying again a message the engine could not take.
 const RETRY: Duration = Duration::from_secs(1);
+/// Attempts at a message that keeps failing for a reason that is not the engine's capacity
+/// (an internal error, a cluster that does not answer its plan) before it is refused: the
+/// partition must not stall on it for ever. A full queue is waited out however long it lasts.
+const FAILURE_ATTEMPTS: u32 = 30;
 
 /// How often librdkafka reports its statistics (the lag gauge's source).
 const STATISTICS_INTERVAL_MS: &str = "5000";
@@ -100,8 +104,10 @@ impl Consumer {
                 }
             };
             crate::telemetry::metrics().kafka_consumed.inc();
+            let mut attempts = 0;
             loop {
-                match self.handle(&message).await {
+                attempts += 1;
+                match self.handle(&message, attempts >= FAILURE_ATTEMPTS).await {
                     Handled::Done => break,
                     Handled::Retry(why) => {
                         if self.engine.is_closing() {
@@ -128,7 +134,9 @@ impl Consumer {
         }
     }
 
-    async fn handle(&self, m: &BorrowedMessage<'_>) -> Handled {
+    /// Admits or refuses `m`; with `last_chance`, a failure that is not about capacity
+    /// refuses it rather than asking for another attempt.
+    async fn handle(&self, m: &BorrowedMessage<'_>, last_chance: bool) -> Handled {
         let origin = message::Origin {
             topic: m.topic(),
             partition: m.partition(),
@@ -166,7 +174,7 @@ impl Consumer {
                         self.publisher.send(&action_id, &status).await;
                         Handled::Done
                     }
-                    Err(e) if retryable(&e) => Handled::Retry(e.to_string()),
+                    Err(e) if retryable(&e, last_chance) => Handled::Retry(e.to_string()),
                     Err(error) => {
                         self.refuse(message::Refused { action_id, error }, m.payload())
                             .await
@@ -193,7 +201,7 @@ impl Consumer {
                     }
                     Handled::Done
                 }
-                Err(e) if retryable(&e) => Handled::Retry(e.to_string()),
+                Err(e) if retryable(&e, last_chance) => Handled::Retry(e.to_string()),
                 Err(error) => {
                     self.refuse(message::Refused { action_id, error }, m.payload())
                         .await
@@ -221,16 +229,16 @@ impl Consumer {
     }
 }
 
-/// Whether the engine may take the request later: it is not the request's fault.
-fn retryable(e: &EngineError) -> bool {
-    matches!(
-        e,
+/// Whether to try the request again later: the engine is full (always), or it failed for a
+/// reason that is not the request's (until `last_chance`).
+fn retryable(e: &EngineError, last_chance: bool) -> bool {
+    match e {
         EngineError::QueueFull { .. }
-            | EngineError::Exhausted { .. }
-            | EngineError::Unavailable(_)
-            | EngineError::ShuttingDown
-            | EngineError::Internal(_)
-    )
+        | EngineError::Exhausted { .. }
+        | EngineError::ShuttingDown => true,
+        EngineError::Unavailable(_) | EngineError::Internal(_) => !last_chance,
+        _ => false,
+    }
 }
 
 /// The message's W3C trace headers, for the span to continue its trace.

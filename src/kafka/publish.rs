@@ -142,10 +142,17 @@ impl Publisher {
             let view = self.view(id).await?;
             let status = message::status(key, &view, &event);
             self.send(key, &status).await;
-            self.engine
-                .published(&self.consumer, id, event.sequence, terminal)
-                .await?;
             crate::telemetry::metrics().kafka_published.inc();
+            let held = self
+                .engine
+                .published(&self.consumer, id, &self.owner, event.sequence, terminal)
+                .await?;
+            if !held {
+                // Another process took the record over (this one was too slow to renew it):
+                // it goes on from the cursor.
+                tracing::warn!(execution_id = %id, "Kafka status record taken over; stopping here");
+                return Ok(());
+            }
         }
         Ok(())
     }

@@ -72,6 +72,8 @@ pub struct Current {
     pub lease_expired: bool,
     /// Its last stored event.
     pub last_event: Option<Event>,
+    /// A cancellation asked of its owner, not yet carried out.
+    pub cancel_reason: Option<String>,
 }
 
 /// A change decided on a [`Current`].

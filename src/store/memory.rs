@@ -259,18 +259,22 @@ impl Store for MemoryStore {
         &self,
         consumer: &str,
         id: &str,
+        owner: &str,
         sequence: u64,
         done: bool,
-    ) -> Result<(), StoreError> {
-        if let Some(record) = self
+    ) -> Result<bool, StoreError> {
+        match self
             .lock()
             .published
             .get_mut(&(consumer.to_string(), id.to_string()))
         {
-            record.sequence = record.sequence.max(sequence);
-            record.done |= done;
+            Some(record) if record.owner == owner => {
+                record.sequence = record.sequence.max(sequence);
+                record.done |= done;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     async fn claim_publications(

@@ -191,14 +191,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Tracked>, StoreError>;
 
     /// Everything of execution `id` up to `sequence` is published by `consumer`; with `done`,
-    /// all of it.
+    /// all of it. Recorded only while `owner` holds the record: returns whether it does.
     async fn advance(
         &self,
         consumer: &str,
         id: &str,
+        owner: &str,
         sequence: u64,
         done: bool,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Deletes terminal executions (and their events) finished before `older_than`, and the
     /// oldest terminal ones beyond the newest `keep`; returns how many went.

@@ -58,10 +58,8 @@ impl Engine {
                     }
                 };
                 let read_nothing = events.is_empty();
-                for event in events {
-                    if event.sequence != last + 1 {
-                        break;
-                    }
+                let mut rest = events.into_iter().peekable();
+                while let Some(event) = rest.next_if(|e| e.sequence == last + 1) {
                     last = event.sequence;
                     let terminal = event.state.is_terminal();
                     yield Arc::new(event);
@@ -69,10 +67,27 @@ impl Engine {
                         return;
                     }
                 }
-                // Asked for what comes after the end (or for an execution that is gone).
-                if read_nothing && failures == 0 {
+                let gap = rest.peek().is_some();
+                if (read_nothing || gap) && failures == 0 {
                     match store.get(&id).await {
-                        Ok(Some(view)) if view.state.is_terminal() && view.last_sequence <= last => return,
+                        // Ended: what is stored is all there will be. Past a gap (events a
+                        // failed write lost), the rest is still told, in order, to the end.
+                        Ok(Some(view)) if view.state.is_terminal() => {
+                            for event in rest {
+                                let terminal = event.state.is_terminal();
+                                yield Arc::new(event);
+                                if terminal {
+                                    return;
+                                }
+                            }
+                            if read_nothing && view.last_sequence <= last {
+                                return;
+                            }
+                            if gap {
+                                return;
+                            }
+                        }
+                        // Gone (pruned), or never there.
                         Ok(None) => return,
                         _ => {}
                     }

@@ -88,6 +88,8 @@ pub struct Fence {
     deadline_ms: AtomicU64,
     epoch: Instant,
     lost: AtomicBool,
+    /// Some of its writes could not be stored (the database failed, even when retried).
+    unwritten: AtomicBool,
     /// The execution's cancellation: losing the lease stops the run.
     cancel: CancellationToken,
 }
@@ -108,6 +110,7 @@ impl Fence {
             deadline_ms: AtomicU64::new(0),
             epoch: taken,
             lost: AtomicBool::new(false),
+            unwritten: AtomicBool::new(false),
             cancel,
         };
         fence.extend(taken, lease);
@@ -131,6 +134,17 @@ impl Fence {
 
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Some of the execution's writes were not stored.
+    pub fn mark_unwritten(&self) {
+        self.unwritten.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this replica must leave the execution: its lease is lost, or the store does not
+    /// have what it did.
+    pub fn must_leave(&self) -> bool {
+        self.is_lost() || self.unwritten.load(Ordering::SeqCst)
     }
 
     /// Another replica took the execution over: stop it here.

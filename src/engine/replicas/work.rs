@@ -59,6 +59,9 @@ impl Engine {
                     Err(_) => return,
                 },
             };
+            // Before the claim: the database's lease runs from its transaction's start, so the
+            // local count of it must not start later.
+            let asked = Instant::now();
             match coordination
                 .claim(
                     &replicas.owner,
@@ -69,7 +72,7 @@ impl Engine {
             {
                 Ok(Some(claimed)) => {
                     crate::telemetry::metrics().claims.inc();
-                    self.start_claimed(claimed, worker);
+                    self.start_claimed(claimed, worker, asked);
                     continue;
                 }
                 Ok(None) => drop(worker),
@@ -99,7 +102,7 @@ impl Engine {
     }
 
     /// Runs an execution this replica just claimed, on `worker`, under its lease.
-    fn start_claimed(&self, claimed: Claimed, worker: OwnedSemaphorePermit) {
+    fn start_claimed(&self, claimed: Claimed, worker: OwnedSemaphorePermit, asked: Instant) {
         let Some(replicas) = self.replicas() else {
             return;
         };
@@ -115,11 +118,12 @@ impl Engine {
             replicas.owner.clone(),
             fence,
             replicas.lease,
-            Instant::now(),
+            asked,
             cancel.clone(),
         ));
         replicas.held().insert(view.id.clone(), fence.clone());
         let validated = self.revalidate(&view, &fence);
+        let held = fence.clone();
         let execution = Execution::resume(
             view,
             events,
@@ -160,9 +164,21 @@ impl Engine {
                     }
                 }
                 if let Some(replicas) = engine.replicas() {
-                    replicas.held().remove(&execution.id);
+                    let mut map = replicas.held();
+                    // Only this run's lease: the same execution may be claimed again here.
+                    if map
+                        .get(&execution.id)
+                        .is_some_and(|f| Arc::ptr_eq(f, &held))
+                    {
+                        map.remove(&execution.id);
+                    }
                 }
-                engine.retire(execution).await;
+                if held.must_leave() {
+                    // What memory says of it is not what happened: the store answers for it.
+                    engine.forget(&execution.id);
+                } else {
+                    engine.retire(execution).await;
+                }
             }
             .instrument(span),
         );
@@ -214,6 +230,22 @@ impl Engine {
         };
         let mut notices = coordination.notices();
         let every = replicas.lease / 3;
+        // Takeovers in a task of their own: one that waits on a row lock must never hold up
+        // the renewals of this replica's own leases.
+        {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let Some(replicas) = engine.replicas() else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = replicas.stopped.cancelled() => return,
+                        _ = tokio::time::sleep(every) => engine.take_over_due().await,
+                    }
+                }
+            });
+        }
         let mut next = tokio::time::Instant::now() + every;
         loop {
             tokio::select! {
@@ -221,7 +253,6 @@ impl Engine {
                 _ = tokio::time::sleep_until(next) => {
                     next = tokio::time::Instant::now() + every;
                     self.renew_leases().await;
-                    self.take_over_due().await;
                 }
                 // A cancellation asked of an execution held here: renewing reads it now.
                 notice = notices.recv() => match notice {
@@ -336,8 +367,17 @@ fn due_change(current: &Current, approval_timeout: Duration) -> Option<Change> {
     let view = &current.view;
     if let (Some(owner), true) = (&current.owner, current.lease_expired) {
         return match view.state {
-            // Claimed, never started (RUNNING is stored before the action runs).
-            ExecutionState::Queued => Some(Change::Requeue),
+            // Claimed, never started (RUNNING is stored before the action runs): back to the
+            // queue, unless a cancellation was asked of it meanwhile.
+            ExecutionState::Queued => Some(match &current.cancel_reason {
+                Some(reason) => Change::Event {
+                    state: ExecutionState::Cancelled,
+                    message: reason.clone(),
+                    details: serde_json::Value::Null,
+                    approval: None,
+                },
+                None => Change::Requeue,
+            }),
             state if state.is_terminal() => None,
             state => {
                 let last = current.last_event.as_ref();

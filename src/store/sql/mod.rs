@@ -132,8 +132,15 @@ impl SqlStore {
     /// # Errors
     /// [`StoreError::Backend`] when the URL is malformed or the server unreachable.
     pub async fn open_postgres(url: &str) -> Result<SqlStore, StoreError> {
+        // A replica cut off in the middle of a transaction must not hold its row locks for
+        // hours (until TCP notices): the server ends such sessions, and no statement waits on
+        // a lock for long (the round or claim is tried again instead).
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Backend(format!("postgres URL: {e}")))?;
+            .map_err(|e| StoreError::Backend(format!("postgres URL: {e}")))?
+            .options([
+                ("lock_timeout", "5s"),
+                ("idle_in_transaction_session_timeout", "30s"),
+            ]);
         let pool = PgPoolOptions::new()
             .max_connections(POSTGRES_MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)

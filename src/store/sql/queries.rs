@@ -75,6 +75,10 @@ impl SqlStore {
             let mut tx = pool.begin_with(begin_write(pool)).await?;
             // First, under the row lock (held to commit): a takeover cannot slip in between
             // this check and the writes.
+            // In id order: two transactions locking several of these rows never wait on
+            // each other in a cycle (lease renewals lock them in the same order).
+            let mut fences: Vec<&FenceToken> = fences.iter().collect();
+            fences.sort_by(|a, b| a.execution_id.cmp(&b.execution_id));
             for token in fences {
                 let current: Option<i64> = sqlx::query_scalar(
                     "SELECT fence FROM executions WHERE id = $1 AND owner = $2 FOR UPDATE",
@@ -170,7 +174,12 @@ impl SqlStore {
                 .rows_affected();
             }
             if coordinated {
-                super::shared::RoundEnd::end_round(&mut tx, &rows, &views).await?;
+                let written: Vec<&ExecutionView> = views
+                    .iter()
+                    .map(|(view, _)| *view)
+                    .filter(|view| !fenced.contains(&view.id))
+                    .collect();
+                super::shared::RoundEnd::end_round(&mut tx, &rows, &written).await?;
             }
             tx.commit().await?;
         });
@@ -407,22 +416,25 @@ impl Store for SqlStore {
         &self,
         consumer: &str,
         id: &str,
+        owner: &str,
         sequence: u64,
         done: bool,
-    ) -> Result<(), StoreError> {
-        on_pool!(self, pool => {
+    ) -> Result<bool, StoreError> {
+        let updated = on_pool!(self, pool => {
             sqlx::query(
-                "UPDATE published SET sequence = $3, done = $4 \
-                 WHERE consumer = $1 AND execution_id = $2 AND sequence <= $3",
+                "UPDATE published SET sequence = $4, done = $5 \
+                 WHERE consumer = $1 AND execution_id = $2 AND owner = $3 AND sequence <= $4",
             )
             .bind(consumer)
             .bind(id)
+            .bind(owner)
             .bind(seq(sequence))
             .bind(done)
             .execute(pool)
-            .await?;
+            .await?
+            .rows_affected()
         });
-        Ok(())
+        Ok(updated == 1)
     }
 
     async fn claim_publications(

@@ -237,9 +237,12 @@ impl Coordination for SqlStore {
              WHERE e.state = 'QUEUED' AND e.owner IS NULL AND NOT EXISTS ( \
                SELECT 1 FROM object_locks l \
                WHERE l.key = ANY(string_to_array(e.run_keys, E'\\n'))) \
+             AND ($2 = 0 OR (SELECT count(*) FROM executions x \
+               WHERE x.namespace = e.namespace AND x.owner IS NOT NULL) < $2) \
              ORDER BY e.priority DESC, e.created_at, e.id LIMIT $1 FOR UPDATE OF e SKIP LOCKED",
         )
         .bind(CLAIM_CANDIDATES)
+        .bind(i64::try_from(namespace_limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await?;
         if candidates.is_empty() {
@@ -339,10 +342,15 @@ impl Coordination for SqlStore {
         }
         let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
         let fences: Vec<i64> = held.iter().map(|(_, f)| *f).collect();
+        // Locked in id order, as a write round locks them: never a cycle between the two.
         let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-            "UPDATE executions e SET lease_until = now() + $3 * INTERVAL '1 millisecond' \
-             FROM unnest($1::text[], $2::bigint[]) AS h(id, fence) \
-             WHERE e.id = h.id AND e.fence = h.fence AND e.owner = $4 \
+            "WITH held AS ( \
+               SELECT e.id FROM executions e \
+               JOIN unnest($1::text[], $2::bigint[]) AS h(id, fence) \
+                 ON e.id = h.id AND e.fence = h.fence \
+               WHERE e.owner = $4 ORDER BY e.id FOR UPDATE OF e) \
+             UPDATE executions e SET lease_until = now() + $3 * INTERVAL '1 millisecond' \
+             FROM held WHERE e.id = held.id \
              RETURNING e.id, e.cancel_reason",
         )
         .bind(&ids)
@@ -375,7 +383,7 @@ impl Coordination for SqlStore {
     ) -> Result<Option<ExecutionView>, StoreError> {
         let mut tx = self.begin().await?;
         let Some(row) = sqlx::query(
-            "SELECT body, owner, fence, COALESCE(lease_until < now(), FALSE) \
+            "SELECT body, owner, fence, COALESCE(lease_until < now(), FALSE), cancel_reason \
              FROM executions WHERE id = $1 FOR UPDATE",
         )
         .bind(id)
@@ -405,6 +413,7 @@ impl Coordination for SqlStore {
             fence: row.try_get(2)?,
             lease_expired: row.try_get(3)?,
             last_event,
+            cancel_reason: row.try_get(4)?,
         };
         let Some(change) = decide(&current) else {
             return Ok(Some(current.view));
@@ -503,12 +512,13 @@ impl Coordination for SqlStore {
 
 /// What a round of the engine's writes does last, with coordination: releases the claims of
 /// each execution whose snapshot is terminal (in the same transaction as its terminal event)
-/// and announces the executions with new events. Nothing on SQLite, which has one replica.
+/// and announces the executions with new events. The caller passes only what it wrote: a
+/// fenced execution's snapshot must not release what its new owner holds. Nothing on SQLite, which has one replica.
 pub(super) trait RoundEnd {
     async fn end_round(
         &mut self,
         events: &[(&str, i64, String)],
-        snapshots: &[(&ExecutionView, String)],
+        snapshots: &[&ExecutionView],
     ) -> Result<(), StoreError>;
 }
 
@@ -516,7 +526,7 @@ impl RoundEnd for Transaction<'_, sqlx::Sqlite> {
     async fn end_round(
         &mut self,
         _: &[(&str, i64, String)],
-        _: &[(&ExecutionView, String)],
+        _: &[&ExecutionView],
     ) -> Result<(), StoreError> {
         Ok(())
     }
@@ -526,9 +536,9 @@ impl RoundEnd for Transaction<'_, Postgres> {
     async fn end_round(
         &mut self,
         events: &[(&str, i64, String)],
-        snapshots: &[(&ExecutionView, String)],
+        snapshots: &[&ExecutionView],
     ) -> Result<(), StoreError> {
-        for (view, _) in snapshots {
+        for view in snapshots {
             if view.state.is_terminal() {
                 end(self, &view.id, view.started_at.is_some()).await?;
             }
