@@ -879,3 +879,93 @@ async fn postgres_over_tls_verifies_the_server_against_the_ca_file_and_refuses_a
         "{err}"
     );
 }
+
+/// The coordination of replicas at the store's level (PostgreSQL): a replica whose lease was
+/// taken over cannot, by a late terminal write, release what the new owner holds.
+#[tokio::test]
+async fn a_fenced_terminal_write_neither_lands_nor_releases_the_new_owners_claims() {
+    use executor_service::store::{Change, Claimed, Enqueued, FenceToken, NewExecution, RunSpec};
+    let database = common::fresh_postgres_database().await;
+    let store = store::open(&database).await.unwrap();
+    let coordination = store
+        .coordination()
+        .expect("PostgreSQL coordinates replicas");
+    let view = mk_view("x", Utc::now(), ExecutionState::Queued);
+    let key = "sim|default/deployment/web".to_string();
+    let spec = RunSpec {
+        keys: vec![key.clone()],
+        cooldown: Duration::from_secs(60),
+        rollback_on_failure: true,
+        priority: 0,
+    };
+    let new = NewExecution {
+        view: view.clone(),
+        fingerprint: "f".into(),
+        events: mk_events(1..=1),
+    };
+    assert!(matches!(
+        coordination.enqueue(&new, &spec, 10).await.unwrap(),
+        Enqueued::Stored
+    ));
+    let lease = Duration::from_secs(60);
+    let Claimed { fence: first, .. } = coordination
+        .claim("replica-a", lease, 0)
+        .await
+        .unwrap()
+        .expect("A claims it");
+    // A is presumed gone: the execution goes back to the queue, and B claims it.
+    coordination
+        .transition("x", &|_| Some(Change::Requeue))
+        .await
+        .unwrap();
+    let Claimed { fence: second, .. } = coordination
+        .claim("replica-b", lease, 0)
+        .await
+        .unwrap()
+        .expect("B claims it");
+    assert!(second > first);
+    // A's late write: its FAILED end, under its old token.
+    let mut ended = view.clone();
+    ended.state = ExecutionState::Failed;
+    ended.finished_at = Some(Utc::now());
+    ended.started_at = Some(Utc::now());
+    let (_, fenced) = store
+        .write_fenced(
+            &[],
+            &[("x".to_string(), vec![mk_event(2, "late")])],
+            &[ended],
+            &[FenceToken {
+                execution_id: "x".into(),
+                owner: "replica-a".into(),
+                fence: first,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fenced, ["x"]);
+    // Nothing of it landed, and B still holds the object and the execution.
+    assert_eq!(
+        store.get("x").await.unwrap().unwrap().state,
+        ExecutionState::Queued
+    );
+    assert_eq!(store.events("x", 0).await.unwrap().len(), 1);
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let (owner, held): (Option<String>, i64) = sqlx::query_as(
+        "SELECT owner, (SELECT count(*) FROM object_locks WHERE execution_id = 'x') \
+         FROM executions WHERE id = 'x'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((owner.as_deref(), held), (Some("replica-b"), 1));
+    let cooldown: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT until FROM cooldowns WHERE execution_id = 'x'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        cooldown, None,
+        "the cooldown started from a write that was refused"
+    );
+    pool.close().await;
+}
