@@ -650,3 +650,40 @@ async fn a_replica_cut_off_from_the_database_stops_writing_and_its_late_history_
         "the takeover's account was overwritten"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_reports_the_shared_store_and_turns_unready_when_it_cannot_be_reached() {
+    let database = fresh_postgres_database().await;
+    let options: sqlx::postgres::PgConnectOptions = database.parse().unwrap();
+    let host_port = format!("127.0.0.1:{}", options.get_port());
+    let partition = Partition::start(host_port.parse().unwrap()).await;
+    let url = database.replace(&host_port, &partition.addr.to_string());
+    let server = ServeProcess::start(&["--store", &url]);
+    let http = common::plain_http();
+    let health = || async {
+        let response = http
+            .get(format!("http://{}/health", server.http_addr))
+            .send()
+            .await
+            .expect("GET /health");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("a JSON body");
+        (status, body)
+    };
+    let (status, body) = health().await;
+    assert_eq!((status, &body["store_reachable"]), (200, &json!(true)), "{body}");
+    partition.cut();
+    let (status, body) = health().await;
+    assert_eq!((status, &body["store_reachable"]), (503, &json!(false)), "{body}");
+    partition.heal();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = health().await;
+        if status == 200 {
+            assert_eq!(body["store_reachable"], true);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still unready after the heal: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
