@@ -671,10 +671,18 @@ async fn health_reports_the_shared_store_and_turns_unready_when_it_cannot_be_rea
         (status, body)
     };
     let (status, body) = health().await;
-    assert_eq!((status, &body["store_reachable"]), (200, &json!(true)), "{body}");
+    assert_eq!(
+        (status, &body["store_reachable"]),
+        (200, &json!(true)),
+        "{body}"
+    );
     partition.cut();
     let (status, body) = health().await;
-    assert_eq!((status, &body["store_reachable"]), (503, &json!(false)), "{body}");
+    assert_eq!(
+        (status, &body["store_reachable"]),
+        (503, &json!(false)),
+        "{body}"
+    );
     partition.heal();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -683,7 +691,10 @@ async fn health_reports_the_shared_store_and_turns_unready_when_it_cannot_be_rea
             assert_eq!(body["store_reachable"], true);
             break;
         }
-        assert!(Instant::now() < deadline, "still unready after the heal: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "still unready after the heal: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
