@@ -136,6 +136,7 @@ pub fn execute_request(r: proto::ExecuteRequest) -> Result<ExecutionRequest, Eng
         timeout: timeout_from(r.timeout)?,
         alert: alert_from(r.alert),
         rollback_on_failure: r.rollback_on_failure,
+        priority: r.priority,
         ..Default::default()
     })
 }

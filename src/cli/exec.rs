@@ -32,6 +32,9 @@ pub struct ExecArgs {
     /// The caller's idempotency key, recorded on the execution.
     #[arg(long, default_value = "")]
     pub request_id: String,
+    /// Higher runs first among executions waiting for a worker (-1000 to 1000).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -56,6 +59,7 @@ pub async fn run(args: ExecArgs) -> Result<ExitCode, CliError> {
             // With --watch the stream shows the way to the end; --wait alone asks the server.
             wait: args.wait && !args.watch,
             rollback_on_failure: args.no_rollback.then_some(false),
+            priority: args.priority,
         })
         .await?
         .into_inner()

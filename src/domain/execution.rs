@@ -95,7 +95,12 @@ pub struct ExecutionRequest {
     pub trace_id: String,
     /// Restore the recorded pre-state when verification fails; `None` = yes.
     pub rollback_on_failure: Option<bool>,
+    /// Higher runs first among executions waiting for a worker (see [`MAX_PRIORITY`]).
+    pub priority: i32,
 }
+
+/// Priorities run from `-MAX_PRIORITY` to `MAX_PRIORITY`; 0 is the default.
+pub const MAX_PRIORITY: i32 = 1000;
 
 /// One recorded step of an execution.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

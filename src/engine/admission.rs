@@ -48,6 +48,8 @@ pub(super) struct Validated {
     /// The target's cluster by its one name (the default context's name for `""`), so every
     /// alias of an object gives the same lock and cooldown keys.
     pub cluster: String,
+    /// Its place among executions waiting for a worker.
+    pub priority: i32,
 }
 
 /// What an admitted execution holds until it starts running: its place in the queue (or,
@@ -131,6 +133,7 @@ impl Engine {
             timeout,
             client,
             cluster,
+            priority: request.priority,
         })
     }
 

@@ -98,6 +98,16 @@ pub(crate) fn check_request(request: &ExecutionRequest) -> Result<(), EngineErro
     for (field, value, max) in strings {
         at_most(field, value, max)?;
     }
+    if request.priority.abs() > crate::domain::MAX_PRIORITY {
+        return Err(EngineError::invalid(
+            "priority",
+            format!(
+                "must be between -{max} and {max}, got {}",
+                request.priority,
+                max = crate::domain::MAX_PRIORITY
+            ),
+        ));
+    }
     printable_ascii("request_id", &request.request_id)?;
     printable_ascii("trace_id", &request.trace_id)?;
     no_control_characters("requester", &request.requester)?;

@@ -42,7 +42,20 @@ pub fn execution_request(body: &Map<String, Value>) -> Result<ExecutionRequest, 
         None | Some(Value::Null) => None,
         Some(value) => Some(timeout_seconds(value)?),
     };
+    let priority = match body.get("priority") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|p| i32::try_from(p).is_ok()) => {
+            n.as_i64().and_then(|p| i32::try_from(p).ok()).unwrap_or(0)
+        }
+        Some(other) => {
+            return Err(EngineError::invalid(
+                "priority",
+                format!("must be an integer, got {}", json_type(other)),
+            ))
+        }
+    };
     Ok(ExecutionRequest {
+        priority,
         action: optional_string(body, "action")?.trim().to_string(),
         target,
         parameters,

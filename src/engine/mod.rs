@@ -35,6 +35,7 @@ mod replicas;
 mod runner;
 mod settings;
 pub mod target;
+mod workers;
 
 use std::{
     collections::HashMap,
@@ -86,7 +87,7 @@ struct Inner {
     dry_runs: Arc<Semaphore>,
     /// Execute and DryRun per identity.
     limits: RateLimits,
-    workers: Arc<Semaphore>,
+    workers: Arc<workers::Workers>,
     namespaces: Mutex<HashMap<String, Arc<Semaphore>>>,
     locks: TargetLocks,
     /// Serializes submits that share a request_id, so a retry storm creates one execution.
@@ -129,7 +130,7 @@ impl Engine {
                 approvals: Arc::new(Semaphore::new(config.approval_capacity)),
                 dry_runs: Arc::new(Semaphore::new(config.dry_run_limit)),
                 limits: RateLimits::new(config.rate_limit, config.rate_burst),
-                workers: Arc::new(Semaphore::new(config.workers)),
+                workers: workers::Workers::new(config.workers),
                 namespaces: Mutex::new(HashMap::new()),
                 rules: RwLock::new(Rules {
                     policy: config.policy.clone(),

@@ -30,7 +30,7 @@ pub(super) struct Job {
     pub keys: Vec<String>,
     /// For an execution claimed from the replicas' shared queue: the worker it runs on. Its
     /// objects and namespace place are held in the database, not here.
-    pub claimed: Option<OwnedSemaphorePermit>,
+    pub claimed: Option<super::workers::Worker>,
 }
 
 /// How the action part ended.
@@ -112,7 +112,7 @@ impl Engine {
         }
         let namespace_slots = self.namespace_slots(&v.target.namespace);
         let acquired = if let Some(worker) = claimed {
-            Some((Vec::new(), None, Ok(worker)))
+            Some((Vec::new(), None, worker))
         } else {
             tokio::select! {
             biased;
@@ -128,13 +128,13 @@ impl Engine {
                     Some(slots) => slots.acquire_owned().await.ok(),
                     None => None,
                 };
-                let worker = self.inner.workers.clone().acquire_owned().await;
+                let worker = self.inner.workers.acquire(v.priority).await;
                 (objects, namespace, worker)
             } => Some(guards),
             }
         };
         drop(slot);
-        let Some((_object_guards, _namespace_slot, Ok(_worker))) = acquired else {
+        let Some((_object_guards, _namespace_slot, _worker)) = acquired else {
             release_cooldown(self);
             self.finish_cancelled(&execution);
             return;

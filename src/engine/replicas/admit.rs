@@ -38,7 +38,7 @@ impl Engine {
             keys: Self::keys_of(v, plan),
             cooldown,
             rollback_on_failure: request.rollback_on_failure.unwrap_or(true),
-            priority: 0,
+            priority: i64::from(request.priority),
         };
         let (execution, _) = self.new_execution(id, request, v, requester, decision, plan);
         let view = execution.view();

@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::json;
-use tokio::sync::{broadcast, OwnedSemaphorePermit};
+use tokio::sync::broadcast;
 use tracing::Instrument;
 
 use super::{Fence, Replicas};
@@ -54,10 +54,7 @@ impl Engine {
             let worker = tokio::select! {
                 biased;
                 _ = replicas.stop_claiming.cancelled() => return,
-                permit = self.inner.workers.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
+                worker = self.inner.workers.acquire(0) => worker,
             };
             // Before the claim: the database's lease runs from its transaction's start, so the
             // local count of it must not start later.
@@ -102,7 +99,12 @@ impl Engine {
     }
 
     /// Runs an execution this replica just claimed, on `worker`, under its lease.
-    fn start_claimed(&self, claimed: Claimed, worker: OwnedSemaphorePermit, asked: Instant) {
+    fn start_claimed(
+        &self,
+        claimed: Claimed,
+        worker: crate::engine::workers::Worker,
+        asked: Instant,
+    ) {
         let Some(replicas) = self.replicas() else {
             return;
         };
@@ -122,7 +124,7 @@ impl Engine {
             cancel.clone(),
         ));
         replicas.held().insert(view.id.clone(), fence.clone());
-        let validated = self.revalidate(&view, &fence);
+        let validated = self.revalidate(&view, &fence, spec.priority);
         let held = fence.clone();
         let execution = Execution::resume(
             view,
@@ -191,6 +193,7 @@ impl Engine {
         &self,
         view: &ExecutionView,
         fence: &Arc<Fence>,
+        priority: i64,
     ) -> Result<Validated, EngineError> {
         let action =
             self.inner.registry.get(&view.action).ok_or_else(|| {
@@ -216,6 +219,7 @@ impl Engine {
             timeout: view.timeout,
             client,
             cluster,
+            priority: i32::try_from(priority).unwrap_or_default(),
         })
     }
 

@@ -239,7 +239,9 @@ impl Coordination for SqlStore {
                WHERE l.key = ANY(string_to_array(e.run_keys, E'\\n'))) \
              AND ($2 = 0 OR (SELECT count(*) FROM executions x \
                WHERE x.namespace = e.namespace AND x.owner IS NOT NULL) < $2) \
-             ORDER BY e.priority DESC, e.created_at, e.id LIMIT $1 FOR UPDATE OF e SKIP LOCKED",
+             ORDER BY CASE WHEN e.created_at < now() - INTERVAL '300 seconds' \
+               THEN 2147483647 ELSE e.priority END DESC, e.created_at, e.id \
+             LIMIT $1 FOR UPDATE OF e SKIP LOCKED",
         )
         .bind(CLAIM_CANDIDATES)
         .bind(i64::try_from(namespace_limit).unwrap_or(i64::MAX))
