@@ -132,3 +132,41 @@ fn a_generated_python_client_runs_the_same_round_trip() {
         "4"
     );
 }
+
+/// One port for both contracts: what is not gRPC on the gRPC port is the HTTP/JSON API, as
+/// the other platform's clients expect (`curl http://HOST:8084/health`), and gRPC there is
+/// untouched.
+#[test]
+fn the_grpc_port_also_answers_curl_for_health_and_the_json_api_and_grpcurl_still_works() {
+    let server = ServeProcess::start(&[]);
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = curl(&[&format!("http://{}/health", server.addr)]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"SERVING\""), "{body}");
+    let (code, body) = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{}/api/v1/execute", server.addr),
+        "-d",
+        r#"{"action":"scale_deployment","target":{"namespace":"production","name":"api"},"parameters":{"replicas":4},"wait":true}"#,
+    ]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"SUCCEEDED\""), "{body}");
+    assert_eq!(
+        kubectl_replicas(&server.kubeconfig, "production", "api"),
+        "4"
+    );
+    let listed = grpcurl(&server.addr, &["list"]);
+    assert!(listed.contains("executor.v1.ExecutorService"), "{listed}");
+    let health = grpcurl_with_data(&server.addr, "{}", "grpc.health.v1.Health/Check");
+    assert!(health.contains("SERVING"), "{health}");
+}

@@ -6,6 +6,7 @@ pub(crate) mod convert;
 mod grpc;
 pub mod http;
 mod limits;
+mod one_port;
 mod status;
 pub mod tls;
 mod watch;
@@ -95,7 +96,11 @@ pub async fn serve_with(
     if let Some(tls) = &security.tls {
         server = server.tls_config(tls.grpc_config())?;
     }
+    // The HTTP/JSON API on this port too, for what is not gRPC (as authenticated as on its
+    // own port).
+    let http_app = security.protect_http(http::router(engine.clone()));
     server
+        .layer(one_port::HttpBesideGrpc::new(http_app))
         // A span per RPC, continuing the caller's W3C `traceparent`.
         .trace_fn(|request| {
             crate::telemetry::request_span("grpc", request.uri().path(), request.headers())
