@@ -574,3 +574,84 @@ async fn a_high_risk_execution_waits_for_an_approval_and_a_rejection_ends_it() {
     .await;
     assert_eq!(status, 409);
 }
+
+/// The incident platform's documented call, as its users send it: a nested action object with a
+/// hyphenated name, the target in the alert's `namespace` and `resource`, a `priority`; their
+/// answer (200, `success`, an `action_id` that `/api/v1/status/{id}` reads back). On the HTTP
+/// port and on the gRPC port alike; camelCase parameter names are taken as aliases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_incident_platforms_documented_call_changes_the_cluster_and_reads_back() {
+    let server = ServeProcess::start(&[]);
+    let http = common::plain_http();
+    let kube = common::kube_client_from(&server.kubeconfig).await;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(kube.clone(), "production");
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(kube.clone(), "production");
+    let pod = pods
+        .list(&kube::api::ListParams::default().labels("app=worker"))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let calls = [
+        (
+            server.http_addr.clone(),
+            json!({"action": {"action": "scale-deployment", "parameters": {"replicas": 4}, "priority": 1},
+                   "alert": {"name": "HighCPUUsage", "severity": "critical",
+                             "namespace": "production", "resource": "deployment/web"}}),
+        ),
+        (
+            server.addr.clone(),
+            json!({"action": {"action": "restart-pod", "parameters": {"gracePeriodSeconds": 5}},
+                   "alert": {"name": "PodCrashLooping", "severity": "warning",
+                             "namespace": "production", "resource": format!("pod/{pod}")}}),
+        ),
+    ];
+    for (addr, body) in calls {
+        let response = http
+            .post(format!("http://{addr}/api/v1/execute"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["success"], true, "{answer}");
+        let id = answer["action_id"]
+            .as_str()
+            .expect("an action_id")
+            .to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status: Value = http
+                .get(format!("http://{addr}/api/v1/status/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let state = status["execution"]["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if state == "SUCCEEDED" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline
+                    && !["FAILED", "REJECTED"].contains(&state.as_str()),
+                "{status}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let web = deployments.get("web").await.unwrap();
+    assert_eq!(web.spec.unwrap().replicas, Some(4));
+    let old = pods.get_opt(&pod).await.unwrap();
+    assert!(old.is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
+}

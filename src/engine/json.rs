@@ -13,6 +13,9 @@ use crate::domain::{AlertContext, ExecutionRequest, RequestedTarget};
 /// `{"action", "target", "parameters", "alert", "request_id", "timeout_seconds"}`; the target
 /// may be omitted when the alert's labels name it, as the seed service allowed.
 pub fn execution_request(body: &Map<String, Value>) -> Result<ExecutionRequest, EngineError> {
+    if body.get("action").is_some_and(Value::is_object) {
+        return execution_request(&from_platform(body)?);
+    }
     let target = match body.get("target") {
         None | Some(Value::Null) => RequestedTarget::default(),
         Some(Value::Object(t)) => RequestedTarget {
@@ -64,6 +67,76 @@ pub fn execution_request(body: &Map<String, Value>) -> Result<ExecutionRequest, 
         alert,
         ..Default::default()
     })
+}
+
+/// Whether `body` is the incident platform's shape: `{"action": {"action", "parameters",
+/// "priority"}, "alert": {"name", "severity", "namespace", "resource", …}}`.
+pub fn is_platform_shape(body: &Map<String, Value>) -> bool {
+    body.get("action").is_some_and(Value::is_object)
+}
+
+/// The incident platform's shape in the executor's: the nested action object's `action`,
+/// `parameters` and `priority`; the alert's `namespace` and `resource` (`kind/name`) as the
+/// target when none is given. Errors name the platform's fields (`action.parameters`,
+/// `alert.resource`).
+fn from_platform(body: &Map<String, Value>) -> Result<Map<String, Value>, EngineError> {
+    let mut shaped = body.clone();
+    let Some(Value::Object(action)) = body.get("action") else {
+        return Ok(shaped);
+    };
+    let name = optional_string(action, "action").map_err(|e| renamed(e, "action.action"))?;
+    if name.trim().is_empty() {
+        return Err(EngineError::invalid("action.action", "is required"));
+    }
+    shaped.insert("action".into(), Value::String(name));
+    match action.get("parameters") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(p)) => {
+            shaped.insert("parameters".into(), Value::Object(p.clone()));
+        }
+        Some(other) => return Err(not_an_object("action.parameters", other)),
+    }
+    if let Some(priority) = action.get("priority") {
+        shaped.entry("priority").or_insert_with(|| priority.clone());
+    }
+    if let Some(Value::Object(alert)) = body.get("alert") {
+        let mut ours = alert.clone();
+        let namespace =
+            optional_string(alert, "namespace").map_err(|e| renamed(e, "alert.namespace"))?;
+        let resource =
+            optional_string(alert, "resource").map_err(|e| renamed(e, "alert.resource"))?;
+        ours.remove("namespace");
+        ours.remove("resource");
+        shaped.insert("alert".into(), Value::Object(ours));
+        if !body.contains_key("target") && (!namespace.is_empty() || !resource.is_empty()) {
+            let (kind, name) = match resource.split_once('/') {
+                Some((kind, name)) => (kind.to_string(), name.to_string()),
+                None if resource.is_empty() => (String::new(), String::new()),
+                None => {
+                    return Err(EngineError::invalid(
+                        "alert.resource",
+                        format!("must be KIND/NAME (e.g. deployment/web), got {resource:?}"),
+                    ))
+                }
+            };
+            shaped.insert(
+                "target".into(),
+                serde_json::json!({ "namespace": namespace, "kind": kind, "name": name }),
+            );
+        }
+    }
+    Ok(shaped)
+}
+
+/// `e` naming `field` instead.
+fn renamed(e: EngineError, field: &str) -> EngineError {
+    match e {
+        EngineError::InvalidArgument { message, .. } => EngineError::InvalidArgument {
+            field: field.to_string(),
+            message,
+        },
+        other => other,
+    }
 }
 
 /// A positive number of seconds up to the engine's maximum, named as the HTTP field (the
@@ -182,6 +255,41 @@ mod tests {
         assert_eq!(alert.labels["pod"], "web-123");
         assert_eq!(alert.labels["namespace"], "production");
         assert!(r.target.name.is_empty());
+    }
+
+    #[test]
+    fn the_incident_platforms_shape_names_action_parameters_priority_and_target() {
+        let r = execution_request(&mk_body(json!({
+            "action": {"action": "scale-deployment", "parameters": {"replicas": 3}, "priority": 1},
+            "alert": {"name": "HighCPUUsage", "severity": "critical",
+                      "namespace": "production", "resource": "deployment/web-server"},
+        })))
+        .unwrap();
+        assert_eq!(r.action, "scale-deployment");
+        assert_eq!(r.parameters["replicas"], 3);
+        assert_eq!(r.priority, 1);
+        assert_eq!(
+            (
+                r.target.namespace.as_str(),
+                r.target.kind.as_str(),
+                r.target.name.as_str()
+            ),
+            ("production", "deployment", "web-server")
+        );
+        assert_eq!(r.alert.unwrap().name, "HighCPUUsage");
+        let field = |v: Value| match execution_request(&mk_body(v)) {
+            Err(EngineError::InvalidArgument { field, .. }) => field,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        };
+        assert_eq!(field(json!({"action": {"action": 5}})), "action.action");
+        assert_eq!(
+            field(json!({"action": {"action": "x", "parameters": 1}})),
+            "action.parameters"
+        );
+        assert_eq!(
+            field(json!({"action": {"action": "x"}, "alert": {"resource": "web"}})),
+            "alert.resource"
+        );
     }
 
     #[test]

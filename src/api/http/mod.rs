@@ -116,6 +116,7 @@ async fn execute(
 ) -> ApiResult<Response> {
     let body = json_object(body)?;
     let wait = optional_bool(&body, "wait")?;
+    let platform = crate::engine::json::is_platform_shape(&body);
     let mut request = execution_request(&body)?;
     request.requester = caller.identity;
     request.trace_id = crate::telemetry::current_trace_id();
@@ -126,6 +127,19 @@ async fn execute(
     } else {
         StatusCode::ACCEPTED
     };
+    if platform {
+        // The incident platform's answer: 200 with `success` and the `action_id` its status
+        // calls use, and the execution for those who want it.
+        return Ok((
+            StatusCode::OK,
+            Json(json!({
+                "success": true,
+                "action_id": execution.id,
+                "execution": execution_json(&execution),
+            })),
+        )
+            .into_response());
+    }
     Ok((
         status,
         Json(json!({ "execution": execution_json(&execution) })),
