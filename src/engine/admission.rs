@@ -200,7 +200,7 @@ impl Engine {
     /// # Errors
     /// Invalid requests, a missing target, or a state the action refuses.
     pub async fn dry_run(&self, request: ExecutionRequest) -> Result<DryRunReport, EngineError> {
-        let request = normalize(&request);
+        let request = super::aliases::normalize(&request);
         let v = self.validate(&request)?;
         self.inner.limits.admit(&requester_of(&request))?;
         // Dry runs reach the cluster and the policy: under their own bound, refused at once
@@ -256,7 +256,7 @@ impl Engine {
         if self.is_closing() {
             return Err(EngineError::ShuttingDown);
         }
-        let request = normalize(&request);
+        let request = super::aliases::normalize(&request);
         // Cheapest first: checks without I/O (bounds, action, target, parameters,
         // authorization), the caller's rate, idempotency, a place in the queue; only then the
         // cluster (a dry run of the change) and the policy.
@@ -540,36 +540,6 @@ impl Engine {
         );
         Ok(view)
     }
-}
-
-/// Other platforms' spellings, accepted as aliases by every door: action names with hyphens
-/// (`scale-deployment`) and parameter names in camelCase (`gracePeriodSeconds`).
-pub(super) fn normalize(request: &ExecutionRequest) -> ExecutionRequest {
-    let mut request = request.clone();
-    request.action = request.action.replace('-', "_");
-    let camel: Vec<String> = request
-        .parameters
-        .keys()
-        .filter(|k| k.chars().any(|c| c.is_ascii_uppercase()))
-        .cloned()
-        .collect();
-    for key in camel {
-        let mut snake = String::with_capacity(key.len() + 4);
-        for c in key.chars() {
-            if c.is_ascii_uppercase() {
-                snake.push('_');
-                snake.push(c.to_ascii_lowercase());
-            } else {
-                snake.push(c);
-            }
-        }
-        if !request.parameters.contains_key(&snake) {
-            if let Some(value) = request.parameters.remove(&key) {
-                request.parameters.insert(snake, value);
-            }
-        }
-    }
-    request
 }
 
 /// The refusal of a request because the object of `key` is held by `execution_id`: running

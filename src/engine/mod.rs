@@ -18,6 +18,7 @@
 
 mod access;
 mod admission;
+mod aliases;
 pub mod authz;
 mod bounds;
 mod control;
