@@ -588,15 +588,7 @@ async fn the_incident_platforms_documented_call_changes_the_cluster_and_reads_ba
         kube::Api::namespaced(kube.clone(), "production");
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
         kube::Api::namespaced(kube.clone(), "production");
-    let pod = pods
-        .list(&kube::api::ListParams::default().labels("app=worker"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let pod = common::first_pod(&kube, "production", "worker").await;
     let calls = [
         (
             server.http_addr.clone(),

@@ -125,22 +125,11 @@ impl Broker {
 
     /// Every status message, in order, until each of `keys` has a final one.
     fn statuses(&self, keys: &[&str]) -> Vec<(String, Value)> {
-        let out = Command::new(tool("python"))
-            .arg(repo_root().join("tests/python/kafka_orchestrator.py"))
-            .args(["statuses", &self.addr, STATUS, "60"])
-            .args(keys)
-            .output()
-            .expect("run the orchestrator");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|line| {
-                let v: Value = serde_json::from_str(line).unwrap();
+        let mut args = vec!["statuses", self.addr.as_str(), STATUS, "60"];
+        args.extend_from_slice(keys);
+        orchestrator(&args)
+            .into_iter()
+            .map(|v| {
                 (
                     v["key"].as_str().unwrap_or_default().to_string(),
                     v["value"].clone(),
@@ -151,21 +140,10 @@ impl Broker {
 
     /// The first `count` messages of `topic` (key, payload as text).
     fn messages(&self, topic: &str, count: usize) -> Vec<(String, String)> {
-        let out = Command::new(tool("python"))
-            .arg(repo_root().join("tests/python/kafka_orchestrator.py"))
-            .args(["messages", &self.addr, topic, &count.to_string(), "30"])
-            .output()
-            .expect("run the orchestrator");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|line| {
-                let v: Value = serde_json::from_str(line).unwrap();
+        let count = count.to_string();
+        orchestrator(&["messages", &self.addr, topic, &count, "30"])
+            .into_iter()
+            .map(|v| {
                 (
                     v["key"].as_str().unwrap_or_default().to_string(),
                     v["value"].as_str().unwrap_or_default().to_string(),
@@ -177,27 +155,9 @@ impl Broker {
     /// The consumer group's lag on the approved topic, whose last message has offset
     /// `end - 1`.
     fn lag(&self, end: usize) -> i64 {
-        let out = Command::new(tool("python"))
-            .arg(repo_root().join("tests/python/kafka_orchestrator.py"))
-            .args([
-                "lag",
-                &self.addr,
-                APPROVED,
-                "executor-service",
-                &end.to_string(),
-            ])
-            .output()
-            .expect("run the orchestrator");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        let end = end.to_string();
+        let out = orchestrator(&["lag", &self.addr, APPROVED, "executor-service", &end]);
+        out[0].as_i64().expect("a lag")
     }
 }
 
@@ -206,6 +166,26 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `tests/python/kafka_orchestrator.py` with `args`; its output, one JSON value a line.
+fn orchestrator(args: &[&str]) -> Vec<Value> {
+    let out = Command::new(tool("python"))
+        .arg(repo_root().join("tests/python/kafka_orchestrator.py"))
+        .args(args)
+        .output()
+        .expect("run the orchestrator");
+    assert!(
+        out.status.success(),
+        "kafka_orchestrator.py {}: {}",
+        args[0],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8 output")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
 }
 
 /// Each key's statuses, in the order the topic holds them.
@@ -250,15 +230,7 @@ async fn the_orchestrators_three_actions_change_the_cluster_and_each_story_is_on
     let kube = kube_client_from(&server.kubeconfig).await;
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
         kube::Api::namespaced(kube.clone(), "production");
-    let pod = pods
-        .list(&kube::api::ListParams::default().labels("app=worker"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let pod = common::first_pod(&kube, "production", "worker").await;
     broker.produce(&[
         (
             "k-scale",

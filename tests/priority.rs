@@ -3,47 +3,19 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{fresh_postgres_database, mk_request, mk_target, ServeProcess, SimProcess};
+use common::{
+    fresh_postgres_database, get_execution, mk_request, mk_target, until_state, ServeProcess,
+    SimProcess,
+};
+
+/// How long an execution of these tests may take to reach a state.
+const WITHIN: Duration = Duration::from_secs(60);
 use executor_service::api::proto::{
-    executor_service_client::ExecutorServiceClient, ExecutionState, GetExecutionRequest,
+    executor_service_client::ExecutorServiceClient, ExecutionState,
 };
 use serde_json::json;
-use tonic::transport::Channel;
-
-async fn get(
-    client: &mut ExecutorServiceClient<Channel>,
-    id: &str,
-) -> executor_service::api::proto::Execution {
-    client
-        .get_execution(GetExecutionRequest {
-            execution_id: id.into(),
-            include_events: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .execution
-        .unwrap()
-}
-
-async fn until(client: &mut ExecutorServiceClient<Channel>, id: &str, state: ExecutionState) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let execution = get(client, id).await;
-        if execution.state() == state {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{id} is {:?}: {}",
-            execution.state(),
-            execution.message
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// With the one worker busy, executions of priorities 1, 5 and 3 (submitted in that order)
 /// start 5, 3, 1.
@@ -62,7 +34,7 @@ async fn queued_executions_start_by_priority(server: &ServeProcess) {
         .into_inner()
         .execution
         .unwrap();
-    until(&mut client, &busy.id, ExecutionState::Running).await;
+    until_state(&mut client, &busy.id, &[ExecutionState::Running], WITHIN).await;
     let mut queued = Vec::new();
     for (priority, (namespace, name)) in [
         (1, ("production", "api")),
@@ -87,13 +59,13 @@ async fn queued_executions_start_by_priority(server: &ServeProcess) {
     }
     // Still the busy one's turn: all three wait.
     assert_eq!(
-        get(&mut client, &busy.id).await.state(),
+        get_execution(&mut client, &busy.id).await.state(),
         ExecutionState::Running
     );
     let mut started = Vec::new();
     for (priority, id) in &queued {
-        until(&mut client, id, ExecutionState::Succeeded).await;
-        let execution = get(&mut client, id).await;
+        until_state(&mut client, id, &[ExecutionState::Succeeded], WITHIN).await;
+        let execution = get_execution(&mut client, id).await;
         let at = execution.started_at.unwrap();
         started.push(((at.seconds, at.nanos), *priority));
     }

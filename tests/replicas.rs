@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::{
-    fresh_postgres_database, kube_client_from, mk_request, mk_target, watch_all, Partition,
-    ServeProcess, SimProcess,
+    fresh_postgres_database, get_execution, kube_client_from, mk_request, mk_target, until_state,
+    watch_all, Partition, ServeProcess, SimProcess,
 };
 use executor_service::api::proto::{
     executor_service_client::ExecutorServiceClient, ApproveExecutionRequest, Execution,
-    ExecutionState, GetExecutionRequest,
+    ExecutionState,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -84,42 +84,6 @@ impl Group {
         pool.close().await;
         let pid: u32 = owner?.split('/').nth(1)?.parse().ok()?;
         self.replicas.iter().position(|r| r.child.id() == pid)
-    }
-}
-
-async fn get(client: &mut ExecutorServiceClient<Channel>, id: &str) -> Execution {
-    client
-        .get_execution(GetExecutionRequest {
-            execution_id: id.into(),
-            include_events: false,
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .execution
-        .expect("an execution")
-}
-
-/// Polls until execution `id` is in one of `states`, for up to `within`.
-async fn until_state(
-    client: &mut ExecutorServiceClient<Channel>,
-    id: &str,
-    states: &[ExecutionState],
-    within: Duration,
-) -> Execution {
-    let start = Instant::now();
-    loop {
-        let execution = get(client, id).await;
-        if states.contains(&execution.state()) {
-            return execution;
-        }
-        assert!(
-            start.elapsed() < within,
-            "execution {id} still {:?} after {within:?}: {}",
-            execution.state(),
-            execution.message
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -222,7 +186,7 @@ async fn three_replicas_run_each_execution_once_never_two_on_one_object_and_ever
                 .count(),
             1
         );
-        let execution = get(&mut reader, id).await;
+        let execution = get_execution(&mut reader, id).await;
         assert_eq!(
             execution.state(),
             ExecutionState::Succeeded,
@@ -483,6 +447,21 @@ fn slow_evictions(record: &Value, after: Option<DateTime<Utc>>) -> usize {
         .count()
 }
 
+/// Waits (15 s at most) until another replica ended execution `id` INTERRUPTED; its event.
+async fn taken_over(
+    client: &mut ExecutorServiceClient<Channel>,
+    id: &str,
+) -> executor_service::api::proto::ExecutionEvent {
+    until_state(
+        client,
+        id,
+        &[ExecutionState::Interrupted],
+        Duration::from_secs(15),
+    )
+    .await;
+    interrupted_event(client, id).await
+}
+
 /// The INTERRUPTED event of execution `id`, as a replica serves it.
 async fn interrupted_event(
     client: &mut ExecutorServiceClient<Channel>,
@@ -521,7 +500,7 @@ async fn a_killed_replicas_execution_ends_interrupted_within_the_lease_and_its_q
     assert_eq!(uncordon.state(), ExecutionState::Queued);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        get(&mut client, &uncordon.id).await.state(),
+        get_execution(&mut client, &uncordon.id).await.state(),
         ExecutionState::Queued
     );
 
@@ -586,14 +565,7 @@ async fn a_paused_replica_cannot_write_once_another_took_its_execution_over() {
             .success())
     };
     signal("-STOP");
-    until_state(
-        &mut client,
-        &drain,
-        &[ExecutionState::Interrupted],
-        Duration::from_secs(15),
-    )
-    .await;
-    let event = interrupted_event(&mut client, &drain).await;
+    let event = taken_over(&mut client, &drain).await;
     let taken_over = time(&event.timestamp);
     signal("-CONT");
     // The drain there evicts a pod every few seconds; give it time for several.
@@ -609,7 +581,7 @@ async fn a_paused_replica_cannot_write_once_another_took_its_execution_over() {
     // The resumed replica serves, and reads the truth.
     let mut resumed = group.client(owner).await;
     assert_eq!(
-        get(&mut resumed, &drain).await.state(),
+        get_execution(&mut resumed, &drain).await.state(),
         ExecutionState::Interrupted
     );
 }
@@ -621,14 +593,7 @@ async fn a_replica_cut_off_from_the_database_stops_writing_and_its_late_history_
     let mut client = group.client((owner + 1) % 3).await;
     // The owner still reaches the cluster, not the database: it cannot renew its lease.
     group.partitions[owner].cut();
-    until_state(
-        &mut client,
-        &drain,
-        &[ExecutionState::Interrupted],
-        Duration::from_secs(15),
-    )
-    .await;
-    let event = interrupted_event(&mut client, &drain).await;
+    let event = taken_over(&mut client, &drain).await;
     let taken_over = time(&event.timestamp);
     // The drain there evicts a pod every few seconds; its client refuses them once the lease
     // it last renewed has run out, which is before anyone could take it over.
@@ -643,7 +608,7 @@ async fn a_replica_cut_off_from_the_database_stops_writing_and_its_late_history_
     tokio::time::sleep(Duration::from_secs(4)).await;
     let events = watch_all(&mut client, &drain, 0).await;
     assert_eq!(events.last().map(|e| e.sequence), Some(event.sequence));
-    let now = get(&mut client, &drain).await;
+    let now = get_execution(&mut client, &drain).await;
     assert_eq!(now.state(), ExecutionState::Interrupted);
     assert_eq!(
         now.message, event.message,

@@ -109,15 +109,10 @@ fn from_platform(body: &Map<String, Value>) -> Result<Map<String, Value>, Engine
         ours.remove("resource");
         shaped.insert("alert".into(), Value::Object(ours));
         if !body.contains_key("target") && (!namespace.is_empty() || !resource.is_empty()) {
-            let (kind, name) = match resource.split_once('/') {
-                Some((kind, name)) => (kind.to_string(), name.to_string()),
-                None if resource.is_empty() => (String::new(), String::new()),
-                None => {
-                    return Err(EngineError::invalid(
-                        "alert.resource",
-                        format!("must be KIND/NAME (e.g. deployment/web), got {resource:?}"),
-                    ))
-                }
+            let (kind, name) = if resource.is_empty() {
+                (String::new(), String::new())
+            } else {
+                kind_and_name(&resource, "alert.resource")?
             };
             shaped.insert(
                 "target".into(),
@@ -126,6 +121,17 @@ fn from_platform(body: &Map<String, Value>) -> Result<Map<String, Value>, Engine
         }
     }
     Ok(shaped)
+}
+
+/// `KIND/NAME` (`deployment/web`), as the platforms name an object; errors name `field`.
+pub fn kind_and_name(resource: &str, field: &str) -> Result<(String, String), EngineError> {
+    match resource.split_once('/') {
+        Some((kind, name)) => Ok((kind.to_string(), name.to_string())),
+        None => Err(EngineError::invalid(
+            field,
+            format!("must be KIND/NAME (e.g. deployment/web), got {resource:?}"),
+        )),
+    }
 }
 
 /// `e` naming `field` instead.

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use crate::{
     domain::{Event, ExecutionRequest, ExecutionState, ExecutionView},
     engine::{
-        json::{execution_request, json_type, optional_bool, optional_string},
+        json::{execution_request, json_type, kind_and_name, optional_bool, optional_string},
         EngineError,
     },
 };
@@ -90,8 +90,8 @@ pub fn parse(payload: Option<&[u8]>, origin: &Origin<'_>) -> Result<Approved, Re
         } else {
             body.clone()
         };
+        // Hyphenated names (`scale-deployment`) are the engine's aliases, as for every door.
         let mut request = execution_request(&shaped)?;
-        request.action = request.action.replace('-', "_");
         if request.request_id.is_empty() {
             request.request_id = if action_id.is_empty() {
                 format!("kafka:{coordinates}")
@@ -159,18 +159,13 @@ fn from_orchestrator(body: &Map<String, Value>) -> Result<Map<String, Value>, En
     };
     if !body.contains_key("target") {
         let resource = optional_string(body, "resource")?;
-        let (kind, name) = match resource.split_once('/') {
-            Some((kind, name)) if !resource.is_empty() => (kind.to_string(), name.to_string()),
-            None if !resource.is_empty() => {
-                return Err(EngineError::invalid(
-                    "resource",
-                    format!("must be KIND/NAME (e.g. deployment/web), got {resource:?}"),
-                ))
-            }
-            _ => (
+        let (kind, name) = if resource.is_empty() {
+            (
                 optional_string(body, "kind")?,
                 optional_string(body, "name")?,
-            ),
+            )
+        } else {
+            kind_and_name(&resource, "resource")?
         };
         shaped.insert(
             "target".into(),
@@ -281,7 +276,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.action_id, "a-1");
         assert_eq!(a.request.request_id, "a-1");
-        assert_eq!(a.request.action, "scale_deployment");
+        assert_eq!(a.request.action, "scale-deployment");
         assert_eq!(
             (
                 a.request.target.namespace.as_str(),

@@ -648,3 +648,57 @@ impl Partition {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Execution `id` as the server has it now (without its events).
+pub async fn get_execution(
+    client: &mut ExecutorServiceClient<Channel>,
+    id: &str,
+) -> executor_service::api::proto::Execution {
+    client
+        .get_execution(executor_service::api::proto::GetExecutionRequest {
+            execution_id: id.into(),
+            include_events: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("get {id}: {e:?}"))
+        .into_inner()
+        .execution
+        .expect("an execution")
+}
+
+/// Polls until execution `id` is in one of `states`, for up to `within`; fails the test with
+/// where it stands otherwise.
+pub async fn until_state(
+    client: &mut ExecutorServiceClient<Channel>,
+    id: &str,
+    states: &[executor_service::api::proto::ExecutionState],
+    within: std::time::Duration,
+) -> executor_service::api::proto::Execution {
+    let start = std::time::Instant::now();
+    loop {
+        let execution = get_execution(client, id).await;
+        if states.contains(&execution.state()) {
+            return execution;
+        }
+        assert!(
+            start.elapsed() < within,
+            "execution {id} still {:?} after {within:?}: {}",
+            execution.state(),
+            execution.message
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The name of a pod of `app` in `namespace`.
+pub async fn first_pod(kube: &kube::Client, namespace: &str, app: &str) -> String {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(kube.clone(), namespace);
+    pods.list(&kube::api::ListParams::default().labels(&format!("app={app}")))
+        .await
+        .expect("list pods")
+        .items
+        .first()
+        .and_then(|p| p.metadata.name.clone())
+        .unwrap_or_else(|| panic!("no pod of {namespace}/{app}"))
+}
