@@ -138,14 +138,13 @@ impl Execution {
             },
             !self.persister.is_durable(),
         );
-        self.persister.event(&self.id, &event, &self.log);
+        // A change of state goes to the store with its event, in one round: a reader never
+        // finds the terminal event stored beside a snapshot that is still running.
+        let snapshot = (changed || state.is_terminal()).then(|| self.view_of(&p));
+        self.persister.event(&self.id, &event, &self.log, snapshot);
         if state.is_terminal() {
             let ran = p.started_at.and_then(|start| (now - start).to_std().ok());
             crate::telemetry::metrics().execution_ended(&self.action, state.as_str(), ran);
-        }
-        if changed || state.is_terminal() {
-            drop(p);
-            self.persister.snapshot(self.view());
         }
     }
 
@@ -163,7 +162,10 @@ impl Execution {
     }
 
     pub fn view(&self) -> ExecutionView {
-        let p = self.progressing.lock().unwrap_or_else(|e| e.into_inner());
+        self.view_of(&self.progressing.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn view_of(&self, p: &Progressing) -> ExecutionView {
         ExecutionView {
             id: self.id.clone(),
             action: self.action.clone(),

@@ -22,7 +22,14 @@ const ROUND_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 enum Write {
     Insert(Box<NewExecution>, oneshot::Sender<Result<(), StoreError>>),
-    Event(String, Event, Arc<EventLog>, Option<Arc<Fence>>),
+    /// An event, with the snapshot its change of state made (written in the same round).
+    Event(
+        String,
+        Event,
+        Arc<EventLog>,
+        Option<Arc<Fence>>,
+        Option<Box<ExecutionView>>,
+    ),
     Snapshot(Box<ExecutionView>, Option<Arc<Fence>>),
     Flush(oneshot::Sender<()>),
 }
@@ -61,8 +68,11 @@ impl Persister {
                             inserts.push(*new);
                             inserted.push(done);
                         }
-                        Write::Event(id, event, log, fence) => {
+                        Write::Event(id, event, log, fence, snapshot) => {
                             fenced_by(fence);
+                            if let Some(view) = snapshot {
+                                supersede(&mut snapshots, *view);
+                            }
                             match events.iter_mut().find(|b| b.id == id) {
                                 Some(batch) => batch.events.push(event),
                                 None => events.push(Batch {
@@ -72,13 +82,9 @@ impl Persister {
                                 }),
                             }
                         }
-                        // The latest snapshot of an execution supersedes earlier ones.
                         Write::Snapshot(view, fence) => {
                             fenced_by(fence);
-                            match snapshots.iter_mut().find(|v| v.id == view.id) {
-                                Some(older) => *older = *view,
-                                None => snapshots.push(*view),
-                            }
+                            supersede(&mut snapshots, *view);
                         }
                         Write::Flush(done) => flushes.push(done),
                     }
@@ -186,8 +192,14 @@ impl Persister {
             .unwrap_or_else(|_| Err(StoreError::Backend("the history writer has stopped".into())))
     }
 
-    /// Stores `event` of `log`, then publishes it there.
-    pub fn event(&self, id: &str, event: &Event, log: &Arc<EventLog>) {
+    /// Stores `event` of `log` (with `snapshot`, in the same round), then publishes it there.
+    pub fn event(
+        &self,
+        id: &str,
+        event: &Event,
+        log: &Arc<EventLog>,
+        snapshot: Option<ExecutionView>,
+    ) {
         if let Some(tx) = &self.tx {
             if tx
                 .send(Write::Event(
@@ -195,6 +207,7 @@ impl Persister {
                     event.clone(),
                     log.clone(),
                     self.fence.clone(),
+                    snapshot.map(Box::new),
                 ))
                 .is_err()
             {
@@ -217,6 +230,14 @@ impl Persister {
                 let _ = wait.await;
             }
         }
+    }
+}
+
+/// The latest snapshot of an execution supersedes earlier ones in a round.
+fn supersede(snapshots: &mut Vec<ExecutionView>, view: ExecutionView) {
+    match snapshots.iter_mut().find(|v| v.id == view.id) {
+        Some(older) => *older = view,
+        None => snapshots.push(view),
     }
 }
 
