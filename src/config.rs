@@ -180,6 +180,13 @@ pub struct ServeArgs {
     /// execution without renewing it; then another replica ends it as INTERRUPTED.
     #[arg(long, env = "EXECUTOR_LEASE", default_value = "15s", value_parser = parse_lease)]
     pub lease: std::time::Duration,
+    /// Shadow mode: every Execute is validated, planned, checked by the policy and recorded
+    /// with its full diff, then ends SHADOWED without changing anything in the cluster.
+    #[arg(long, env = "EXECUTOR_SHADOW")]
+    pub shadow: bool,
+    /// Every mutating action waits for an approval, whatever the policy decides.
+    #[arg(long, env = "EXECUTOR_REQUIRE_APPROVAL")]
+    pub require_approval: bool,
     /// TLS, authentication and authorization (boxed: they are rarely set and would make
     /// every `Command` as large as `serve`).
     #[command(flatten)]

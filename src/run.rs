@@ -207,6 +207,8 @@ async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
         rate_limit: args.rate_limit,
         rate_burst: args.rate_burst,
         lease: args.lease,
+        shadow: args.shadow,
+        require_approval: args.require_approval,
     })
 }
 

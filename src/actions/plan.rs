@@ -3,7 +3,7 @@
 //! `Plan::single(Change::update(..))`.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The change an action would make to one object.
 #[derive(Debug, Clone)]
@@ -82,6 +82,22 @@ impl Plan {
             changes: vec![change],
             warnings: Vec::new(),
         }
+    }
+
+    /// As the APIs show it: summary, each change's before/after with its RFC 6902 patch, and
+    /// the warnings.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "summary": self.summary,
+            "changes": self.changes.iter().map(|c| json!({
+                "object": c.object,
+                "summary": c.summary,
+                "before": c.before,
+                "after": c.after,
+                "patch": c.patch(),
+            })).collect::<Vec<_>>(),
+            "warnings": self.warnings,
+        })
     }
 
     /// The same plan with `warnings` added.

@@ -174,6 +174,7 @@ pub fn state_to(s: ExecutionState) -> proto::ExecutionState {
         ExecutionState::RolledBack => P::RolledBack,
         ExecutionState::Interrupted => P::Interrupted,
         ExecutionState::Rejected => P::Rejected,
+        ExecutionState::Shadowed => P::Shadowed,
     }
 }
 
@@ -195,6 +196,7 @@ pub fn state_from(raw: i32) -> Result<Option<ExecutionState>, EngineError> {
         P::RolledBack => Some(ExecutionState::RolledBack),
         P::Interrupted => Some(ExecutionState::Interrupted),
         P::Rejected => Some(ExecutionState::Rejected),
+        P::Shadowed => Some(ExecutionState::Shadowed),
     })
 }
 

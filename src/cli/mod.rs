@@ -284,17 +284,7 @@ fn state_name(raw: i32) -> &'static str {
 }
 
 fn is_terminal(raw: i32) -> bool {
-    use proto::ExecutionState as S;
-    matches!(
-        proto::ExecutionState::try_from(raw),
-        Ok(S::Succeeded
-            | S::Failed
-            | S::Cancelled
-            | S::TimedOut
-            | S::RolledBack
-            | S::Interrupted
-            | S::Rejected)
-    )
+    matches!(crate::api::convert::state_from(raw), Ok(Some(state)) if state.is_terminal())
 }
 
 /// 0 for SUCCEEDED, [`EXIT_NOT_SUCCEEDED`] for anything else.

@@ -26,6 +26,9 @@ pub enum ExecutionState {
     RolledBack,
     Interrupted,
     Rejected,
+    /// Shadow mode: validated, planned and checked by the policy, its diff recorded; nothing
+    /// was changed.
+    Shadowed,
 }
 
 impl ExecutionState {
@@ -43,6 +46,7 @@ impl ExecutionState {
             ExecutionState::RolledBack => "ROLLED_BACK",
             ExecutionState::Interrupted => "INTERRUPTED",
             ExecutionState::Rejected => "REJECTED",
+            ExecutionState::Shadowed => "SHADOWED",
         }
     }
 
@@ -56,6 +60,7 @@ impl ExecutionState {
                 | ExecutionState::RolledBack
                 | ExecutionState::Interrupted
                 | ExecutionState::Rejected
+                | ExecutionState::Shadowed
         )
     }
 }

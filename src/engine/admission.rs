@@ -8,7 +8,6 @@ use std::{
 };
 
 use chrono::Utc;
-use k8s_openapi::api::core::v1::Node;
 use serde_json::{json, Map, Value};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tracing::Instrument;
@@ -146,55 +145,6 @@ impl Engine {
         }
     }
 
-    /// The facts about the cluster the policy needs: schedulable nodes, for node targets.
-    async fn cluster_facts(&self, v: &Validated) -> Result<Value, EngineError> {
-        if v.target.kind != "Node" {
-            return Ok(json!({}));
-        }
-        // The same notion of "schedulable" the node actions use (Ready, not cordoned, not
-        // being deleted), so policy and actions never disagree about the last node.
-        let schedulable =
-            crate::cluster::nodes::schedulable_nodes(&kube::Api::<Node>::all(v.client.clone()))
-                .await
-                .map_err(|e| EngineError::Unavailable(format!("listing nodes: {e}")))?;
-        Ok(json!({
-            "schedulable_nodes": schedulable.len(),
-            "target_node_schedulable": schedulable.contains(&v.target.name),
-        }))
-    }
-
-    /// The policy's decision on a validated, planned request; allow-all without a policy.
-    async fn decide(
-        &self,
-        v: &Validated,
-        plan: &Plan,
-        requester: &str,
-    ) -> Result<Decision, EngineError> {
-        let Some(policy) = self.policy() else {
-            return Ok(Decision {
-                allow: true,
-                require_approval: false,
-                reasons: Vec::new(),
-            });
-        };
-        let spec = v.action.spec();
-        let input = json!({
-            "action": spec.name,
-            "risk": spec.risk,
-            "read_only": v.action.read_only(),
-            "target": v.target,
-            "parameters": v.parameters,
-            "requester": requester,
-            "changes": plan.changes.iter().map(|c| json!({
-                "object": c.object, "summary": c.summary, "before": c.before, "after": c.after,
-            })).collect::<Vec<_>>(),
-            "cluster": self.cluster_facts(v).await?,
-        });
-        policy
-            .evaluate(&input)
-            .map_err(|e| EngineError::Internal(e.to_string()))
-    }
-
     /// What `request` would change and what the policy says; nothing is mutated.
     ///
     /// # Errors
@@ -288,6 +238,11 @@ impl Engine {
                 "denied by policy: {}",
                 decision.reasons.join("; ")
             )));
+        }
+        if self.inner.config.shadow {
+            return self
+                .shadow(&request, &v, requester, &decision, &plan, &fingerprint)
+                .await;
         }
         let Some(queue_slot) = queue_slot else {
             return self
@@ -416,7 +371,8 @@ impl Engine {
         decision: &Decision,
         plan: &Plan,
     ) -> (Execution, Option<oneshot::Receiver<Verdict>>) {
-        let needs_approval = decision.require_approval;
+        // A shadow run only tells whether it would have waited.
+        let needs_approval = decision.require_approval && !self.inner.config.shadow;
         let (approval_tx, approval_rx) = oneshot::channel();
         let execution = Execution {
             id,
@@ -485,25 +441,15 @@ impl Engine {
         request_id: &str,
         fingerprint: &str,
     ) -> Result<ExecutionView, EngineError> {
-        if self.inner.config.store.is_some() {
-            let new = NewExecution {
-                view: execution.view(),
-                fingerprint: fingerprint.to_string(),
-                events: execution
-                    .log
-                    .after(0)
-                    .iter()
-                    .map(|e| (**e).clone())
-                    .collect(),
-            };
-            if let Err(e) = self.inner.persister.insert(new).await {
+        match self.insert_new(&execution, request_id, fingerprint).await {
+            Ok(None) => {}
+            Ok(Some(existing)) => {
                 self.release(held);
-                if let StoreError::DuplicateRequest { .. } = e {
-                    if let Some(existing) = self.find_request(request_id, fingerprint).await? {
-                        return Ok(existing);
-                    }
-                }
-                return Err(e.into());
+                return Ok(existing);
+            }
+            Err(e) => {
+                self.release(held);
+                return Err(e);
             }
         }
         execution.persister = self.inner.persister.clone();
@@ -539,6 +485,42 @@ impl Engine {
             .instrument(span),
         );
         Ok(view)
+    }
+}
+
+impl Engine {
+    /// Stores a new execution with its first events (durable before anyone is told it
+    /// exists). `Some` is the execution that already holds `request_id` for the same
+    /// request: the store settled a race, and that one is the answer.
+    pub(super) async fn insert_new(
+        &self,
+        execution: &Execution,
+        request_id: &str,
+        fingerprint: &str,
+    ) -> Result<Option<ExecutionView>, EngineError> {
+        if self.inner.config.store.is_none() {
+            return Ok(None);
+        }
+        let new = NewExecution {
+            view: execution.view(),
+            fingerprint: fingerprint.to_string(),
+            events: execution
+                .log
+                .after(0)
+                .iter()
+                .map(|e| (**e).clone())
+                .collect(),
+        };
+        match self.inner.persister.insert(new).await {
+            Ok(()) => Ok(None),
+            Err(e @ StoreError::DuplicateRequest { .. }) => {
+                match self.find_request(request_id, fingerprint).await? {
+                    Some(existing) => Ok(Some(existing)),
+                    None => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

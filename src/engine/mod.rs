@@ -23,6 +23,7 @@ pub mod authz;
 mod bounds;
 mod control;
 mod cooldowns;
+mod decision;
 mod error;
 mod events;
 mod execution;
@@ -35,6 +36,7 @@ mod persist;
 mod replicas;
 mod runner;
 mod settings;
+mod shadow;
 pub mod target;
 mod workers;
 

@@ -52,6 +52,11 @@ pub struct EngineConfig {
     /// With replicas on PostgreSQL: how long a replica holds a running execution without
     /// renewing; after it, another replica ends the execution as INTERRUPTED.
     pub lease: Duration,
+    /// Shadow mode: every Execute is validated, planned, checked by the policy and recorded
+    /// with its diff, and ends SHADOWED; nothing is changed.
+    pub shadow: bool,
+    /// Every mutating action waits for an approval, whatever the policy says.
+    pub require_approval: bool,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +78,8 @@ impl Default for EngineConfig {
             rate_limit: 0.0,
             rate_burst: DEFAULT_RATE_BURST,
             lease: super::DEFAULT_LEASE,
+            shadow: false,
+            require_approval: false,
         }
     }
 }

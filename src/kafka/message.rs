@@ -193,6 +193,7 @@ pub fn plain_status(state: ExecutionState) -> &'static str {
         ExecutionState::RolledBack => "rolled_back",
         ExecutionState::Interrupted => "interrupted",
         ExecutionState::Rejected => "rejected",
+        ExecutionState::Shadowed => "shadowed",
     }
 }
 

@@ -386,6 +386,26 @@ pub fn to_struct(v: &serde_json::Value) -> prost_types::Struct {
     }
 }
 
+/// A protobuf Struct (a result, parameters) as JSON, the inverse of [`to_struct`].
+pub fn struct_to_json(s: &prost_types::Struct) -> serde_json::Value {
+    fn value(v: &prost_types::Value) -> serde_json::Value {
+        use prost_types::value::Kind;
+        match &v.kind {
+            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+            Some(Kind::BoolValue(b)) => serde_json::json!(b),
+            Some(Kind::NumberValue(n)) => serde_json::json!(n),
+            Some(Kind::StringValue(s)) => serde_json::json!(s),
+            Some(Kind::ListValue(l)) => l.values.iter().map(value).collect(),
+            Some(Kind::StructValue(s)) => struct_to_json(s),
+        }
+    }
+    s.fields
+        .iter()
+        .map(|(k, v)| (k.clone(), value(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// `kind` `namespace`/`name` as a request target.
 pub fn mk_target(
     namespace: &str,

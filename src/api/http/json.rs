@@ -139,24 +139,15 @@ pub fn event_json(execution_id: &str, e: &Event) -> Value {
 }
 
 pub(super) fn dry_run_json(r: &DryRunReport) -> Value {
-    json!({
-        "target": {
-            "cluster": r.target.cluster,
-            "namespace": r.target.namespace,
-            "kind": r.target.kind,
-            "name": r.target.name,
-        },
-        "parameters": r.parameters,
-        "summary": r.plan.summary,
-        "changes": r.plan.changes.iter().map(|c| json!({
-            "object": c.object,
-            "summary": c.summary,
-            "before": c.before,
-            "after": c.after,
-            "patch": c.patch(),
-        })).collect::<Vec<_>>(),
-        "warnings": r.plan.warnings,
-    })
+    let mut report = r.plan.to_json();
+    report["target"] = json!({
+        "cluster": r.target.cluster,
+        "namespace": r.target.namespace,
+        "kind": r.target.kind,
+        "name": r.target.name,
+    });
+    report["parameters"] = Value::Object(r.parameters.clone());
+    report
 }
 
 pub(super) fn action_json(spec: &ActionSpec) -> Value {

@@ -391,6 +391,7 @@ fn is_terminal(state: ExecutionState) -> bool {
             | ExecutionState::RolledBack
             | ExecutionState::Interrupted
             | ExecutionState::Rejected
+            | ExecutionState::Shadowed
     )
 }
 

@@ -12,7 +12,7 @@ pub(super) const MIGRATION_LOCK_KEY: i64 = 0x6578_6563_7374_6f72;
 
 /// Every state, for the SQL `IN` lists. The match below stops the build when a state is
 /// added without being listed here.
-const ALL_STATES: [ExecutionState; 11] = [
+const ALL_STATES: [ExecutionState; 12] = [
     ExecutionState::Queued,
     ExecutionState::Running,
     ExecutionState::Succeeded,
@@ -24,6 +24,7 @@ const ALL_STATES: [ExecutionState; 11] = [
     ExecutionState::RolledBack,
     ExecutionState::Interrupted,
     ExecutionState::Rejected,
+    ExecutionState::Shadowed,
 ];
 
 const fn _all_states_are_listed(s: ExecutionState) {
@@ -38,7 +39,8 @@ const fn _all_states_are_listed(s: ExecutionState) {
         | ExecutionState::RollingBack
         | ExecutionState::RolledBack
         | ExecutionState::Interrupted
-        | ExecutionState::Rejected => {}
+        | ExecutionState::Rejected
+        | ExecutionState::Shadowed => {}
     }
 }
 
