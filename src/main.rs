@@ -1,12 +1,7 @@
 #![forbid(unsafe_code)]
 use std::process::ExitCode;
 
-use clap::Parser;
-use executor_service::{
-    cli,
-    config::{Cli, Command},
-    run, sim, telemetry,
-};
+use executor_service::{cli, config::Command, run, sim, telemetry};
 
 /// mimalloc: the service allocates many small short-lived buffers from many tasks at once
 /// (one HTTP/2 stream per watcher); glibc's arenas spent a sixth of P4's CPU in malloc/free
@@ -16,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = executor_service::config::parse();
     let _telemetry = match telemetry::init(cli.log_format, cli.otlp_endpoint.as_deref()) {
         Ok(guard) => guard,
         Err(e) => {

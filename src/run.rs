@@ -20,6 +20,13 @@ use crate::{
 /// # Errors
 /// Bad cluster configuration, an address that cannot be bound, a transport failure.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.print_config {
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(args.effective_config.as_bytes());
+        return Ok(());
+    }
+    crate::cluster::set_api_timeout(args.kube_timeout.into());
+    crate::cluster::set_retries(args.kube_retries);
     let security = api::Security::load(
         args.security.tls_cert.as_deref(),
         args.security.tls_key.as_deref(),

@@ -11,7 +11,22 @@ use std::{collections::BTreeMap, path::Path};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use nodes::selector_matches;
-pub use retry::{is_permanent, is_transient, with_retries, MAX_ATTEMPTS};
+pub use retry::{
+    attempts, is_permanent, is_transient, set_retries, with_retries, MAX_ATTEMPTS, MAX_RETRIES,
+};
+
+/// Connect and write timeout of every Kubernetes client made after it is set (`serve
+/// --kube-timeout`), in milliseconds; 0 keeps kube's defaults. Reads keep kube's own timeout,
+/// long enough for a watch.
+static API_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the connect and write timeout of the Kubernetes clients made from now on.
+pub fn set_api_timeout(timeout: std::time::Duration) {
+    API_TIMEOUT_MS.store(
+        timeout.as_millis().min(u128::from(u64::MAX)) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
 pub use rollout::{
     daemonset_rollout_status, deployment_rollout_status, follow_deployment_rollout, follow_rollout,
     statefulset_rollout_status, RolloutError, RolloutStatus,
@@ -35,6 +50,12 @@ pub enum ClusterError {
 /// Every failed call is counted in the `executor_kubernetes_api_errors` metric.
 fn client_for(mut config: kube::Config) -> Result<kube::Client, String> {
     config.default_retry = false;
+    let timeout = API_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if timeout > 0 {
+        let timeout = std::time::Duration::from_millis(timeout);
+        config.connect_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+    }
     let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| e.to_string())?;
     let count_errors = tower::util::MapResponseLayer::new(
         |response: http::Response<Box<kube::client::DynBody>>| {

@@ -3,10 +3,29 @@
 //! change), or the connection dropping. Errors no wait can heal (403, 404) end the call at
 //! once.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+/// Attempts per call by default, the first included.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// Retries allowed after a failed first attempt, at most.
+pub const MAX_RETRIES: u32 = 20;
+
+static ATTEMPTS: AtomicU32 = AtomicU32::new(MAX_ATTEMPTS);
+
+/// Sets, for the whole process, how many times a transiently failed call is tried again
+/// (`serve --kube-retries`, at most [`MAX_RETRIES`]).
+pub fn set_retries(retries: u32) {
+    ATTEMPTS.store(retries.min(MAX_RETRIES) + 1, Ordering::Relaxed);
+}
 
 /// Attempts per call, the first included.
-pub const MAX_ATTEMPTS: u32 = 5;
+pub fn attempts() -> u32 {
+    ATTEMPTS.load(Ordering::Relaxed)
+}
 /// Backoff before the second attempt; doubled each time, capped.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -39,7 +58,7 @@ fn describe(err: &kube::Error) -> String {
     }
 }
 
-/// Runs `call` until it succeeds, fails for a non-transient reason, or [`MAX_ATTEMPTS`] are
+/// Runs `call` until it succeeds, fails for a non-transient reason, or [`attempts`] are
 /// used; `on_retry` hears about each retry before its backoff.
 ///
 /// # Errors
@@ -55,12 +74,13 @@ where
 {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
+    let attempts = attempts();
     loop {
         match call().await {
             Ok(value) => return Ok(value),
-            Err(err) if attempt < MAX_ATTEMPTS && is_transient(&err) => {
+            Err(err) if attempt < attempts && is_transient(&err) => {
                 on_retry(format!(
-                    "{what}: {}; retrying in {} (attempt {} of {MAX_ATTEMPTS})",
+                    "{what}: {}; retrying in {} (attempt {} of {attempts})",
                     describe(&err),
                     humantime::format_duration(backoff),
                     attempt + 1

@@ -4,6 +4,11 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
 
+mod effective;
+pub mod file;
+
+pub use effective::{mask_secrets, parse, try_parse};
+
 pub use crate::telemetry::LogFormat;
 
 use crate::engine::{DEFAULT_QUEUE_CAPACITY, DEFAULT_WORKERS};
@@ -36,6 +41,19 @@ pub enum Command {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
+    /// Configuration file (YAML): the incident platform's `executor:` block and our own
+    /// `serve:` block, whose keys are these flags' long names; `${VAR}` is expanded. Flags and
+    /// environment variables override it. Read at start: a change needs a restart (the
+    /// token, authz and policy files it names are reloaded as always).
+    #[arg(long, env = "EXECUTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (each value with where it came from, secrets
+    /// masked) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// The effective configuration, as `--print-config` shows it.
+    #[arg(skip)]
+    pub effective_config: String,
     /// gRPC listen address.
     #[arg(long, env = "EXECUTOR_LISTEN", default_value = "127.0.0.1:8084")]
     pub listen: SocketAddr,
@@ -49,6 +67,14 @@ pub struct ServeArgs {
     /// Default kubeconfig context (default: the file's current context).
     #[arg(long, env = "EXECUTOR_CONTEXT")]
     pub context: Option<String>,
+    /// Connect and write timeout of Kubernetes API calls (reads keep kube's 295 s, long
+    /// enough for a watch).
+    #[arg(long, env = "EXECUTOR_KUBE_TIMEOUT", default_value = "30s")]
+    pub kube_timeout: humantime::Duration,
+    /// Times a Kubernetes API call that failed transiently (409, 429, 5xx, a dropped
+    /// connection) is tried again, with backoff; at most 20.
+    #[arg(long, env = "EXECUTOR_KUBE_RETRIES", default_value_t = crate::cluster::MAX_ATTEMPTS - 1, value_parser = clap::value_parser!(u32).range(0..=crate::cluster::MAX_RETRIES as i64))]
+    pub kube_retries: u32,
     /// Executions running at once.
     #[arg(long, env = "EXECUTOR_WORKERS", default_value_t = DEFAULT_WORKERS)]
     pub workers: usize,
