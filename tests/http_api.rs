@@ -592,7 +592,9 @@ async fn the_incident_platforms_documented_call_changes_the_cluster_and_reads_ba
     let calls = [
         (
             server.http_addr.clone(),
-            json!({"action": {"action": "scale-deployment", "parameters": {"replicas": 4}, "priority": 1},
+            json!({"action": {"action": "scale-deployment", "parameters": {"replicas": 4}, "priority": 1,
+                              "confidence": 0.92, "reasoning": "CPU above 90% for 10 minutes"},
+                   "incident_id": "INC-4711",
                    "alert": {"name": "HighCPUUsage", "severity": "critical",
                              "namespace": "production", "resource": "deployment/web"}}),
         ),
@@ -632,6 +634,15 @@ async fn the_incident_platforms_documented_call_changes_the_cluster_and_reads_ba
                 .unwrap_or_default()
                 .to_string();
             if state == "SUCCEEDED" {
+                // What the platform's decision engine said is kept for the audit trail.
+                if body["incident_id"] == "INC-4711" {
+                    assert_eq!(
+                        status["execution"]["recommendation"],
+                        json!({"incident_id": "INC-4711", "confidence": 0.92,
+                               "reasoning": "CPU above 90% for 10 minutes", "source": ""}),
+                        "{status}"
+                    );
+                }
                 break;
             }
             assert!(
@@ -646,4 +657,58 @@ async fn the_incident_platforms_documented_call_changes_the_cluster_and_reads_ba
     assert_eq!(web.spec.unwrap().replicas, Some(4));
     let old = pods.get_opt(&pod).await.unwrap();
     assert!(old.is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
+}
+
+#[tokio::test]
+async fn the_registry_lists_the_catalog_and_registering_is_refused_with_a_reason() {
+    let server = ServeProcess::start(&[]);
+    let http = common::plain_http();
+    let base = format!("http://{}", server.http_addr);
+    let (status, registry) = get(&format!("{base}/api/v1/registry/actions")).await;
+    assert_eq!(status, 200);
+    let (_, catalog) = get(&format!("{base}/api/v1/actions")).await;
+    let actions = registry["actions"].as_array().unwrap();
+    assert_eq!(registry["total"], json!(actions.len()));
+    assert_eq!(actions.len(), catalog["actions"].as_array().unwrap().len());
+    let scale = actions
+        .iter()
+        .find(|a| a["name"] == "scale-deployment")
+        .expect("scale-deployment in the registry");
+    assert_eq!(scale["action"], "scale_deployment");
+    assert!(scale["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "replicas"));
+    let response = http
+        .post(format!("{base}/api/v1/registry/register"))
+        .json(&json!({"name": "my-action", "image": "example/my-action:1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 501);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "UNIMPLEMENTED");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("compiled into executor-service"),
+        "{body}"
+    );
+    // A confidence outside 0..1 is refused naming the field, and nothing is recorded.
+    let (status, answer) = post(
+        &format!("{base}/api/v1/execute"),
+        &json!({"action": {"action": "scale-deployment", "parameters": {"replicas": 4}, "confidence": 7},
+                "alert": {"namespace": "production", "resource": "deployment/web"}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["error"]["field"], "recommendation.confidence",
+        "{answer}"
+    );
+    let (_, listed) = get(&format!("{base}/api/v1/executions")).await;
+    assert_eq!(listed["executions"], json!([]), "{listed}");
 }

@@ -65,6 +65,12 @@ fn mk_view(id: &str, created_at: DateTime<Utc>, state: ExecutionState) -> Execut
         policy: json!({"decision": "allow", "reasons": ["small change"]}),
         approval: json!({"by": "bob", "at": "2025-10-09T10:00:00Z", "why": "ok"}),
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        recommendation: Some(executor_service::domain::Recommendation {
+            incident_id: "INC-7".into(),
+            confidence: Some(0.87),
+            reasoning: "CPU above 90% for 10 minutes".into(),
+            source: "decision-engine".into(),
+        }),
     }
 }
 

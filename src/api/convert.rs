@@ -9,7 +9,7 @@ use super::proto;
 use crate::{
     domain::{
         ActionSpec, AlertContext, Event, ExecutionRequest, ExecutionState, ExecutionView,
-        ParamType, RequestedTarget, Risk, Target,
+        ParamType, Recommendation, RequestedTarget, Risk, Target,
     },
     engine::{DryRunReport, EngineError},
 };
@@ -137,8 +137,23 @@ pub fn execute_request(r: proto::ExecuteRequest) -> Result<ExecutionRequest, Eng
         alert: alert_from(r.alert),
         rollback_on_failure: r.rollback_on_failure,
         priority: r.priority,
+        recommendation: r.recommendation.map(|r| Recommendation {
+            incident_id: r.incident_id,
+            confidence: r.confidence,
+            reasoning: r.reasoning,
+            source: r.source,
+        }),
         ..Default::default()
     })
+}
+
+fn recommendation_to(r: &Recommendation) -> proto::Recommendation {
+    proto::Recommendation {
+        incident_id: r.incident_id.clone(),
+        confidence: r.confidence,
+        reasoning: r.reasoning.clone(),
+        source: r.source.clone(),
+    }
 }
 
 pub fn dry_run_request(r: proto::DryRunRequest) -> ExecutionRequest {
@@ -214,6 +229,7 @@ pub fn execution_to(v: &ExecutionView) -> proto::Execution {
         finished_at: v.finished_at.map(timestamp),
         timeout: Some(duration(v.timeout)),
         alert: v.alert.as_ref().map(alert_to),
+        recommendation: v.recommendation.as_ref().map(recommendation_to),
         result: json_to_opt_struct(&v.result),
         requester: v.requester.clone(),
         policy: policy_from_json(&v.policy),

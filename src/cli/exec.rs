@@ -60,6 +60,7 @@ pub async fn run(args: ExecArgs) -> Result<ExitCode, CliError> {
             wait: args.wait && !args.watch,
             rollback_on_failure: args.no_rollback.then_some(false),
             priority: args.priority,
+            recommendation: None,
         })
         .await?
         .into_inner()

@@ -74,6 +74,22 @@ pub struct AlertContext {
     pub annotations: std::collections::BTreeMap<String, String>,
 }
 
+/// Why the action was proposed, as the recommending system (an incident platform's decision
+/// engine) said it: kept with the execution for the audit trail, never used to decide.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Recommendation {
+    #[serde(default)]
+    pub incident_id: String,
+    /// 0 to 1.
+    #[serde(default)]
+    pub confidence: Option<f64>,
+    #[serde(default)]
+    pub reasoning: String,
+    /// Who recommended it (a system or model name).
+    #[serde(default)]
+    pub source: String,
+}
+
 /// The target as the caller gave it; empty strings mean "not given".
 #[derive(Debug, Clone, Default)]
 pub struct RequestedTarget {
@@ -102,6 +118,8 @@ pub struct ExecutionRequest {
     pub rollback_on_failure: Option<bool>,
     /// Higher runs first among executions waiting for a worker (see [`MAX_PRIORITY`]).
     pub priority: i32,
+    /// The recommendation behind the request, for the audit trail.
+    pub recommendation: Option<Recommendation>,
 }
 
 /// Priorities run from `-MAX_PRIORITY` to `MAX_PRIORITY`; 0 is the default.
@@ -188,6 +206,9 @@ pub struct ExecutionView {
     /// W3C trace id of the request that created the execution; empty without tracing.
     #[serde(default)]
     pub trace_id: String,
+    /// The recommendation behind the request, as the caller sent it.
+    #[serde(default)]
+    pub recommendation: Option<Recommendation>,
 }
 
 /// Filters and paging for listing executions.

@@ -10,6 +10,6 @@ mod target;
 pub use catalog::{ActionSpec, ParamSpec, ParamType, Risk};
 pub use execution::{
     AlertContext, Encoded, Event, ExecutionRequest, ExecutionState, ExecutionView, ListFilter,
-    RequestedTarget, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PRIORITY,
+    Recommendation, RequestedTarget, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PRIORITY,
 };
 pub use target::Target;

@@ -386,6 +386,7 @@ impl Engine {
             requester,
             policy: decision.to_json(),
             trace_id: request.trace_id.clone(),
+            recommendation: request.recommendation.clone(),
             rollback_on_failure: request.rollback_on_failure.unwrap_or(true),
             index: 0,
             progressing: Mutex::new(Progressing {

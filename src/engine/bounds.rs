@@ -70,6 +70,8 @@ pub(crate) const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
 /// `reason` of a cancellation, an approval or a rejection: a sentence or two and a ticket
 /// link, recorded in the execution's events.
 pub(crate) const MAX_REASON_BYTES: usize = 1024;
+/// A recommendation's `reasoning`: a few paragraphs of a decision engine's explanation.
+pub(crate) const MAX_REASONING_BYTES: usize = 16 * 1024;
 /// `execution_id`: ids are UUIDs (36 bytes); anything much longer names no execution.
 pub(crate) const MAX_EXECUTION_ID_BYTES: usize = 64;
 /// The whole request (every string's bytes plus the parameters' compact JSON): each field may
@@ -116,10 +118,16 @@ pub(crate) fn check_request(request: &ExecutionRequest) -> Result<(), EngineErro
         Some(alert) => check_alert(alert)?,
         None => 0,
     };
-    let total = strings
-        .iter()
-        .map(|(_, value, _)| value.len())
-        .fold(parameters.saturating_add(alert), usize::saturating_add);
+    let recommendation = match &request.recommendation {
+        Some(r) => check_recommendation(r)?,
+        None => 0,
+    };
+    let total = strings.iter().map(|(_, value, _)| value.len()).fold(
+        parameters
+            .saturating_add(alert)
+            .saturating_add(recommendation),
+        usize::saturating_add,
+    );
     if total > MAX_REQUEST_BYTES {
         return Err(EngineError::invalid(
             "request",
@@ -127,6 +135,31 @@ pub(crate) fn check_request(request: &ExecutionRequest) -> Result<(), EngineErro
         ));
     }
     Ok(())
+}
+
+/// Checks a recommendation's fields; returns its size in bytes.
+fn check_recommendation(r: &crate::domain::Recommendation) -> Result<usize, EngineError> {
+    at_most(
+        "recommendation.incident_id",
+        &r.incident_id,
+        MAX_REQUEST_ID_BYTES,
+    )?;
+    at_most("recommendation.source", &r.source, MAX_IDENTITY_BYTES)?;
+    at_most(
+        "recommendation.reasoning",
+        &r.reasoning,
+        MAX_REASONING_BYTES,
+    )?;
+    no_control_characters("recommendation.incident_id", &r.incident_id)?;
+    if let Some(confidence) = r.confidence {
+        if !(0.0..=1.0).contains(&confidence) {
+            return Err(EngineError::invalid(
+                "recommendation.confidence",
+                format!("must be between 0 and 1, got {confidence}"),
+            ));
+        }
+    }
+    Ok(r.incident_id.len() + r.source.len() + r.reasoning.len())
 }
 
 /// Checks the `reason` of a cancellation, an approval or a rejection; `field` is how the

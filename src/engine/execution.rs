@@ -44,6 +44,7 @@ pub(super) struct Execution {
     pub requester: String,
     pub policy: Value,
     pub trace_id: String,
+    pub recommendation: Option<crate::domain::Recommendation>,
     /// Restore the recorded pre-state when verification fails.
     pub rollback_on_failure: bool,
     /// Creation order, the stable position used by in-memory paging.
@@ -83,6 +84,7 @@ impl Execution {
             requester: view.requester,
             policy: view.policy,
             trace_id: view.trace_id,
+            recommendation: view.recommendation,
             rollback_on_failure,
             index: 0,
             progressing: Mutex::new(Progressing {
@@ -186,6 +188,7 @@ impl Execution {
             policy: self.policy.clone(),
             approval: p.approval.clone(),
             trace_id: self.trace_id.clone(),
+            recommendation: self.recommendation.clone(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::{EngineError, MAX_TIMEOUT};
-use crate::domain::{AlertContext, ExecutionRequest, RequestedTarget};
+use crate::domain::{AlertContext, ExecutionRequest, Recommendation, RequestedTarget};
 
 /// `{"action", "target", "parameters", "alert", "request_id", "timeout_seconds"}`; the target
 /// may be omitted when the alert's labels name it, as the seed service allowed.
@@ -58,6 +58,7 @@ pub fn execution_request(body: &Map<String, Value>) -> Result<ExecutionRequest, 
         }
     };
     Ok(ExecutionRequest {
+        recommendation: recommendation(body)?,
         priority,
         action: optional_string(body, "action")?.trim().to_string(),
         target,
@@ -67,6 +68,42 @@ pub fn execution_request(body: &Map<String, Value>) -> Result<ExecutionRequest, 
         alert,
         ..Default::default()
     })
+}
+
+/// `recommendation: {incident_id, confidence, reasoning, source}`, or the same fields at the
+/// top level (`incident_id`, `confidence`, `reasoning`), as the platforms send them.
+fn recommendation(body: &Map<String, Value>) -> Result<Option<Recommendation>, EngineError> {
+    let mut r = match body.get("recommendation") {
+        None | Some(Value::Null) => Recommendation::default(),
+        Some(Value::Object(o)) => Recommendation {
+            incident_id: nested_string(o, "recommendation", "incident_id")?,
+            confidence: confidence(o.get("confidence"), "recommendation.confidence")?,
+            reasoning: nested_string(o, "recommendation", "reasoning")?,
+            source: nested_string(o, "recommendation", "source")?,
+        },
+        Some(other) => return Err(not_an_object("recommendation", other)),
+    };
+    if r.incident_id.is_empty() {
+        r.incident_id = optional_string(body, "incident_id")?.trim().to_string();
+    }
+    if r.confidence.is_none() {
+        r.confidence = confidence(body.get("confidence"), "confidence")?;
+    }
+    if r.reasoning.is_empty() {
+        r.reasoning = optional_string(body, "reasoning")?.trim().to_string();
+    }
+    Ok((r != Recommendation::default()).then_some(r))
+}
+
+fn confidence(value: Option<&Value>, field: &str) -> Result<Option<f64>, EngineError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(other) => Err(EngineError::invalid(
+            field,
+            format!("must be a number, got {}", json_type(other)),
+        )),
+    }
 }
 
 /// Whether `body` is the incident platform's shape: `{"action": {"action", "parameters",
@@ -96,8 +133,11 @@ fn from_platform(body: &Map<String, Value>) -> Result<Map<String, Value>, Engine
         }
         Some(other) => return Err(not_an_object("action.parameters", other)),
     }
-    if let Some(priority) = action.get("priority") {
-        shaped.entry("priority").or_insert_with(|| priority.clone());
+    // What their decision engine said of it, kept for the audit trail.
+    for field in ["priority", "confidence", "reasoning", "incident_id"] {
+        if let Some(value) = action.get(field) {
+            shaped.entry(field).or_insert_with(|| value.clone());
+        }
     }
     if let Some(Value::Object(alert)) = body.get("alert") {
         let mut ours = alert.clone();

@@ -68,6 +68,16 @@ impl IntoResponse for EngineError {
     }
 }
 
+/// A call this service has no operation for, answered 501 `UNIMPLEMENTED` with why and what
+/// to use instead (not a 404, which would read as a wrong URL).
+pub(super) fn unimplemented(message: &str) -> Response {
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        Json(json!({ "error": { "code": "UNIMPLEMENTED", "message": message } })),
+    )
+        .into_response()
+}
+
 /// What every handler returns: its answer, or an engine error in the one shape above.
 pub(super) type ApiResult<T> = Result<T, EngineError>;
 

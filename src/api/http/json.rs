@@ -123,6 +123,7 @@ pub fn execution_json(v: &ExecutionView) -> Value {
         "policy": v.policy,
         "approval": v.approval,
         "trace_id": v.trace_id,
+        "recommendation": v.recommendation,
     })
 }
 
@@ -171,6 +172,22 @@ pub(super) fn action_json(spec: &ActionSpec) -> Value {
             "maximum": p.max,
             "allowed_values": p.allowed,
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// An action as the incident platform's registry lists it: its hyphenated name (the one it
+/// sends), our name, risk level and parameters.
+pub(super) fn registry_entry(spec: &ActionSpec) -> Value {
+    let ours = action_json(spec);
+    json!({
+        "name": spec.name.replace('_', "-"),
+        "action": spec.name,
+        "description": spec.description,
+        "risk_level": spec.risk,
+        "target_kinds": spec.target_kinds,
+        "parameters": ours["parameters"],
+        "enabled": true,
+        "source": "builtin",
     })
 }
 

@@ -23,6 +23,8 @@
 //! | `POST /api/v1/executions/{id}/approve`, `…/reject` | answer an execution WAITING_APPROVAL, body `{"approver", "reason"}` |
 //! | `GET /api/v1/executions/{id}/events` | Server-Sent Events: replay then live, `id:` = sequence, resumes after `Last-Event-ID`; 204 once nothing is left to send |
 //! | `GET /api/v1/actions` | the action catalog |
+//! | `GET /api/v1/registry/actions` | the catalog in the incident platform's registry shape (hyphenated names) |
+//! | any `/api/v1/registry/register` | 501: actions are compiled in |
 //! | `GET /health` | 200 while the default cluster answers, 503 otherwise or while shutting down |
 
 mod errors;
@@ -39,7 +41,7 @@ use axum::{
     },
     http::{header, StatusCode},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{any, get, post},
     Json, Router,
 };
 use serde_json::{json, Value};
@@ -79,6 +81,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/executions/{id}/reject", post(reject))
         .route("/api/v1/executions/{id}/events", get(sse::events))
         .route("/api/v1/actions", get(actions))
+        .route("/api/v1/registry/actions", get(registry_actions))
+        .route("/api/v1/registry/register", any(registry_register))
         .route("/health", get(health))
         .route("/livez", get(livez))
         .route("/metrics", get(metrics))
@@ -266,6 +270,22 @@ async fn actions(State(engine): State<Engine>) -> Json<Value> {
     Json(json!({
         "actions": engine.actions().iter().map(action_json).collect::<Vec<_>>(),
     }))
+}
+
+/// The catalog in the incident platform's registry shape.
+async fn registry_actions(State(engine): State<Engine>) -> Json<Value> {
+    let actions: Vec<Value> = engine.actions().iter().map(json::registry_entry).collect();
+    Json(json!({ "total": actions.len(), "actions": actions }))
+}
+
+/// The platform registers actions at run time; here they are compiled in.
+async fn registry_register() -> Response {
+    errors::unimplemented(
+        "actions are compiled into executor-service and cannot be registered at run time; \
+         see them in GET /api/v1/registry/actions (or ListActions), and allow, deny or hold \
+         them for approval per action, namespace and risk with the Rego policy (--policy) and \
+         the authorization rules (--authz)",
+    )
 }
 
 /// Liveness: the process answers HTTP. Unlike `/health` it does not depend on the cluster: a

@@ -86,6 +86,7 @@ fn mk_execution(i: usize) -> (ExecutionView, Vec<Event>) {
         policy: json!({"decision": "allow", "reasons": ["within change budget"]}),
         approval: serde_json::Value::Null,
         trace_id: format!("{:032x}", u128::from(r) << 64 | u128::from(mix(r))),
+        recommendation: None,
     };
     let steps = [
         (ExecutionState::Queued, "queued"),

@@ -351,7 +351,7 @@ mod tests {
             state_list(false),
             "'QUEUED', 'RUNNING', 'WAITING_APPROVAL', 'ROLLING_BACK'"
         );
-        assert_eq!(state_list(true).split(", ").count(), 7);
+        assert_eq!(state_list(true).split(", ").count(), 8);
     }
 
     #[test]
