@@ -186,7 +186,9 @@ async fn shadow_mode_records_twenty_diffs_and_changes_nothing_in_the_cluster() {
             execution.message
         );
         assert!(
-            execution.message.starts_with("shadow mode: would "),
+            execution
+                .message
+                .starts_with("shadow mode: nothing was changed; the plan: "),
             "{}",
             execution.message
         );
@@ -275,4 +277,53 @@ async fn require_approval_holds_every_mutating_action_and_lets_reads_run() {
         .execution
         .unwrap();
     assert_eq!(read.state(), ExecutionState::Succeeded, "{}", read.message);
+}
+
+/// `serve --shadow` end to end: the flag reaches the engine, an Execute over HTTP ends
+/// SHADOWED, the metrics count it apart from real runs, and the deployment keeps its replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_shadow_counts_shadow_runs_apart_and_leaves_the_cluster_alone() {
+    let server = common::ServeProcess::start(&["--shadow"]);
+    let http = common::plain_http();
+    let base = format!("http://{}", server.http_addr);
+    let kube = common::kube_client_from(&server.kubeconfig).await;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(kube, "production");
+    let before = deployments.get("web").await.unwrap();
+    let answer: Value = http
+        .post(format!("{base}/api/v1/execute"))
+        .json(&json!({"action": "scale_deployment", "wait": true,
+                      "target": {"namespace": "production", "kind": "Deployment", "name": "web"},
+                      "parameters": {"replicas": 7}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answer = &answer["execution"];
+    assert_eq!(answer["state"], "SHADOWED", "{answer}");
+    let change = &answer["result"]["plan"]["changes"][0];
+    assert_eq!(change["before"]["spec"]["replicas"], json!(3), "{answer}");
+    assert_eq!(change["after"]["spec"]["replicas"], json!(7), "{answer}");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains(r#"executor_executions_total{action="scale_deployment",state="SHADOWED"} 1"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"state="SUCCEEDED""#), "{metrics}");
+    let after = deployments.get("web").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    assert_eq!(after.spec.unwrap().replicas, Some(3));
 }

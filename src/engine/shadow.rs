@@ -42,7 +42,7 @@ impl Engine {
         execution.record(
             ExecutionState::Shadowed,
             format!(
-                "shadow mode: would {}; nothing was changed{approval}",
+                "shadow mode: nothing was changed; the plan: {}{approval}",
                 plan.summary
             ),
             None,
