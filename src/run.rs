@@ -27,12 +27,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     crate::cluster::set_api_timeout(args.kube_timeout.into());
     crate::cluster::set_retries(args.kube_retries);
-    let security = api::Security::load(
+    let mut security = api::Security::load(
         args.security.tls_cert.as_deref(),
         args.security.tls_key.as_deref(),
         args.security.tls_client_ca.as_deref(),
         args.security.auth_tokens.as_deref(),
     )?;
+    security.cors_origins = api::cors::origins(&args.security.cors_allow_origins)?;
     if args.security.authz.is_some() && !security.authenticator.is_enabled() {
         anyhow::bail!("--authz needs --auth-tokens or --tls-client-ca: without authentication every caller is anonymous");
     }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub(crate) mod convert;
+pub mod cors;
 mod grpc;
 pub mod http;
 mod limits;
@@ -100,6 +101,10 @@ pub async fn serve_with(
     // own port).
     let http_app = security.protect_http(http::router(engine.clone()));
     server
+        // Outermost: a browser's preflight is answered before anything asks for a token.
+        .layer(tower::util::option_layer(cors::layer(
+            &security.cors_origins,
+        )))
         .layer(one_port::HttpBesideGrpc::new(http_app))
         // A span per RPC, continuing the caller's W3C `traceparent`.
         .trace_fn(|request| {
@@ -186,6 +191,10 @@ pub async fn serve_http(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = security.protect_http(app);
+    let app = match cors::layer(&security.cors_origins) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
     match &security.tls {
         Some(tls) => tls.serve_http(listener, app, shutdown).await,
         None => http::serve(listener, app, shutdown).await,

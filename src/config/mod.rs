@@ -241,6 +241,15 @@ pub struct SecurityArgs {
     /// `--tls-client-ca`. Without it every caller may do everything.
     #[arg(long, env = "EXECUTOR_AUTHZ")]
     pub authz: Option<PathBuf>,
+    /// An origin whose pages may call the API from a browser (HTTP/JSON, event streams,
+    /// gRPC-Web), exactly as the browser sends it: `https://dashboard.example.com`;
+    /// repeatable. None by default: only the dashboard served here can.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "EXECUTOR_CORS_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origins: Vec<String>,
     /// Plain-HTTP address serving only `/health`, `/livez` and `/metrics`, without TLS or
     /// authentication: for kubelet probes (which cannot present client certificates, and
     /// whose gRPC probes speak no TLS) and Prometheus. Off when absent.

@@ -184,6 +184,11 @@ impl Engine {
             .clone()
     }
 
+    /// How long an execution waits for an approval before it is rejected.
+    pub fn approval_timeout(&self) -> Duration {
+        self.inner.config.approval_timeout
+    }
+
     pub fn actions(&self) -> Vec<ActionSpec> {
         self.inner.registry.specs()
     }

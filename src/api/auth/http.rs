@@ -22,7 +22,11 @@ pub async fn http_layer(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if !auth.is_enabled() || OPEN_HTTP_PATHS.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    if !auth.is_enabled()
+        || OPEN_HTTP_PATHS.contains(&path)
+        || crate::api::http::dashboard::is_asset(path)
+    {
         return next.run(request).await;
     }
     let certificates = request

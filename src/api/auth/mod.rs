@@ -36,6 +36,8 @@ pub use self::{
 pub struct Security {
     pub tls: Option<Arc<Tls>>,
     pub authenticator: Authenticator,
+    /// Origins allowed to call from a browser (`--cors-allow-origin`); none by default.
+    pub cors_origins: Vec<::http::HeaderValue>,
 }
 
 impl Security {
@@ -64,6 +66,7 @@ impl Security {
         Ok(Security {
             tls,
             authenticator: Authenticator::new(tokens, client_certificates),
+            cors_origins: Vec::new(),
         })
     }
 

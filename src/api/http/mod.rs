@@ -23,10 +23,13 @@
 //! | `POST /api/v1/executions/{id}/approve`, `…/reject` | answer an execution WAITING_APPROVAL, body `{"approver", "reason"}` |
 //! | `GET /api/v1/executions/{id}/events` | Server-Sent Events: replay then live, `id:` = sequence, resumes after `Last-Event-ID`; 204 once nothing is left to send |
 //! | `GET /api/v1/actions` | the action catalog |
+//! | `GET /api/v1/approvals` | executions waiting for an approval, each with `approval_expires_at` |
+//! | `GET /`, `/ui/app.js`, `/ui/app.css` | the dashboard (`dashboard.rs`) |
 //! | `GET /api/v1/registry/actions` | the catalog in the incident platform's registry shape (hyphenated names) |
 //! | any `/api/v1/registry/register` | 501: actions are compiled in |
 //! | `GET /health` | 200 while the default cluster answers, 503 otherwise or while shutting down |
 
+pub mod dashboard;
 mod errors;
 mod json;
 mod sse;
@@ -55,7 +58,10 @@ use self::{
     },
 };
 use super::Caller;
-use crate::{domain::ExecutionRequest, engine::Engine};
+use crate::{
+    domain::{ExecutionRequest, ExecutionState, ListFilter},
+    engine::Engine,
+};
 
 pub use self::{
     json::{event_json, execution_json},
@@ -80,6 +86,10 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/executions/{id}/approve", post(approve))
         .route("/api/v1/executions/{id}/reject", post(reject))
         .route("/api/v1/executions/{id}/events", get(sse::events))
+        .route("/", get(dashboard::index))
+        .route("/ui/app.js", get(dashboard::script))
+        .route("/ui/app.css", get(dashboard::style))
+        .route("/api/v1/approvals", get(approvals))
         .route("/api/v1/actions", get(actions))
         .route("/api/v1/registry/actions", get(registry_actions))
         .route("/api/v1/registry/register", any(registry_register))
@@ -270,6 +280,31 @@ async fn actions(State(engine): State<Engine>) -> Json<Value> {
     Json(json!({
         "actions": engine.actions().iter().map(action_json).collect::<Vec<_>>(),
     }))
+}
+
+/// What waits for an approval (that the caller may read), with when each expires.
+async fn approvals(State(engine): State<Engine>, caller: Caller) -> ApiResult<Json<Value>> {
+    let filter = ListFilter {
+        state: Some(ExecutionState::WaitingApproval),
+        page_size: crate::domain::MAX_PAGE_SIZE,
+        ..Default::default()
+    };
+    let (waiting, _) = engine.list(&filter, &caller.identity).await?;
+    let timeout = engine.approval_timeout();
+    let approvals: Vec<Value> = waiting
+        .iter()
+        .map(|x| {
+            let mut shown = execution_json(x);
+            shown["approval_expires_at"] = json!(
+                x.created_at + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX)
+            );
+            shown
+        })
+        .collect();
+    Ok(Json(json!({
+        "approval_timeout_seconds": timeout.as_secs(),
+        "approvals": approvals,
+    })))
 }
 
 /// The catalog in the incident platform's registry shape.
