@@ -57,6 +57,7 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "restart_statefulset",
         "restart_daemonset",
         "update_hpa",
+        "migrate_workload",
     ] {
         assert!(
             names.contains(&expected),
@@ -605,4 +606,102 @@ async fn a_rollout_to_a_crashing_image_fails_on_the_progress_deadline() {
         "{}",
         done.message
     );
+}
+
+/// The nodes the live pods of `app` run on.
+async fn nodes_of(h: &Harness, ns: &str, app: &str) -> Vec<String> {
+    Api::<Pod>::namespaced(h.kube.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.spec.and_then(|s| s.node_name))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrate_workload_moves_every_pod_off_the_node_and_undoes_by_the_template() {
+    let h = Harness::demo().await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+    let target = mk_target("production", "Deployment", "web");
+    let from = nodes_of(&h, "production", "web").await[0].clone();
+    // Refusals name the parameter: both given, neither, a node that does not exist.
+    for (params, field) in [
+        (
+            json!({"from_node": from, "from_zone": "zone-1"}),
+            "parameters.from_zone",
+        ),
+        (json!({}), "parameters.from_node"),
+        (json!({"from_node": "node-9"}), "parameters.from_node"),
+    ] {
+        let err = client
+            .execute(mk_request("migrate_workload", target.clone(), params))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
+    let done = common::run_to_end(
+        &mut client,
+        "migrate_workload",
+        target.clone(),
+        json!({"from_node": from}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    // The cluster's record: no pod of web on the node, all three running elsewhere, and the
+    // template keeps them away.
+    let now = nodes_of(&h, "production", "web").await;
+    assert!(!now.contains(&from), "{now:?} still has {from}");
+    let web =
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(h.kube.clone(), "production")
+            .get("web")
+            .await
+            .unwrap();
+    let affinity = serde_json::to_value(web.spec.unwrap().template.spec.unwrap().affinity).unwrap();
+    assert_eq!(
+        affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchExpressions"][0],
+        json!({"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [from]})
+    );
+    assert!(matches!(
+        field(&done.rollback_data, "template"),
+        Kind::StructValue(_)
+    ));
+    // A zone with every other node cordoned has nowhere to go: refused before any change.
+    for node in ["node-1", "node-2", "node-3"] {
+        if node != from {
+            let done = common::run_to_end(
+                &mut client,
+                "cordon_node",
+                mk_target("", "Node", node),
+                json!({}),
+            )
+            .await;
+            assert_eq!(
+                done.state,
+                ExecutionState::Succeeded as i32,
+                "{}",
+                done.message
+            );
+        }
+    }
+    let err = client
+        .execute(mk_request(
+            "migrate_workload",
+            mk_target("production", "Deployment", "worker"),
+            json!({"from_node": from}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("nowhere to go"), "{}", err.message());
 }

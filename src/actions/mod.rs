@@ -15,6 +15,7 @@ mod delete_pod;
 mod drain_node;
 mod expand_pvc;
 mod increase_resources;
+mod migrate_workload;
 mod notify_only;
 mod params;
 mod plan;
@@ -269,6 +270,7 @@ impl Registry {
             Arc::new(taint_node::TaintNode::new()),
             Arc::new(untaint_node::UntaintNode::new()),
             Arc::new(drain_node::DrainNode::new()),
+            Arc::new(migrate_workload::MigrateWorkload::new()),
         ];
         Registry {
             actions: Arc::new(list.into_iter().map(|a| (a.spec().name, a)).collect()),

@@ -67,7 +67,46 @@ pub fn unfit_reason(node: &Value, spec: &Value) -> Option<&'static str> {
             return Some("node(s) didn't match Pod's node affinity/selector");
         }
     }
+    if !matches_required_affinity(node, spec) {
+        return Some("node(s) didn't match Pod's node affinity/selector");
+    }
     None
+}
+
+/// `requiredDuringSchedulingIgnoredDuringExecution`: some node-selector term whose every
+/// expression (`In`, `NotIn`, `Exists`, `DoesNotExist`) holds for the node's labels; no
+/// terms, no constraint.
+fn matches_required_affinity(node: &Value, spec: &Value) -> bool {
+    let Some(terms) = at(
+        spec,
+        "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
+    )
+    .and_then(Value::as_array)
+    .filter(|t| !t.is_empty()) else {
+        return true;
+    };
+    let labels = at(node, "/metadata/labels").and_then(Value::as_object);
+    let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+    terms.iter().any(|term| {
+        at(term, "/matchExpressions")
+            .and_then(Value::as_array)
+            .is_none_or(|expressions| {
+                expressions.iter().all(|e| {
+                    let values: Vec<&str> = at(e, "/values")
+                        .and_then(Value::as_array)
+                        .map(|v| v.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    let value = label(str_at(e, "/key"));
+                    match str_at(e, "/operator") {
+                        "In" => value.is_some_and(|v| values.contains(&v)),
+                        "NotIn" => value.is_none_or(|v| !values.contains(&v)),
+                        "Exists" => value.is_some(),
+                        "DoesNotExist" => value.is_none(),
+                        _ => false,
+                    }
+                })
+            })
+    })
 }
 
 pub fn run(st: &mut State) {
