@@ -58,6 +58,8 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "restart_daemonset",
         "update_hpa",
         "migrate_workload",
+        "update_network_policy",
+        "rotate_secrets",
     ] {
         assert!(
             names.contains(&expected),
@@ -704,4 +706,235 @@ async fn migrate_workload_moves_every_pod_off_the_node_and_undoes_by_the_templat
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
     assert!(err.message().contains("nowhere to go"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn update_network_policy_adds_a_rule_once_removes_it_and_names_bad_input() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    let policies = Api::<NetworkPolicy>::namespaced(h.kube.clone(), "production");
+    policies
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "web-ingress", "namespace": "production"},
+                "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let target = mk_target("production", "NetworkPolicy", "web-ingress");
+    for (params, field) in [
+        (json!({"port": 80}), "parameters.allow_from_namespace"),
+        (
+            json!({"allow_from_labels": "app"}),
+            "parameters.allow_from_labels",
+        ),
+        (
+            json!({"allow_from_namespace": "staging", "port": 70000}),
+            "parameters.port",
+        ),
+        (
+            json!({"allow_from_namespace": "staging", "protocol": "HTTP"}),
+            "parameters.protocol",
+        ),
+    ] {
+        let err = client
+            .execute(mk_request("update_network_policy", target.clone(), params))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
+    let rule =
+        json!({"allow_from_namespace": "staging", "allow_from_labels": "app=gateway", "port": 80});
+    let ingress = |p: NetworkPolicy| serde_json::to_value(p.spec.unwrap().ingress).unwrap();
+    let expected = json!([{
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "staging"}},
+                  "podSelector": {"matchLabels": {"app": "gateway"}}}],
+        "ports": [{"port": 80, "protocol": "TCP"}],
+    }]);
+    let done = common::run_to_end(
+        &mut client,
+        "update_network_policy",
+        target.clone(),
+        rule.clone(),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    assert_eq!(
+        ingress(policies.get("web-ingress").await.unwrap()),
+        expected
+    );
+    assert!(matches!(
+        field(&done.rollback_data, "spec"),
+        Kind::StructValue(_)
+    ));
+    // Again: nothing to add, the rule is there once.
+    let again = common::run_to_end(
+        &mut client,
+        "update_network_policy",
+        target.clone(),
+        rule.clone(),
+    )
+    .await;
+    assert_eq!(
+        again.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        again.message
+    );
+    assert!(
+        again.message.contains("already as asked"),
+        "{}",
+        again.message
+    );
+    assert_eq!(
+        ingress(policies.get("web-ingress").await.unwrap()),
+        expected
+    );
+    // Removed: no ingress rule left.
+    let mut remove = rule.clone();
+    remove["remove"] = json!(true);
+    let removed = common::run_to_end(&mut client, "update_network_policy", target, remove).await;
+    assert_eq!(
+        removed.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        removed.message
+    );
+    assert_eq!(
+        ingress(policies.get("web-ingress").await.unwrap()),
+        json!([])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotate_secrets_replaces_values_keeps_the_previous_restarts_consumers_and_never_shows_values(
+) {
+    use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    let deployments = Api::<Deployment>::namespaced(h.kube.clone(), "production");
+    // A consumer: its pods read the password from the Secret.
+    deployments
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "billing", "namespace": "production"},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "billing"}},
+                  "template": {"metadata": {"labels": {"app": "billing"}},
+                    "spec": {"containers": [{"name": "billing", "image": "example/billing:1",
+                      "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "api-credentials", "key": "password"}}}]}]}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let target = mk_target("production", "Secret", "api-credentials");
+    let err = client
+        .execute(mk_request(
+            "rotate_secrets",
+            target.clone(),
+            json!({"keys": "passwd"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().starts_with("parameters.keys"),
+        "{}",
+        err.message()
+    );
+    // The dry run shows what changes, never a value (plain or base64).
+    let plan = client
+        .dry_run(executor_service::api::proto::DryRunRequest {
+            action: "rotate_secrets".into(),
+            target: target.clone(),
+            parameters: Some(common::to_struct(&json!({"keys": "password"}))),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let shown = format!("{plan:?}");
+    assert!(shown.contains("production/deployment/billing"), "{shown}");
+    assert!(
+        !shown.contains("s3cr3t") && !shown.contains("czNjcjN0"),
+        "{shown}"
+    );
+
+    let done = common::run_to_end(
+        &mut client,
+        "rotate_secrets",
+        target,
+        json!({"keys": "password"}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let secrets = Api::<Secret>::namespaced(h.kube.clone(), "production");
+    let data = secrets.get("api-credentials").await.unwrap().data.unwrap();
+    let password = &data["password"].0;
+    assert_eq!(password.len(), 32);
+    assert!(password.iter().all(u8::is_ascii_alphanumeric));
+    assert_eq!(
+        data["username"].0,
+        b"api".to_vec(),
+        "a key not named is kept"
+    );
+    // The previous values are in a labelled copy in the cluster.
+    let copies = secrets
+        .list(&ListParams::default().labels("executor-service.io/rotated-from=api-credentials"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(copies.len(), 1);
+    assert_eq!(
+        copies[0].data.as_ref().unwrap()["password"].0,
+        b"s3cr3t".to_vec()
+    );
+    // The consumer was restarted; a workload that does not use the Secret was not.
+    let restarted = |d: Deployment| {
+        d.spec
+            .unwrap()
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .is_some_and(|a| a.contains_key("kubectl.kubernetes.io/restartedAt"))
+    };
+    assert!(restarted(deployments.get("billing").await.unwrap()));
+    assert!(!restarted(deployments.get("web").await.unwrap()));
+    // Neither value is anywhere in what the execution recorded.
+    let recorded = client
+        .get_execution(executor_service::api::proto::GetExecutionRequest {
+            execution_id: done.id.clone(),
+            include_events: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let recorded = format!("{recorded:?}");
+    let new = String::from_utf8(password.clone()).unwrap();
+    assert!(
+        !recorded.contains("s3cr3t") && !recorded.contains(&new),
+        "{recorded}"
+    );
+    assert!(
+        recorded.contains("production/deployment/billing"),
+        "{recorded}"
+    );
 }

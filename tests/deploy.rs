@@ -142,6 +142,7 @@ fn the_cluster_role_grants_only_named_verbs_on_named_resources() {
         "get storageclasses",
         "patch horizontalpodautoscalers",
         "create networkpolicies",
+        "patch networkpolicies",
         "list poddisruptionbudgets",
         "list events",
     ] {

@@ -67,6 +67,21 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
         )
         .await
         .unwrap();
+    Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(
+        h.kube.clone(),
+        "production",
+    )
+    .create(
+        &Default::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "web-ingress", "namespace": "production"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let mut client = h.grpc().await;
     let pods: Vec<String> =
@@ -179,6 +194,24 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
         (
             "drain_node",
             mk_target("", "Node", "node-2"),
+            json!({}),
+            true,
+        ),
+        (
+            "migrate_workload",
+            mk_target("production", "Deployment", "web"),
+            json!({"from_node": "node-2"}),
+            true,
+        ),
+        (
+            "update_network_policy",
+            mk_target("production", "NetworkPolicy", "web-ingress"),
+            json!({"allow_from_namespace": "staging", "port": 80}),
+            true,
+        ),
+        (
+            "rotate_secrets",
+            mk_target("production", "Secret", "api-credentials"),
             json!({}),
             true,
         ),

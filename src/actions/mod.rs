@@ -26,6 +26,7 @@ mod restart_statefulset;
 mod restarting;
 mod rollback_deployment;
 mod rolling_restart_deployment;
+mod rotate_secrets;
 mod scale_deployment;
 mod scale_statefulset;
 mod scaling;
@@ -33,6 +34,7 @@ mod taint_node;
 mod uncordon_node;
 mod untaint_node;
 mod update_hpa;
+mod update_network_policy;
 mod workload;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -271,6 +273,8 @@ impl Registry {
             Arc::new(untaint_node::UntaintNode::new()),
             Arc::new(drain_node::DrainNode::new()),
             Arc::new(migrate_workload::MigrateWorkload::new()),
+            Arc::new(update_network_policy::UpdateNetworkPolicy::new()),
+            Arc::new(rotate_secrets::RotateSecrets::new()),
         ];
         Registry {
             actions: Arc::new(list.into_iter().map(|a| (a.spec().name, a)).collect()),
