@@ -24,6 +24,20 @@ deny contains msg if {
 	msg := sprintf("namespace %s is protected: no changes are made there", [input.target.namespace])
 }
 
+# The same for the objects an action changes beyond its target (restart_network aimed at the
+# kube-system namespace, the workloads a secret rotation restarts). Pods a drain evicts are
+# not changes to the namespace's objects: their controllers replace them.
+deny contains msg if {
+	not input.read_only
+	some change in input.changes
+	parts := split(change.object, "/")
+	count(parts) == 3
+	parts[1] != "pod"
+	parts[0] != input.target.namespace
+	parts[0] in data.config.protected_namespaces
+	msg := sprintf("%s is in protected namespace %s: no changes are made there", [change.object, parts[0]])
+}
+
 deny contains msg if {
 	some change in input.changes
 	replicas := change.after.spec.replicas

@@ -60,6 +60,8 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "migrate_workload",
         "update_network_policy",
         "rotate_secrets",
+        "restart_network",
+        "reset_service_mesh",
     ] {
         assert!(
             names.contains(&expected),
@@ -937,4 +939,157 @@ async fn rotate_secrets_replaces_values_keeps_the_previous_restarts_consumers_an
         recorded.contains("production/deployment/billing"),
         "{recorded}"
     );
+}
+
+/// Whether a workload's template was restarted (kubectl's restartedAt annotation).
+async fn restarted_at(h: &Harness, kind: &str, ns: &str, name: &str) -> Option<String> {
+    let object: serde_json::Value = match kind {
+        "DaemonSet" => serde_json::to_value(
+            Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(h.kube.clone(), ns)
+                .get(name)
+                .await
+                .unwrap(),
+        ),
+        _ => serde_json::to_value(
+            Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(h.kube.clone(), ns)
+                .get(name)
+                .await
+                .unwrap(),
+        ),
+    }
+    .unwrap();
+    object["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_network_restarts_the_plugin_then_dns_and_reset_service_mesh_the_control_plane_then_meshed_workloads(
+) {
+    use executor_service::sim::{mk_daemonset, mk_deployment, mk_namespace, Scenario};
+    let mut meshed = mk_deployment("shop", "cart", 2, "example/cart:1");
+    meshed["spec"]["template"]["metadata"]["annotations"] =
+        json!({"sidecar.istio.io/inject": "true"});
+    let scenario = Scenario::demo()
+        .with(mk_daemonset(
+            "kube-system",
+            "calico-node",
+            "calico/node:v3.28",
+        ))
+        .with(mk_daemonset(
+            "kube-system",
+            "kube-proxy",
+            "registry.k8s.io/kube-proxy:v1.33.0",
+        ))
+        .with(mk_deployment(
+            "kube-system",
+            "coredns",
+            2,
+            "coredns/coredns:1.11",
+        ))
+        .with(mk_namespace("istio-system"))
+        .with(mk_deployment(
+            "istio-system",
+            "istiod",
+            1,
+            "istio/pilot:1.23",
+        ))
+        .with(mk_namespace("shop"))
+        .with(meshed)
+        .with(mk_deployment("shop", "plain", 1, "example/plain:1"));
+    let h = Harness::start(executor_service::engine::EngineConfig::default(), scenario).await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+
+    // Unknown components are named; the known ones are found; kube-proxy only when asked.
+    let err = client
+        .execute(mk_request(
+            "restart_network",
+            mk_target("", "Namespace", "kube-system"),
+            json!({"components": "calico-node,weave"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().starts_with("parameters.components"),
+        "{}",
+        err.message()
+    );
+    let done = common::run_to_end(
+        &mut client,
+        "restart_network",
+        mk_target("", "Namespace", "kube-system"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let calico = restarted_at(&h, "DaemonSet", "kube-system", "calico-node").await;
+    let dns = restarted_at(&h, "Deployment", "kube-system", "coredns").await;
+    assert!(calico.is_some() && dns.is_some(), "{calico:?} {dns:?}");
+    assert_eq!(
+        restarted_at(&h, "DaemonSet", "kube-system", "kube-proxy").await,
+        None
+    );
+    // One after the other: the plugin's rollout was followed to the end before DNS began.
+    let events = client
+        .get_execution(executor_service::api::proto::GetExecutionRequest {
+            execution_id: done.id.clone(),
+            include_events: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    let position = |text: &str| {
+        messages
+            .iter()
+            .position(|m| m.contains(text))
+            .unwrap_or_else(|| panic!("{text} not in {messages:#?}"))
+    };
+    assert!(
+        position("daemon set \"calico-node\" successfully rolled out")
+            < position("kube-system/deployment/coredns: restarted"),
+        "{messages:#?}"
+    );
+    assert!(
+        matches!(field(&done.rollback_data, "members"), Kind::ListValue(l) if l.values.len() == 2)
+    );
+
+    // The mesh: istiod first, then the meshed workload of shop; the plain one is left alone.
+    let err = client
+        .execute(mk_request(
+            "reset_service_mesh",
+            mk_target("", "Namespace", "istio-system"),
+            json!({"mesh": "linkerd"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    let done = common::run_to_end(
+        &mut client,
+        "reset_service_mesh",
+        mk_target("", "Namespace", "istio-system"),
+        json!({"restart_workloads_in": "shop"}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    assert!(restarted_at(&h, "Deployment", "istio-system", "istiod")
+        .await
+        .is_some());
+    assert!(restarted_at(&h, "Deployment", "shop", "cart")
+        .await
+        .is_some());
+    assert_eq!(restarted_at(&h, "Deployment", "shop", "plain").await, None);
 }

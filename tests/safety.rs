@@ -49,6 +49,24 @@ fn mk_dry_run_scenario() -> Scenario {
             "log-agent",
             "fluent/fluent-bit:3.0",
         ))
+        .with(mk_daemonset(
+            "kube-system",
+            "calico-node",
+            "calico/node:v3.28",
+        ))
+        .with(mk_deployment(
+            "kube-system",
+            "coredns",
+            2,
+            "coredns/coredns:1.11",
+        ))
+        .with(executor_service::sim::mk_namespace("istio-system"))
+        .with(mk_deployment(
+            "istio-system",
+            "istiod",
+            1,
+            "istio/pilot:1.23",
+        ))
         .with(node)
 }
 
@@ -216,6 +234,18 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             true,
         ),
         (
+            "restart_network",
+            mk_target("", "Namespace", "kube-system"),
+            json!({}),
+            true,
+        ),
+        (
+            "reset_service_mesh",
+            mk_target("", "Namespace", "istio-system"),
+            json!({}),
+            true,
+        ),
+        (
             "collect_diagnostics",
             mk_target("production", "Deployment", "web"),
             json!({}),
@@ -354,6 +384,22 @@ async fn the_default_policy_denies_protected_namespaces_and_the_last_schedulable
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(
         err.message().contains("namespace kube-system is protected"),
+        "{}",
+        err.message()
+    );
+    // Aimed at the namespace itself, the change to its objects is refused all the same.
+    let err = client
+        .execute(mk_request(
+            "restart_network",
+            mk_target("", "Namespace", "kube-system"),
+            json!({"components": "node-exporter"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(
+        err.message()
+            .contains("kube-system/daemonset/node-exporter is in protected namespace kube-system"),
         "{}",
         err.message()
     );

@@ -20,8 +20,11 @@ mod notify_only;
 mod params;
 mod plan;
 mod quarantine_pod;
+mod reset_service_mesh;
 mod restart_daemonset;
+mod restart_network;
 mod restart_pod;
+mod restart_set;
 mod restart_statefulset;
 mod restarting;
 mod rollback_deployment;
@@ -275,6 +278,8 @@ impl Registry {
             Arc::new(migrate_workload::MigrateWorkload::new()),
             Arc::new(update_network_policy::UpdateNetworkPolicy::new()),
             Arc::new(rotate_secrets::RotateSecrets::new()),
+            Arc::new(restart_network::RestartNetwork::new()),
+            Arc::new(reset_service_mesh::ResetServiceMesh::new()),
         ];
         Registry {
             actions: Arc::new(list.into_iter().map(|a| (a.spec().name, a)).collect()),

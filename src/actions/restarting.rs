@@ -40,13 +40,13 @@ pub struct Restart {
     pub(super) kind: WorkloadKind,
 }
 
-fn restart_patch(at: &str) -> Patch<Value> {
+pub(super) fn restart_patch(at: &str) -> Patch<Value> {
     Patch::Strategic(json!({
         "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT: at } } } }
     }))
 }
 
-fn patch_params(dry_run: bool) -> PatchParams {
+pub(super) fn patch_params(dry_run: bool) -> PatchParams {
     let pp = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
@@ -58,7 +58,7 @@ fn patch_params(dry_run: bool) -> PatchParams {
     }
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
