@@ -62,6 +62,7 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "rotate_secrets",
         "restart_network",
         "reset_service_mesh",
+        "audit_logs",
     ] {
         assert!(
             names.contains(&expected),
@@ -1092,4 +1093,77 @@ async fn restart_network_restarts_the_plugin_then_dns_and_reset_service_mesh_the
         .await
         .is_some());
     assert_eq!(restarted_at(&h, "Deployment", "shop", "plain").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_logs_reports_who_changed_what_with_events_and_pods_and_no_secret_or_data() {
+    let h = Harness::demo().await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+    // Something to find: a scale by this executor (its field manager) and a ConfigMap edit by
+    // someone else.
+    let scaled = common::run_to_end(
+        &mut client,
+        "scale_deployment",
+        mk_target("production", "Deployment", "worker"),
+        json!({"replicas": 3}),
+    )
+    .await;
+    assert_eq!(
+        scaled.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        scaled.message
+    );
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(h.kube.clone(), "production")
+        .patch(
+            "api-config",
+            &kube::api::PatchParams::apply("intruder").force(),
+            &kube::api::Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "api-config"},
+                "data": {"LOG_LEVEL": "trace-and-leak"},
+            })),
+        )
+        .await
+        .unwrap();
+    let done = common::run_to_end(
+        &mut client,
+        "audit_logs",
+        mk_target("", "Namespace", "production"),
+        json!({"since_minutes": 30, "tail_lines": 5}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let result = common::struct_to_json(done.result.as_ref().unwrap());
+    let changes = result["audit"]["changes"].as_array().unwrap();
+    let by = |object: &str, manager: &str| {
+        changes
+            .iter()
+            .any(|c| c["object"] == object && c["manager"] == manager)
+    };
+    assert!(
+        by("production/configmap/api-config", "intruder"),
+        "{changes:#?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["object"] == "production/deployment/worker"),
+        "{changes:#?}"
+    );
+    assert!(!result["audit"]["events"].as_array().unwrap().is_empty());
+    assert!(!result["audit"]["pods"].as_array().unwrap().is_empty());
+    // No data: not the ConfigMap's value, not the Secret's.
+    let text = result.to_string();
+    assert!(
+        !text.contains("trace-and-leak") && !text.contains("s3cr3t"),
+        "{text}"
+    );
+    assert!(done.message.contains("intruder"), "{}", done.message);
 }

@@ -252,6 +252,12 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             false,
         ),
         (
+            "audit_logs",
+            mk_target("", "Namespace", "production"),
+            json!({}),
+            false,
+        ),
+        (
             "notify_only",
             mk_target("production", "Deployment", "web"),
             json!({}),

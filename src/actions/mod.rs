@@ -9,6 +9,7 @@
 //! An action never talks gRPC and never touches the engine's bookkeeping: it reads and changes
 //! the cluster through [`ActionContext`] and reports what it does through [`Reporter`].
 
+mod audit_logs;
 mod collect_diagnostics;
 mod cordon_node;
 mod delete_pod;
@@ -280,6 +281,7 @@ impl Registry {
             Arc::new(rotate_secrets::RotateSecrets::new()),
             Arc::new(restart_network::RestartNetwork::new()),
             Arc::new(reset_service_mesh::ResetServiceMesh::new()),
+            Arc::new(audit_logs::AuditLogs::new()),
         ];
         Registry {
             actions: Arc::new(list.into_iter().map(|a| (a.spec().name, a)).collect()),

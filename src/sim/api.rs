@@ -102,6 +102,7 @@ pub fn create(
     if dry {
         return Ok(obj);
     }
+    stamp_managed_fields(&mut obj, st.writer.as_ref(), def);
     Ok((*st.insert(def, obj)).clone())
 }
 
@@ -174,7 +175,59 @@ pub fn commit_update(
         st.remove(def, &ns, &name);
         return Ok(new);
     }
+    stamp_managed_fields(&mut new, st.writer.as_ref(), def);
     Ok((*st.replace(def, new)).clone())
+}
+
+/// Records a client's write in `metadata.managedFields` as the API server does: one entry per
+/// manager, operation and subresource, its time moved on each write (the field sets are not
+/// tracked). Controllers' own writes carry no writer and are not recorded.
+fn stamp_managed_fields(obj: &mut Value, writer: Option<&Writer>, def: &ResourceDef) {
+    let Some(writer) = writer else {
+        return;
+    };
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let entries = meta.entry("managedFields").or_insert_with(|| json!([]));
+    if !entries.is_array() {
+        *entries = json!([]);
+    }
+    let Some(list) = entries.as_array_mut() else {
+        return;
+    };
+    let now = crate::sim::store::now_str();
+    let same = |e: &Value| {
+        str_at(e, "/manager") == writer.manager
+            && str_at(e, "/operation") == writer.operation
+            && str_at(e, "/subresource") == writer.subresource
+    };
+    match list.iter_mut().find(|e| same(e)) {
+        Some(entry) => entry["time"] = json!(now),
+        None => {
+            let mut entry = json!({
+                "manager": writer.manager,
+                "operation": writer.operation,
+                "apiVersion": def.api_version(),
+                "time": now,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {},
+            });
+            if !writer.subresource.is_empty() {
+                entry["subresource"] = json!(writer.subresource);
+            }
+            list.push(entry);
+        }
+    }
+}
+
+/// A client writing through the API: its field manager, `Update` or `Apply`, and the
+/// subresource written (empty for the object itself).
+#[derive(Debug, Clone, Default)]
+pub struct Writer {
+    pub manager: String,
+    pub operation: &'static str,
+    pub subresource: String,
 }
 
 fn check_rv(def: &ResourceDef, old: &Value, new: &Value, name: &str) -> Result<(), ApiError> {

@@ -330,7 +330,18 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
-    match serve(sim, verb, &target, query, &ct, body, table) {
+    // The field manager a write is recorded under: the request's, else the client's name
+    // from its User-Agent, as the API server derives it.
+    let agent = parts
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|a| !a.is_empty())
+        .unwrap_or("unknown")
+        .to_string();
+    let manager = query.get("fieldManager").cloned().unwrap_or(agent);
+    match serve(sim, verb, &target, query, &ct, body, table, &manager) {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -353,8 +364,14 @@ fn serve(
     ct: &str,
     body: &Bytes,
     table: bool,
+    manager: &str,
 ) -> Result<Response, ApiError> {
     let def = t.def;
+    let writer = |operation: &'static str| api::Writer {
+        manager: manager.to_string(),
+        operation,
+        subresource: t.sub.clone().unwrap_or_default(),
+    };
     let ns = namespace_of(t);
     let name = t.name.as_deref().unwrap_or("");
     let dry = is_dry_run(q);
@@ -434,8 +451,10 @@ fn serve(
         ("create", None) => {
             let obj = parse_body(body)?;
             let mut st = sim.lock();
-            let created = api::create(&mut st, def, t.ns.as_deref(), obj, dry)?;
-            Ok(value_response(201, &created))
+            st.writer = Some(writer("Update"));
+            let created = api::create(&mut st, def, t.ns.as_deref(), obj, dry);
+            st.writer = None;
+            Ok(value_response(201, &created?))
         }
         ("create", Some("eviction")) => {
             let ev = parse_body(body)?;
@@ -451,8 +470,10 @@ fn serve(
         ("update", _) => {
             let obj = parse_body(body)?;
             let mut st = sim.lock();
-            let out = api::update(&mut st, def, ns, name, sub, obj, dry)?;
-            Ok(value_response(200, &out))
+            st.writer = Some(writer("Update"));
+            let out = api::update(&mut st, def, ns, name, sub, obj, dry);
+            st.writer = None;
+            Ok(value_response(200, &out?))
         }
         ("patch", _) => {
             let pt = PatchType::from_content_type(ct).ok_or_else(|| {
@@ -463,7 +484,15 @@ fn serve(
                 )
             })?;
             let mut st = sim.lock();
-            let (code, out) = api::patch(&mut st, def, ns, name, sub, pt, body, dry)?;
+            let operation = if ct.contains("apply-patch") {
+                "Apply"
+            } else {
+                "Update"
+            };
+            st.writer = Some(writer(operation));
+            let patched = api::patch(&mut st, def, ns, name, sub, pt, body, dry);
+            st.writer = None;
+            let (code, out) = patched?;
             Ok(value_response(code, &out))
         }
         ("delete", None) => {

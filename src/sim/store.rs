@@ -66,6 +66,8 @@ pub struct State {
     pub speed: f64,
     /// Controllers' private bookkeeping (timers, event de-duplication).
     pub rt: Runtime,
+    /// The client whose write is being served, for `managedFields`; none for controllers.
+    pub writer: Option<crate::sim::api::Writer>,
 }
 
 /// The backlog of a resumed watch and the receiver for what follows it.
@@ -154,6 +156,7 @@ impl State {
             tx,
             speed,
             rt: Runtime::default(),
+            writer: None,
         }
     }
 
