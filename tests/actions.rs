@@ -63,6 +63,7 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "restart_network",
         "reset_service_mesh",
         "audit_logs",
+        "cleanup_storage",
     ] {
         assert!(
             names.contains(&expected),
@@ -1166,4 +1167,92 @@ async fn audit_logs_reports_who_changed_what_with_events_and_pods_and_no_secret_
         "{text}"
     );
     assert!(done.message.contains("intruder"), "{}", done.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cleanup_storage_runs_a_hardened_job_on_the_claims_node_and_refuses_paths_outside() {
+    use k8s_openapi::api::batch::v1::Job;
+    let h = Harness::demo().await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+    let target = mk_target("production", "PersistentVolumeClaim", "data-db-0");
+    for (params, field) in [
+        (json!({"path": "../../etc"}), "parameters.path"),
+        (json!({"pattern": "$(reboot)"}), "parameters.pattern"),
+        (json!({"mode": "shred"}), "parameters.mode"),
+    ] {
+        let err = client
+            .execute(mk_request("cleanup_storage", target.clone(), params))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
+    let err = client
+        .execute(mk_request(
+            "cleanup_storage",
+            mk_target("production", "PersistentVolumeClaim", "nope"),
+            json!({}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    let done = common::run_to_end(
+        &mut client,
+        "cleanup_storage",
+        target,
+        json!({"path": "pg_log", "pattern": "*.log", "older_than_days": 30, "mode": "delete"}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let result = common::struct_to_json(done.result.as_ref().unwrap());
+    let name = result["job"].as_str().unwrap();
+    // The cluster's record of the Job: done, hardened, bounded, on the node of the pod that
+    // mounts the claim.
+    let job = Api::<Job>::namespaced(h.kube.clone(), "production")
+        .get(name)
+        .await
+        .unwrap();
+    let job = serde_json::to_value(job).unwrap();
+    assert_eq!(job["status"]["succeeded"], json!(1), "{job:#}");
+    assert_eq!(job["spec"]["ttlSecondsAfterFinished"], json!(3600));
+    assert_eq!(job["spec"]["backoffLimit"], json!(0));
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], json!(false));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], json!(true));
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["securityContext"]["readOnlyRootFilesystem"],
+        json!(true)
+    );
+    assert_eq!(
+        container["command"],
+        json!([
+            "find",
+            "/data/pg_log",
+            "-xdev",
+            "-type",
+            "f",
+            "-name",
+            "*.log",
+            "-mtime",
+            "+30",
+            "-print",
+            "-delete"
+        ])
+    );
+    assert_eq!(
+        pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        json!("data-db-0")
+    );
+    let db0 = Api::<Pod>::namespaced(h.kube.clone(), "production")
+        .get("db-0")
+        .await
+        .unwrap();
+    assert_eq!(pod["nodeName"], json!(db0.spec.unwrap().node_name));
 }

@@ -143,6 +143,7 @@ fn the_cluster_role_grants_only_named_verbs_on_named_resources() {
         "patch horizontalpodautoscalers",
         "create networkpolicies",
         "patch networkpolicies",
+        "create jobs",
         "list poddisruptionbudgets",
         "list events",
     ] {

@@ -252,6 +252,12 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             false,
         ),
         (
+            "cleanup_storage",
+            mk_target("production", "PersistentVolumeClaim", "data-db-0"),
+            json!({"mode": "delete"}),
+            true,
+        ),
+        (
             "audit_logs",
             mk_target("", "Namespace", "production"),
             json!({}),

@@ -10,12 +10,14 @@
 //! the cluster through [`ActionContext`] and reports what it does through [`Reporter`].
 
 mod audit_logs;
+mod cleanup_storage;
 mod collect_diagnostics;
 mod cordon_node;
 mod delete_pod;
 mod drain_node;
 mod expand_pvc;
 mod increase_resources;
+mod job_run;
 mod migrate_workload;
 mod notify_only;
 mod params;
@@ -282,6 +284,7 @@ impl Registry {
             Arc::new(restart_network::RestartNetwork::new()),
             Arc::new(reset_service_mesh::ResetServiceMesh::new()),
             Arc::new(audit_logs::AuditLogs::new()),
+            Arc::new(cleanup_storage::CleanupStorage::new()),
         ];
         Registry {
             actions: Arc::new(list.into_iter().map(|a| (a.spec().name, a)).collect()),
