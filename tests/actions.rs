@@ -64,6 +64,7 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "reset_service_mesh",
         "audit_logs",
         "cleanup_storage",
+        "repair_database",
     ] {
         assert!(
             names.contains(&expected),
@@ -1255,4 +1256,68 @@ async fn cleanup_storage_runs_a_hardened_job_on_the_claims_node_and_refuses_path
         .await
         .unwrap();
     assert_eq!(pod["nodeName"], json!(db0.spec.unwrap().node_name));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repair_database_runs_the_engines_checks_in_a_job_with_credentials_from_the_secret() {
+    use k8s_openapi::api::batch::v1::Job;
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    let target = mk_target("production", "Service", "db");
+    for (params, field) in [
+        (
+            json!({"engine": "oracle", "credentials_secret": "api-credentials"}),
+            "parameters.engine",
+        ),
+        (
+            json!({"engine": "postgres"}),
+            "parameters.credentials_secret",
+        ),
+        (
+            json!({"engine": "postgres", "credentials_secret": "api-credentials", "database": "x; DROP"}),
+            "parameters.database",
+        ),
+    ] {
+        let err = client
+            .execute(mk_request("repair_database", target.clone(), params))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
+    let done = common::run_to_end(
+        &mut client,
+        "repair_database",
+        target,
+        json!({"engine": "postgres", "credentials_secret": "api-credentials", "database": "orders"}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let result = common::struct_to_json(done.result.as_ref().unwrap());
+    let job = Api::<Job>::namespaced(h.kube.clone(), "production")
+        .get(result["job"].as_str().unwrap())
+        .await
+        .unwrap();
+    let job = serde_json::to_value(job).unwrap();
+    assert_eq!(job["status"]["succeeded"], json!(1), "{job:#}");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], json!("postgres:16.4"));
+    let script = container["command"][2].as_str().unwrap();
+    assert!(
+        script.contains("PGHOST=db.production.svc PGPORT=5432")
+            && script.contains("pg_amcheck")
+            && script.contains("--database=orders"),
+        "{script}"
+    );
+    assert_eq!(
+        container["env"][1],
+        json!({"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "api-credentials", "key": "password"}}})
+    );
+    // The executor never read the credentials: nothing of them in what it recorded.
+    assert!(!format!("{done:?}").contains("s3cr3t"));
 }

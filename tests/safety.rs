@@ -258,6 +258,12 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             true,
         ),
         (
+            "repair_database",
+            mk_target("production", "Service", "db"),
+            json!({"engine": "postgres", "credentials_secret": "api-credentials"}),
+            true,
+        ),
+        (
             "audit_logs",
             mk_target("", "Namespace", "production"),
             json!({}),

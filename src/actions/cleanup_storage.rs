@@ -129,9 +129,10 @@ impl CleanupStorage {
             prefix: format!("cleanup-{}", ctx.target.name),
             image: IMAGE.into(),
             command,
-            claim: ctx.target.name.clone(),
+            claim: Some(ctx.target.name.clone()),
             read_only: false,
             deadline_seconds: p.timeout_seconds,
+            env: Vec::new(),
         })
     }
 

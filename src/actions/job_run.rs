@@ -27,10 +27,13 @@ pub(super) struct JobRun {
     pub prefix: String,
     pub image: String,
     pub command: Vec<String>,
-    /// The claim, mounted at `/data`.
-    pub claim: String,
+    /// The claim, mounted at `/data`, if any.
+    pub claim: Option<String>,
     pub read_only: bool,
     pub deadline_seconds: i64,
+    /// The container's environment (`env` entries, e.g. from a Secret: the executor never
+    /// reads the values).
+    pub env: Vec<Value>,
 }
 
 impl JobRun {
@@ -45,6 +48,9 @@ impl JobRun {
 
     /// The node of a running pod that mounts the claim, if any.
     async fn node(&self, ctx: &ActionContext) -> Result<Option<String>, ActionError> {
+        let Some(claim) = &self.claim else {
+            return Ok(None);
+        };
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
         let all = ListParams::default();
         let listed = ctx.retry("list pods", || pods.list(&all)).await?;
@@ -53,7 +59,7 @@ impl JobRun {
             let mounts = spec.volumes.iter().flatten().any(|v| {
                 v.persistent_volume_claim
                     .as_ref()
-                    .is_some_and(|c| c.claim_name == self.claim)
+                    .is_some_and(|c| &c.claim_name == claim)
             });
             mounts.then_some(spec.node_name).flatten()
         }))
@@ -62,6 +68,13 @@ impl JobRun {
     /// The Job as it will be created.
     async fn job(&self, ctx: &ActionContext, name: &str) -> Result<Job, ActionError> {
         let node = self.node(ctx).await?;
+        let (mounts, volumes) = match &self.claim {
+            Some(claim) => (
+                json!([{ "name": "data", "mountPath": "/data", "readOnly": self.read_only }]),
+                json!([{ "name": "data", "persistentVolumeClaim": { "claimName": claim, "readOnly": self.read_only } }]),
+            ),
+            None => (json!([]), json!([])),
+        };
         let job = json!({
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -70,7 +83,7 @@ impl JobRun {
                 "namespace": ctx.target.namespace,
                 "labels": {
                     "app.kubernetes.io/managed-by": "executor-service",
-                    "executor-service.io/claim": self.claim,
+                    "executor-service.io/for": ctx.target.name,
                 },
             },
             "spec": {
@@ -103,12 +116,10 @@ impl JobRun {
                                 "requests": { "cpu": "50m", "memory": "32Mi" },
                                 "limits": { "cpu": "500m", "memory": "128Mi" },
                             },
-                            "volumeMounts": [{ "name": "data", "mountPath": "/data", "readOnly": self.read_only }],
+                            "env": self.env,
+                            "volumeMounts": mounts,
                         }],
-                        "volumes": [{
-                            "name": "data",
-                            "persistentVolumeClaim": { "claimName": self.claim, "readOnly": self.read_only },
-                        }],
+                        "volumes": volumes,
                     },
                 },
             },
@@ -147,8 +158,13 @@ impl JobRun {
         ctx.retry(&format!("create job {name}"), || jobs.create(&create, &job))
             .await?;
         ctx.reporter.progress(Update::new(format!(
-            "job {}/{name} created (image {}, claim {} at /data)",
-            ctx.target.namespace, self.image, self.claim
+            "job {}/{name} created (image {}{})",
+            ctx.target.namespace,
+            self.image,
+            self.claim
+                .as_ref()
+                .map(|c| format!(", claim {c} at /data"))
+                .unwrap_or_default()
         )));
         let ended = |job: Option<&Job>| {
             job.and_then(|j| j.status.as_ref())

@@ -23,6 +23,7 @@ mod notify_only;
 mod params;
 mod plan;
 mod quarantine_pod;
+mod repair_database;
 mod reset_service_mesh;
 mod restart_daemonset;
 mod restart_network;
@@ -285,6 +286,7 @@ impl Registry {
             Arc::new(reset_service_mesh::ResetServiceMesh::new()),
             Arc::new(audit_logs::AuditLogs::new()),
             Arc::new(cleanup_storage::CleanupStorage::new()),
+            Arc::new(repair_database::RepairDatabase::new()),
         ];
         Registry {
             actions: Arc::new(list.into_iter().map(|a| (a.spec().name, a)).collect()),
