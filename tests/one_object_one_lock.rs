@@ -33,10 +33,6 @@ async fn connect(server: &ServeProcess) -> ExecutorServiceClient<Channel> {
     panic!("gRPC server at {endpoint} did not come up");
 }
 
-fn kubeconfig(server: &ServeProcess) -> kube::config::Kubeconfig {
-    kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("the sim's kubeconfig")
-}
-
 async fn kube_client(server: &ServeProcess) -> kube::Client {
     common::kube_client_from(&server.kubeconfig).await
 }
@@ -77,12 +73,7 @@ fn on_cluster(
 
 /// The cluster's record of client writes that changed something.
 async fn applied_writes(server: &ServeProcess) -> Vec<Value> {
-    let url = kubeconfig(server).clusters[0]
-        .cluster
-        .as_ref()
-        .and_then(|c| c.server.clone())
-        .expect("the sim's URL");
-    common::applied_writes(&common::sim_writes(&url).await)
+    common::applied_writes(&common::sim_writes(&common::sim_url(&server.kubeconfig)).await)
 }
 
 /// The execution `id` once it has ended.

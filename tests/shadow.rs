@@ -325,12 +325,7 @@ async fn serve_shadow_counts_shadow_runs_apart_and_leaves_the_cluster_alone() {
     let after = deployments.get("web").await.unwrap();
     assert_eq!(after.metadata.generation, before.metadata.generation);
     assert_eq!(after.spec.unwrap().replicas, Some(3));
-    let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).unwrap();
-    let url = kubeconfig.clusters[0]
-        .cluster
-        .as_ref()
-        .and_then(|c| c.server.clone())
-        .expect("the sim's URL");
-    let applied = common::applied_writes(&common::sim_writes(&url).await);
+    let applied =
+        common::applied_writes(&common::sim_writes(&common::sim_url(&server.kubeconfig)).await);
     assert_eq!(applied, Vec::<Value>::new());
 }

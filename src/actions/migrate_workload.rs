@@ -9,22 +9,21 @@
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{ListParams, Patch};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
-    Remediation, Risk, Update,
+    executor_patch, workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
+    ParamType, Plan, Remediation, Risk, Update,
 };
-use crate::cluster::WorkloadKind;
+use crate::cluster::{selector_string, WorkloadKind};
 
 /// The node label naming the node.
 const HOSTNAME: &str = "kubernetes.io/hostname";
 /// The node label naming the zone.
 const ZONE: &str = "topology.kubernetes.io/zone";
-/// The field manager of the patch.
-const FIELD_MANAGER: &str = "executor-service";
 
 #[derive(Debug, Deserialize)]
 struct Params {
@@ -228,31 +227,14 @@ fn affinity_patch(affinity: &Value) -> Patch<Value> {
     Patch::Merge(json!({ "spec": { "template": { "spec": { "affinity": affinity } } } }))
 }
 
-fn patch_params(dry_run: bool) -> PatchParams {
-    let pp = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    if dry_run {
-        pp.dry_run()
-    } else {
-        pp
-    }
-}
-
 /// `app=web,tier=front` from the workload's selector.
 fn selector_of(object: &Value) -> String {
-    object
-        .pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+    let selector: LabelSelector = object
+        .pointer("/spec/selector")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .unwrap_or_default();
+    selector_string(&selector)
 }
 
 #[async_trait]
@@ -302,7 +284,7 @@ impl Remediation for MigrateWorkload {
             .api(&ctx.client, &ctx.target.namespace)
             .patch(
                 &ctx.target.name,
-                &patch_params(true),
+                &executor_patch(true),
                 &affinity_patch(&affinity),
             )
             .await?;
@@ -348,7 +330,7 @@ impl Remediation for MigrateWorkload {
         let selector = selector_of(&before.data);
         if !present {
             let api = kind.api(&ctx.client, &ctx.target.namespace);
-            let (params, patch) = (patch_params(false), affinity_patch(&affinity));
+            let (params, patch) = (executor_patch(false), affinity_patch(&affinity));
             ctx.retry(&format!("patch {}", ctx.target.object_ref()), || {
                 api.patch(&ctx.target.name, &params, &patch)
             })

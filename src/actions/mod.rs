@@ -303,6 +303,27 @@ impl Registry {
     }
 }
 
+/// The field manager of the executor's own writes.
+pub(crate) const FIELD_MANAGER: &str = "executor-service";
+
+/// Patch parameters under `manager`; a server-side dry run (`dryRun=All`) when `dry_run`.
+pub(super) fn patch_params_as(manager: &str, dry_run: bool) -> kube::api::PatchParams {
+    let params = kube::api::PatchParams {
+        field_manager: Some(manager.into()),
+        ..Default::default()
+    };
+    if dry_run {
+        params.dry_run()
+    } else {
+        params
+    }
+}
+
+/// Patch parameters of the executor's own writes ([`FIELD_MANAGER`]).
+pub(super) fn executor_patch(dry_run: bool) -> kube::api::PatchParams {
+    patch_params_as(FIELD_MANAGER, dry_run)
+}
+
 impl ActionContext {
     /// Runs a Kubernetes call, retrying transient failures (429, 5xx, 409, connection errors)
     /// with exponential backoff; each retry is reported as a progress event.

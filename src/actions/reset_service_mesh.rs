@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Namespace;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{
     restart_set::{self, Member},
@@ -188,34 +188,19 @@ impl Remediation for ResetServiceMesh {
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
         let p: Params = ctx.params()?;
         let members = Self::members(ctx, &p).await?;
-        let changes = restart_set::plan(ctx, &members).await?;
-        Ok(Plan {
-            summary: format!(
-                "reset the mesh in {}: {}",
-                ctx.target.name,
-                members
-                    .iter()
-                    .map(Member::object_ref)
-                    .collect::<Vec<_>>()
-                    .join(", then ")
-            ),
-            changes,
-            warnings: Vec::new(),
-        })
+        restart_set::plan_all(
+            ctx,
+            &members,
+            &format!("reset the mesh in {}", ctx.target.name),
+        )
+        .await
     }
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
         let p: Params = ctx.params()?;
         let members = Self::members(ctx, &p).await?;
-        let restarted = restart_set::run(ctx, &members, p.wait_for_rollout).await?;
-        Ok(Outcome {
-            message: format!(
-                "mesh reset in {}: {}",
-                ctx.target.name,
-                restarted.join(", ")
-            ),
-            result: json!({ "restarted": restarted }),
-        })
+        let done = format!("mesh reset in {}", ctx.target.name);
+        restart_set::run_all(ctx, &members, p.wait_for_rollout, &done).await
     }
 }
 

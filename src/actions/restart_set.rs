@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{
     restarting::{now, patch_params, restart_patch, RESTARTED_AT},
-    workload, ActionContext, ActionError, Change, Outcome, Update,
+    workload, ActionContext, ActionError, Change, Outcome, Plan, Update,
 };
 use crate::cluster::WorkloadKind;
 
@@ -159,5 +159,41 @@ pub(super) async fn restore(ctx: &ActionContext, data: &Value) -> Result<Outcome
     Ok(Outcome {
         message: format!("restored {}", restored.join(", ")),
         result: json!({ "restored": restored }),
+    })
+}
+
+/// The plan of restarting `members` in order, summed up as `what` (`restart the network in
+/// kube-system`).
+pub(super) async fn plan_all(
+    ctx: &ActionContext,
+    members: &[Member],
+    what: &str,
+) -> Result<Plan, ActionError> {
+    Ok(Plan {
+        summary: format!(
+            "{what}: {}",
+            members
+                .iter()
+                .map(Member::object_ref)
+                .collect::<Vec<_>>()
+                .join(", then ")
+        ),
+        changes: plan(ctx, members).await?,
+        warnings: Vec::new(),
+    })
+}
+
+/// Restarts `members` in order ([`run`]); the outcome says `done` (`network restarted in
+/// kube-system`) and lists them.
+pub(super) async fn run_all(
+    ctx: &ActionContext,
+    members: &[Member],
+    wait: bool,
+    done: &str,
+) -> Result<Outcome, ActionError> {
+    let restarted = run(ctx, members, wait).await?;
+    Ok(Outcome {
+        message: format!("{done}: {}", restarted.join(", ")),
+        result: json!({ "restarted": restarted }),
     })
 }

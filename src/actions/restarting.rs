@@ -47,15 +47,7 @@ pub(super) fn restart_patch(at: &str) -> Patch<Value> {
 }
 
 pub(super) fn patch_params(dry_run: bool) -> PatchParams {
-    let pp = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    if dry_run {
-        pp.dry_run()
-    } else {
-        pp
-    }
+    super::patch_params_as(FIELD_MANAGER, dry_run)
 }
 
 pub(super) fn now() -> String {

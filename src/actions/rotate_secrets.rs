@@ -11,18 +11,19 @@
 use async_trait::async_trait;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PostParams};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    restarting::RESTARTED_AT, workload, ActionContext, ActionError, ActionSpec, Change, Outcome,
-    ParamSpec, ParamType, Plan, Remediation, Risk, Update,
+    executor_patch,
+    restarting::{self, now, restart_patch},
+    workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Risk, Update,
 };
 use crate::cluster::WorkloadKind;
 
-const FIELD_MANAGER: &str = "executor-service";
 /// The label on a copy of previous values: the Secret they came from.
 const ROTATED_FROM: &str = "executor-service.io/rotated-from";
 
@@ -187,18 +188,6 @@ fn masked(secret: &Secret, rotated: &[String], after: bool) -> Value {
     })
 }
 
-fn patch_params(dry_run: bool) -> PatchParams {
-    let pp = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    if dry_run {
-        pp.dry_run()
-    } else {
-        pp
-    }
-}
-
 /// The merge patch setting `data` (base64, as the API takes it).
 fn data_patch(data: &[(String, Vec<u8>)]) -> Patch<Value> {
     let data: Map<String, Value> = data
@@ -211,12 +200,6 @@ fn data_patch(data: &[(String, Vec<u8>)]) -> Patch<Value> {
         })
         .collect();
     Patch::Merge(json!({ "data": data }))
-}
-
-fn restart_patch(at: &str) -> Patch<Value> {
-    Patch::Strategic(json!({
-        "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT: at } } } }
-    }))
 }
 
 impl RotateSecrets {
@@ -296,7 +279,7 @@ impl Remediation for RotateSecrets {
             .into_iter()
             .map(|(k, v)| (k, v.0))
             .collect();
-        let (params, patch) = (patch_params(false), data_patch(&old));
+        let (params, patch) = (executor_patch(false), data_patch(&old));
         ctx.retry(&format!("restore {}", ctx.target.object_ref()), || {
             api.patch(&ctx.target.name, &params, &patch)
         })
@@ -308,9 +291,9 @@ impl Remediation for RotateSecrets {
             ) else {
                 continue;
             };
-            let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let at = now();
             let workloads = kind.api(&ctx.client, &ctx.target.namespace);
-            let (params, patch) = (PatchParams::default(), restart_patch(&at));
+            let (params, patch) = (restarting::patch_params(false), restart_patch(&at));
             ctx.retry(&format!("restart {kind:?} {name}"), || {
                 workloads.patch(name, &params, &patch)
             })
@@ -347,7 +330,11 @@ impl Remediation for RotateSecrets {
         let api: kube::Api<Secret> =
             kube::Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
         let mut checked = api
-            .patch(&ctx.target.name, &patch_params(true), &data_patch(&lengths))
+            .patch(
+                &ctx.target.name,
+                &executor_patch(true),
+                &data_patch(&lengths),
+            )
             .await?;
         checked.metadata = secret.metadata.clone();
         let mut changes = vec![Change::update(
@@ -360,12 +347,16 @@ impl Remediation for RotateSecrets {
             &masked(&secret, &keys, false),
             &masked(&checked, &keys, true),
         )];
-        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let at = now();
         for consumer in &consumers {
             let after = consumer
                 .kind
                 .api(&ctx.client, &ctx.target.namespace)
-                .patch(&consumer.name, &patch_params(true), &restart_patch(&at))
+                .patch(
+                    &consumer.name,
+                    &restarting::patch_params(true),
+                    &restart_patch(&at),
+                )
                 .await?;
             let before = workload::get(ctx, consumer.kind, &consumer.name).await?;
             let object = consumer.object_ref(&ctx.target.namespace);
@@ -443,7 +434,7 @@ impl Remediation for RotateSecrets {
                 (k.clone(), fresh(old, p.min_length as usize))
             })
             .collect();
-        let (params, patch) = (patch_params(false), data_patch(&new));
+        let (params, patch) = (executor_patch(false), data_patch(&new));
         ctx.retry(&format!("write {}", ctx.target.object_ref()), || {
             api.patch(&ctx.target.name, &params, &patch)
         })
@@ -457,9 +448,9 @@ impl Remediation for RotateSecrets {
         let total = consumers.len() as u64;
         for (done, consumer) in consumers.iter().enumerate() {
             let object = consumer.object_ref(&ctx.target.namespace);
-            let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let at = now();
             let workloads = consumer.kind.api(&ctx.client, &ctx.target.namespace);
-            let (params, patch) = (patch_params(false), restart_patch(&at));
+            let (params, patch) = (restarting::patch_params(false), restart_patch(&at));
             ctx.retry(&format!("restart {object}"), || {
                 workloads.patch(&consumer.name, &params, &patch)
             })

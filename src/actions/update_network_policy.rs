@@ -7,16 +7,15 @@
 
 use async_trait::async_trait;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
-    Remediation, Risk, Update,
+    executor_patch, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType,
+    Plan, Remediation, Risk, Update,
 };
 
-const FIELD_MANAGER: &str = "executor-service";
 const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
 /// The label every namespace carries with its name (Kubernetes 1.21+).
 const NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
@@ -161,18 +160,6 @@ fn changed_spec(spec: &Value, rule: &Value, remove: bool) -> (Value, bool) {
     (spec, changed)
 }
 
-fn patch_params(dry_run: bool) -> PatchParams {
-    let pp = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    if dry_run {
-        pp.dry_run()
-    } else {
-        pp
-    }
-}
-
 /// Replaces the spec's ingress rules and policy types (a merge patch replaces lists whole).
 fn spec_patch(spec: &Value) -> Patch<Value> {
     Patch::Merge(json!({ "spec": {
@@ -233,7 +220,7 @@ impl Remediation for UpdateNetworkPolicy {
             .ok_or_else(|| ActionError::Internal("rollback data holds no spec".into()))?;
         let api: kube::Api<NetworkPolicy> =
             kube::Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
-        let (params, patch) = (patch_params(false), spec_patch(spec));
+        let (params, patch) = (executor_patch(false), spec_patch(spec));
         ctx.retry(&format!("restore {}", ctx.target.object_ref()), || {
             api.patch(&ctx.target.name, &params, &patch)
         })
@@ -252,7 +239,11 @@ impl Remediation for UpdateNetworkPolicy {
         let api: kube::Api<NetworkPolicy> =
             kube::Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
         let after = api
-            .patch(&ctx.target.name, &patch_params(true), &spec_patch(&wanted))
+            .patch(
+                &ctx.target.name,
+                &executor_patch(true),
+                &spec_patch(&wanted),
+            )
             .await?;
         let verb = if p.remove { "remove" } else { "add" };
         let summary = if changed {
@@ -282,7 +273,7 @@ impl Remediation for UpdateNetworkPolicy {
         let api: kube::Api<NetworkPolicy> =
             kube::Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
         if changed {
-            let (params, patch) = (patch_params(false), spec_patch(&wanted));
+            let (params, patch) = (executor_patch(false), spec_patch(&wanted));
             ctx.retry(&format!("patch {}", ctx.target.object_ref()), || {
                 api.patch(&ctx.target.name, &params, &patch)
             })

@@ -526,6 +526,17 @@ pub async fn sim_writes(url: &str) -> serde_json::Value {
         .expect("the record as JSON")
 }
 
+/// The simulated cluster's URL, from the kubeconfig it wrote.
+pub fn sim_url(kubeconfig: &Path) -> String {
+    kube::config::Kubeconfig::read_from(kubeconfig)
+        .expect("the sim's kubeconfig")
+        .clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("the sim's URL")
+}
+
 /// The writes of a record that changed something: not dry runs, answered 2xx. The record
 /// must be whole (nothing dropped) to be judged.
 pub fn applied_writes(record: &serde_json::Value) -> Vec<serde_json::Value> {
