@@ -217,6 +217,7 @@ async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
         lease: args.lease,
         shadow: args.shadow,
         require_approval: args.require_approval,
+        code_namespace: args.code_namespace.clone(),
     })
 }
 

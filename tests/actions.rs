@@ -65,6 +65,11 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "audit_logs",
         "cleanup_storage",
         "repair_database",
+        "deploy_code",
+        "stop_code",
+        "remove_code",
+        "code_status",
+        "code_logs",
     ] {
         assert!(
             names.contains(&expected),
@@ -94,6 +99,11 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
                 }
                 ParameterType::Boolean => bad.push(json!("maybe")),
                 ParameterType::Quantity => bad.push(json!("lots")),
+                ParameterType::Files => {
+                    bad.push(json!("main.py"));
+                    bad.push(json!({"../escape.py": "print(1)"}));
+                    bad.push(json!({"main.py": 5}));
+                }
                 ParameterType::String => {
                     bad.push(json!(42));
                     if !p.allowed_values.is_empty() {

@@ -233,6 +233,56 @@ fn the_cluster_role_grants_only_named_verbs_on_named_resources() {
 }
 
 #[test]
+fn the_code_actions_role_is_namespaced_to_the_code_and_names_every_verb() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac-code.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let docs: Vec<Value> = text
+        .split("\n---\n")
+        .map(|doc| serde_yaml::from_str(doc).expect("a YAML document"))
+        .collect();
+    let role = one(&docs, "Role");
+    assert_eq!(
+        role["metadata"]["namespace"], "apis",
+        "only where the code lives"
+    );
+    assert!(docs
+        .iter()
+        .all(|d| kind(d) != "ClusterRole" && kind(d) != "ClusterRoleBinding"));
+    let mut granted = Vec::new();
+    for rule in role["rules"].as_sequence().expect("rules") {
+        for resource in strings(&rule["resources"]) {
+            assert!(!resource.contains('*'), "{rule:?}");
+            for verb in strings(&rule["verbs"]) {
+                assert!(!verb.contains('*'), "{rule:?}");
+                granted.push(format!("{verb} {resource}"));
+            }
+        }
+    }
+    // What deploy_code, stop_code, remove_code, code_status and code_logs call.
+    for needed in [
+        "create deployments",
+        "patch deployments",
+        "delete deployments",
+        "watch deployments",
+        "patch configmaps",
+        "delete configmaps",
+        "patch services",
+        "patch networkpolicies",
+        "delete horizontalpodautoscalers",
+        "list pods",
+        "get pods/log",
+    ] {
+        assert!(granted.iter().any(|g| g == needed), "missing: {needed}");
+    }
+    for never in ["get secrets", "delete pods", "patch pods", "create pods"] {
+        assert!(!granted.iter().any(|g| g == never), "granted: {never}");
+    }
+    let binding = one(&docs, "RoleBinding");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(binding["metadata"]["namespace"], "apis");
+}
+
+#[test]
 fn the_policy_config_map_holds_a_policy_the_service_loads() {
     let docs = kustomize();
     let config_map = one(&docs, "ConfigMap");

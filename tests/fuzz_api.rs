@@ -224,7 +224,7 @@ async fn assert_still_serving(
         .expect("GET /health");
     assert_eq!(health.status().as_u16(), 200, "GET /health");
     let health: Value = health.json().await.expect("/health answers JSON");
-    assert_eq!(health["status"], "SERVING", "{health}");
+    assert_eq!(health["status"], "healthy", "{health}");
     catalog(client).await;
     let plan = client
         .dry_run(proto::DryRunRequest {
@@ -702,6 +702,7 @@ fn mk_parameters(rng: &mut StdRng, action: &ActionDescriptor) -> Value {
             }
             T::Boolean => json!(rng.random_bool(0.5)),
             T::Quantity => json!(pick(rng, &["100m", "1", "256Mi", "1Gi", "2"])),
+            T::Files => json!({"main.py": "print('hello')\n"}),
             T::String | T::Unspecified => match p.allowed_values.choose(rng) {
                 Some(allowed) => json!(allowed),
                 None => json!(pick(rng, &["web", "app", "example.com/key", "drill"])),

@@ -151,7 +151,7 @@ fn the_grpc_port_also_answers_curl_for_health_and_the_json_api_and_grpcurl_still
     };
     let (code, body) = curl(&[&format!("http://{}/health", server.addr)]);
     assert_eq!(code, "200", "{body}");
-    assert!(body.contains("\"SERVING\""), "{body}");
+    assert!(body.contains("\"healthy\""), "{body}");
     let (code, body) = curl(&[
         "-X",
         "POST",

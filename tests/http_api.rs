@@ -156,7 +156,7 @@ async fn the_seed_curl_example_restarts_the_pod_named_by_the_alert_on_the_embedd
     }
     assert!(!pod.is_empty(), "the demo's web pods never appeared");
     let (status, health) = get(&format!("{base}/health")).await;
-    assert_eq!((status, &health["status"]), (200, &json!("SERVING")));
+    assert_eq!((status, &health["status"]), (200, &json!("healthy")));
 
     // curl -X POST $BASE/api/v1/execute -H 'Content-Type: application/json' -d '…'
     let body = json!({
@@ -517,7 +517,7 @@ async fn health_is_503_and_execute_unavailable_once_the_cluster_is_gone() {
     sim.shutdown().await;
     let (status, health) = get(&format!("{base}/health")).await;
     assert_eq!(status, 503, "{health}");
-    assert_eq!(health["status"], "NOT_SERVING");
+    assert_eq!(health["status"], "unhealthy");
     assert_eq!(health["cluster_reachable"], false);
     // Unready, but alive: a restart would not bring the API server back.
     let (status, live) = get(&format!("{base}/livez")).await;

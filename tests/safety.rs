@@ -29,6 +29,9 @@ use kube::{
 use serde_json::json;
 use tonic::Code;
 
+/// An API of the platform, deployed before the dry runs.
+const DEPLOYED_API: &str = "api-9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b";
+
 fn with_policy(config: EngineConfig) -> EngineConfig {
     EngineConfig {
         policy: Some(Arc::new(Policy::builtin(&PolicyConfig::default()).unwrap())),
@@ -102,6 +105,19 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
     .unwrap();
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let mut client = h.grpc().await;
+    // A deployed API for the code actions (stop, remove, status, logs need one).
+    let deployed = common::run_to_end(
+        &mut client,
+        "deploy_code",
+        mk_target("apis", "Deployment", DEPLOYED_API),
+        json!({"files": {"main.py": "print(1)"}}),
+    )
+    .await;
+    assert_eq!(
+        deployed.state,
+        ExecutionState::Succeeded as i32,
+        "{deployed:?}"
+    );
     let pods: Vec<String> =
         Api::<k8s_openapi::api::core::v1::Pod>::namespaced(h.kube.clone(), "production")
             .list(&ListParams::default().labels("app=web"))
@@ -212,7 +228,8 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
         (
             "drain_node",
             mk_target("", "Node", "node-2"),
-            json!({}),
+            // The deployed API's pod has an emptyDir (its /tmp), as kubectl drain would see.
+            json!({"delete_emptydir_data": true}),
             true,
         ),
         (
@@ -262,6 +279,40 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             mk_target("production", "Service", "db"),
             json!({"engine": "postgres", "credentials_secret": "api-credentials"}),
             true,
+        ),
+        (
+            "deploy_code",
+            mk_target(
+                "apis",
+                "Deployment",
+                "api-5d1f0c9e-2b7a-4c3e-9f10-6a8b7c6d5e4f",
+            ),
+            json!({"runtime": "node", "files": {"index.js": "1"}, "max_replicas": 3}),
+            true,
+        ),
+        (
+            "stop_code",
+            mk_target("apis", "Deployment", DEPLOYED_API),
+            json!({}),
+            true,
+        ),
+        (
+            "remove_code",
+            mk_target("apis", "Deployment", DEPLOYED_API),
+            json!({}),
+            true,
+        ),
+        (
+            "code_status",
+            mk_target("apis", "Deployment", DEPLOYED_API),
+            json!({}),
+            false,
+        ),
+        (
+            "code_logs",
+            mk_target("apis", "Deployment", DEPLOYED_API),
+            json!({"duration_seconds": 5}),
+            false,
         ),
         (
             "audit_logs",
@@ -377,7 +428,8 @@ async fn the_default_policy_denies_protected_namespaces_and_the_last_schedulable
         .execute(mk_request(
             "drain_node",
             mk_target("", "Node", "node-2"),
-            json!({}),
+            // The deployed API's pod has an emptyDir (its /tmp), as kubectl drain would see.
+            json!({"delete_emptydir_data": true}),
         ))
         .await
         .unwrap_err();

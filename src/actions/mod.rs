@@ -11,6 +11,7 @@
 
 mod audit_logs;
 mod cleanup_storage;
+mod code;
 mod collect_diagnostics;
 mod cordon_node;
 mod delete_pod;
@@ -287,6 +288,11 @@ impl Registry {
             Arc::new(audit_logs::AuditLogs::new()),
             Arc::new(cleanup_storage::CleanupStorage::new()),
             Arc::new(repair_database::RepairDatabase::new()),
+            Arc::new(code::deploy::DeployCode::new()),
+            Arc::new(code::stop::StopCode::new()),
+            Arc::new(code::remove::RemoveCode::new()),
+            Arc::new(code::status::CodeStatus::new()),
+            Arc::new(code::tail::CodeLogs::new()),
         ];
         Registry {
             actions: Arc::new(list.into_iter().map(|a| (a.spec().name, a)).collect()),

@@ -113,7 +113,74 @@ fn canonical(spec: &ParamSpec, value: &Value) -> Result<Value, ActionError> {
                 Err(wrong())
             }
         }
+        ParamType::Files => {
+            let files = value.as_object().ok_or_else(wrong)?;
+            check_files(spec.name, files)?;
+            Ok(value.clone())
+        }
     }
+}
+
+/// Files in a bundle: enough for a service's source, few enough to list in an event.
+pub const MAX_BUNDLE_FILES: usize = 100;
+/// A bundle's paths and contents together, in bytes: it is kept in a ConfigMap (at most
+/// 1 MiB in Kubernetes) and in the execution's record.
+pub const MAX_BUNDLE_BYTES: usize = 256 * 1024;
+
+/// A bundle: relative paths of `[A-Za-z0-9._-]` segments (no `.`, `..`, leading `/` or empty
+/// segment), text contents, within [`MAX_BUNDLE_FILES`] and [`MAX_BUNDLE_BYTES`].
+fn check_files(name: &str, files: &Map<String, Value>) -> Result<(), ActionError> {
+    if files.is_empty() {
+        return Err(ActionError::invalid(name, "must hold at least one file"));
+    }
+    if files.len() > MAX_BUNDLE_FILES {
+        return Err(ActionError::invalid(
+            name,
+            format!(
+                "holds {} files, at most {MAX_BUNDLE_FILES} are allowed",
+                files.len()
+            ),
+        ));
+    }
+    let mut total = 0usize;
+    for (path, content) in files {
+        let segments_ok = path.len() <= 253
+            && path.split('/').all(|segment| {
+                !segment.is_empty()
+                    && segment != "."
+                    && segment != ".."
+                    && segment
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            });
+        if !segments_ok {
+            let shown: String = path.chars().take(80).collect();
+            return Err(ActionError::invalid(
+                name,
+                format!(
+                    "{shown:?} is not a relative file path (segments of letters, digits, '.', '_' \
+                     and '-', no '..', at most 253 bytes)"
+                ),
+            ));
+        }
+        let text = content.as_str().ok_or_else(|| {
+            ActionError::invalid(
+                name,
+                format!(
+                    "{path:?}: the content must be a string, got {}",
+                    describe(content)
+                ),
+            )
+        })?;
+        total = total.saturating_add(path.len() + text.len());
+    }
+    if total > MAX_BUNDLE_BYTES {
+        return Err(ActionError::invalid(
+            name,
+            format!("the bundle is {total} bytes, at most {MAX_BUNDLE_BYTES} are allowed (name a ConfigMap holding larger code instead)"),
+        ));
+    }
+    Ok(())
 }
 
 fn describe(value: &Value) -> String {
@@ -233,6 +300,27 @@ mod tests {
         let out = check(json!({"replicas": null})).unwrap();
         assert_eq!(out.get("replicas"), None);
         assert_eq!(out["force"], json!(false));
+    }
+
+    #[test]
+    fn a_bundle_is_relative_paths_to_text_within_bounds() {
+        let spec = [ParamSpec::new("files", ParamType::Files, "")];
+        let check = |v: Value| {
+            validate_parameters(&spec, &json!({ "files": v }).as_object().unwrap().clone())
+        };
+        assert!(check(json!({"main.py": "print(1)", "pkg/util.py": ""})).is_ok());
+        for bad in [
+            json!({}),
+            json!("main.py"),
+            json!({"../etc/passwd": "x"}),
+            json!({"/abs.py": "x"}),
+            json!({"a//b.py": "x"}),
+            json!({"main.py": 5}),
+            json!({"big.py": "x".repeat(MAX_BUNDLE_BYTES)}),
+        ] {
+            let err = check(bad.clone()).unwrap_err().to_string();
+            assert!(err.starts_with("parameters.files: "), "{bad}: {err}");
+        }
     }
 
     #[test]

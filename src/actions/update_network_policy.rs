@@ -74,13 +74,13 @@ impl UpdateNetworkPolicy {
     }
 }
 
-/// `app=gateway,tier=edge` as matchLabels; errors name the parameter.
-fn labels(text: &str) -> Result<Map<String, Value>, ActionError> {
+/// `app=gateway,tier=edge` as matchLabels; errors name the parameter `field`.
+pub(super) fn labels(field: &str, text: &str) -> Result<Map<String, Value>, ActionError> {
     let mut out = Map::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').ok_or_else(|| {
-            ActionError::invalid("allow_from_labels", format!("{pair:?}: expected KEY=VALUE"))
-        })?;
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| ActionError::invalid(field, format!("{pair:?}: expected KEY=VALUE")))?;
         let (key, value) = (key.trim(), value.trim());
         let valid_key = !key.is_empty()
             && key.len() <= 317
@@ -93,7 +93,7 @@ fn labels(text: &str) -> Result<Map<String, Value>, ActionError> {
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !valid_key || !valid_value {
             return Err(ActionError::invalid(
-                "allow_from_labels",
+                field,
                 format!(
                     "{pair:?} is not a label (KEY=VALUE of letters, digits, - _ . and / in keys)"
                 ),
@@ -102,7 +102,7 @@ fn labels(text: &str) -> Result<Map<String, Value>, ActionError> {
         out.insert(key.to_string(), Value::String(value.to_string()));
     }
     if out.is_empty() {
-        return Err(ActionError::invalid("allow_from_labels", "names no label"));
+        return Err(ActionError::invalid(field, "names no label"));
     }
     Ok(out)
 }
@@ -119,7 +119,7 @@ fn rule(p: &Params) -> Result<Value, ActionError> {
     if let Some(text) = p.allow_from_labels.as_deref().filter(|l| !l.is_empty()) {
         peer.insert(
             "podSelector".into(),
-            json!({ "matchLabels": labels(text)? }),
+            json!({ "matchLabels": labels("allow_from_labels", text)? }),
         );
     }
     let mut rule = json!({ "from": [Value::Object(peer)] });
@@ -203,7 +203,7 @@ impl Remediation for UpdateNetworkPolicy {
         }
         if let Some(text) = params.get("allow_from_labels").and_then(Value::as_str) {
             if !text.trim().is_empty() {
-                labels(text)?;
+                labels("allow_from_labels", text)?;
             }
         }
         Ok(())
@@ -339,7 +339,7 @@ mod tests {
         let (removed, changed) = changed_spec(&added, &rule, true);
         assert!(changed);
         assert_eq!(removed["ingress"], json!([]));
-        assert!(labels("app").is_err());
-        assert!(labels("app=a b").is_err());
+        assert!(labels("f", "app").is_err());
+        assert!(labels("f", "app=a b").is_err());
     }
 }

@@ -335,6 +335,7 @@ pub fn action_to(spec: &ActionSpec) -> proto::ActionDescriptor {
                     ParamType::String => proto::ParameterType::String,
                     ParamType::Boolean => proto::ParameterType::Boolean,
                     ParamType::Quantity => proto::ParameterType::Quantity,
+                    ParamType::Files => proto::ParameterType::Files,
                 } as i32,
                 description: p.description.to_string(),
                 required: p.required,

@@ -213,6 +213,10 @@ pub struct ServeArgs {
     /// Every mutating action waits for an approval, whatever the policy decides.
     #[arg(long, env = "EXECUTOR_REQUIRE_APPROVAL")]
     pub require_approval: bool,
+    /// The namespace the API platform's door (`POST /deploy`, `/stop/{api_id}`,
+    /// `GET /status/{api_id}`) deploys user code into.
+    #[arg(long, env = "EXECUTOR_CODE_NAMESPACE", default_value = crate::domain::DEFAULT_CODE_NAMESPACE)]
+    pub code_namespace: String,
     /// TLS, authentication and authorization (boxed: they are rarely set and would make
     /// every `Command` as large as `serve`).
     #[command(flatten)]

@@ -31,6 +31,8 @@ pub enum ParamType {
     Boolean,
     /// A Kubernetes resource quantity such as `500m` or `1Gi`.
     Quantity,
+    /// A bundle of text files: a JSON object of relative path → content.
+    Files,
 }
 
 impl ParamType {
@@ -41,6 +43,7 @@ impl ParamType {
             ParamType::String => "a string",
             ParamType::Boolean => "a boolean",
             ParamType::Quantity => "a quantity such as 500m or 1Gi",
+            ParamType::Files => "an object of file path to content",
         }
     }
 }

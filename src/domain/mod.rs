@@ -4,10 +4,12 @@
 //! the other through it.
 
 mod catalog;
+mod code;
 mod execution;
 mod target;
 
 pub use catalog::{ActionSpec, ParamSpec, ParamType, Risk};
+pub use code::{api_id_of, code_object_name, is_uuid, CODE_NAME_PREFIX, DEFAULT_CODE_NAMESPACE};
 pub use execution::{
     AlertContext, Encoded, Event, ExecutionRequest, ExecutionState, ExecutionView, ListFilter,
     Recommendation, RequestedTarget, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PRIORITY,

@@ -64,9 +64,10 @@ pub(crate) const MAX_PARAMETER_NAME_BYTES: usize = 63;
 /// A string parameter: the longest any action takes is `notify_only`'s message; container
 /// names, taint keys and values and quantities are 63 bytes or less.
 pub(crate) const MAX_STRING_PARAMETER_BYTES: usize = 4096;
-/// `parameters` as compact JSON: bounds lists and objects, which no action takes but which
-/// are decoded before the action's types refuse them.
-pub(crate) const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
+/// `parameters` as compact JSON: bounds lists and objects before the action's types refuse
+/// them, with room for one code bundle (`deploy_code`'s `files`, at most 256 KiB of paths and
+/// contents, escaped as JSON).
+pub(crate) const MAX_PARAMETERS_BYTES: usize = 384 * 1024;
 /// `reason` of a cancellation, an approval or a rejection: a sentence or two and a ticket
 /// link, recorded in the execution's events.
 pub(crate) const MAX_REASON_BYTES: usize = 1024;
@@ -75,8 +76,8 @@ pub(crate) const MAX_REASONING_BYTES: usize = 16 * 1024;
 /// `execution_id`: ids are UUIDs (36 bytes); anything much longer names no execution.
 pub(crate) const MAX_EXECUTION_ID_BYTES: usize = 64;
 /// The whole request (every string's bytes plus the parameters' compact JSON): each field may
-/// use its room, not all of them at once; the sum of the field bounds is about 420 KiB.
-pub(crate) const MAX_REQUEST_BYTES: usize = 256 * 1024;
+/// use its room, not all of them at once; the sum of the field bounds is about 740 KiB.
+pub(crate) const MAX_REQUEST_BYTES: usize = 512 * 1024;
 
 /// Checks every caller-supplied field of `request` against its bound, in a fixed order.
 ///

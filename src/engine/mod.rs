@@ -189,6 +189,11 @@ impl Engine {
         self.inner.config.approval_timeout
     }
 
+    /// The namespace the API platform's door runs code in (`--code-namespace`).
+    pub fn code_namespace(&self) -> &str {
+        &self.inner.config.code_namespace
+    }
+
     pub fn actions(&self) -> Vec<ActionSpec> {
         self.inner.registry.specs()
     }

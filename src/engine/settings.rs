@@ -57,6 +57,8 @@ pub struct EngineConfig {
     pub shadow: bool,
     /// Every mutating action waits for an approval, whatever the policy says.
     pub require_approval: bool,
+    /// The namespace the API platform's door (`/deploy`, `/stop`, `/status`) runs code in.
+    pub code_namespace: String,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +82,7 @@ impl Default for EngineConfig {
             lease: super::DEFAULT_LEASE,
             shadow: false,
             require_approval: false,
+            code_namespace: crate::domain::DEFAULT_CODE_NAMESPACE.to_string(),
         }
     }
 }

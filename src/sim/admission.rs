@@ -328,7 +328,26 @@ fn check_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Causes) {
                         "Required value".into(),
                     ));
                 }
+                check_requests_within_limits(c, &format!("{at}.containers[{i}]"), causes);
             }
+        }
+    }
+}
+
+/// A container may not request more than its limit (the API server's message).
+fn check_requests_within_limits(c: &Value, at: &str, causes: &mut Causes) {
+    use crate::actions::parse_quantity;
+    for resource in ["cpu", "memory", "ephemeral-storage"] {
+        let request = str_at(c, &format!("/resources/requests/{resource}")).to_string();
+        let limit = str_at(c, &format!("/resources/limits/{resource}")).to_string();
+        let (Some(r), Some(l)) = (parse_quantity(&request), parse_quantity(&limit)) else {
+            continue;
+        };
+        if r > l {
+            causes.push((
+                format!("{at}.resources.requests"),
+                format!("Invalid value: \"{request}\": must be less than or equal to {resource} limit of {limit}"),
+            ));
         }
     }
 }

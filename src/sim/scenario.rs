@@ -41,7 +41,8 @@ impl Scenario {
 
     /// A small production-like cluster:
     /// - nodes `node-1`..`node-3`;
-    /// - namespaces `default`, `kube-system`, `production`, `staging`;
+    /// - namespaces `default`, `kube-system`, `production`, `staging`, and `apis` with
+    ///   `api-gateway` for the API platform's deployed code;
     /// - StorageClasses `standard` (default, not expandable) and `standard-expandable`;
     /// - production: Deployments `web` (3 × nginx:1.25, PDB `web-pdb` maxUnavailable 1),
     ///   `api` (2, HPA 2–6), `worker` (2); StatefulSet `db` (2, PVCs of 10Gi on
@@ -50,7 +51,14 @@ impl Scenario {
     /// - kube-system: DaemonSet `node-exporter`.
     pub fn demo() -> Self {
         let mut s = Scenario::default();
-        for ns in ["default", "kube-system", "production", "staging"] {
+        for ns in [
+            "default",
+            "kube-system",
+            "production",
+            "staging",
+            "apis",
+            "api-gateway",
+        ] {
             s = s.with(mk_namespace(ns));
         }
         for n in ["node-1", "node-2", "node-3"] {

@@ -164,6 +164,7 @@ pub(super) fn action_json(spec: &ActionSpec) -> Value {
                 ParamType::String => "string",
                 ParamType::Boolean => "boolean",
                 ParamType::Quantity => "quantity",
+                ParamType::Files => "files",
             },
             "description": p.description,
             "required": p.required,

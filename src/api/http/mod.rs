@@ -27,8 +27,10 @@
 //! | `GET /`, `/ui/app.js`, `/ui/app.css` | the dashboard (`dashboard.rs`) |
 //! | `GET /api/v1/registry/actions` | the catalog in the incident platform's registry shape (hyphenated names) |
 //! | any `/api/v1/registry/register` | 501: actions are compiled in |
-//! | `GET /health` | 200 while the default cluster answers, 503 otherwise or while shutting down |
+//! | `POST /deploy`, `POST /stop/{api_id}`, `POST /remove/{api_id}`, `GET /status/{api_id}`, `GET /logs/{api_id}` | the API platform's contract on the code actions (`code.rs`) |
+//! | `GET /health` | `{"status": "healthy", "service": "executor"}` while the default cluster and the store answer; 503 `unhealthy` otherwise or while shutting down |
 
+mod code;
 pub mod dashboard;
 mod errors;
 mod json;
@@ -93,6 +95,11 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/actions", get(actions))
         .route("/api/v1/registry/actions", get(registry_actions))
         .route("/api/v1/registry/register", any(registry_register))
+        .route("/deploy", post(code::deploy))
+        .route("/stop/{api_id}", post(code::stop))
+        .route("/remove/{api_id}", post(code::remove))
+        .route("/status/{api_id}", get(code::status))
+        .route("/logs/{api_id}", get(code::logs))
         .route("/health", get(health))
         .route("/livez", get(livez))
         .route("/metrics", get(metrics))
@@ -344,7 +351,8 @@ async fn health(State(engine): State<Engine>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({
-        "status": if serving { "SERVING" } else { "NOT_SERVING" },
+        "status": if serving { "healthy" } else { "unhealthy" },
+        "service": "executor",
         "cluster_reachable": reachable,
         "store_reachable": store,
         "shutting_down": closing,

@@ -43,6 +43,17 @@ pub(super) async fn events(
     let id = execution_id(id)?;
     let Query(query) = query.map_err(query_rejected)?;
     let from = resume_from(&headers, &query)?;
+    stream(&engine, id, from, &caller).await
+}
+
+/// The events of execution `id` after sequence `from` as Server-Sent Events: replay, then
+/// live until the terminal event; 204 when nothing is left to send.
+pub(super) async fn stream(
+    engine: &Engine,
+    id: String,
+    from: u64,
+    caller: &Caller,
+) -> ApiResult<Response> {
     // An EventSource reconnects whenever a stream ends, even after the terminal event; 204
     // is the one answer that stops it, rather than a stream that would never send anything.
     let (execution, _) = engine.get(&id, &caller.identity).await?;

@@ -240,12 +240,12 @@ fn too_many_long_named_or_bulky_parameters_are_refused() {
     assert_eq!(message, "the name must be at most 63 bytes (got 100)");
 
     let mut request = mk_request();
-    let list: Vec<String> = (0..100).map(|_| bytes(1000)).collect();
+    let list: Vec<String> = (0..500).map(|_| bytes(1000)).collect();
     request.parameters.insert("replicas".into(), json!(list));
     let (field, message) = refusal(&request);
     assert_eq!(field, "parameters");
     assert!(
-        message.starts_with("must be at most 65536 bytes as JSON (got 10"),
+        message.starts_with("must be at most 393216 bytes as JSON (got 50"),
         "{message}"
     );
 }
@@ -263,12 +263,15 @@ fn the_size_as_json_is_the_compact_encodings() {
 #[test]
 fn a_request_within_every_field_bound_but_over_the_total_is_refused() {
     let mut request = mk_request();
-    // 64 labels of 4 KiB each are each allowed; together they are 256 KiB and more.
+    // 64 labels of 4 KiB each are each allowed, and so are 300 KB of parameters; together
+    // they are 512 KiB and more.
     alert_mut(&mut request).labels = mk_map(MAX_ALERT_LABELS, &bytes(MAX_LABEL_VALUE_BYTES));
+    let list: Vec<String> = (0..300).map(|_| bytes(1000)).collect();
+    request.parameters.insert("replicas".into(), json!(list));
     let (field, message) = refusal(&request);
     assert_eq!(field, "request");
     assert!(
-        message.starts_with("must be at most 262144 bytes in all (got 26"),
+        message.starts_with("must be at most 524288 bytes in all (got 5"),
         "{message}"
     );
 }
@@ -295,7 +298,7 @@ fn reasons_approvers_and_execution_ids_over_their_limits_are_refused_naming_the_
 #[test]
 fn deeply_nested_parameters_are_sized_without_recursion() {
     let mut nested = json!("leaf");
-    for _ in 0..100_000 {
+    for _ in 0..250_000 {
         nested = Value::Array(vec![nested]);
     }
     let mut request = mk_request();

@@ -144,11 +144,10 @@ pub fn run(st: &mut State) {
         let seen = *st.rt.pod_seen.entry(uid.clone()).or_insert(now);
         let elapsed = sim_elapsed(seen, speed);
         if at(&pod, "/status/startTime").is_none() {
-            if elapsed >= START_DELAY_SECS {
-                start(st, &pod, node);
-                let crashes = containers(&pod)
-                    .iter()
-                    .any(|c| behaviour(str_at(c, "/image")) == Behaviour::Crash);
+            // Volumes from ConfigMaps that do not exist (yet) keep the pod ContainerCreating,
+            // as the kubelet's MountVolume retries do.
+            if elapsed >= START_DELAY_SECS && missing_config_map(st, &pod).is_none() {
+                let crashes = start(st, &pod, node);
                 if crashes {
                     st.rt
                         .next_restart
@@ -182,10 +181,12 @@ pub fn run(st: &mut State) {
     }
 }
 
-fn start(st: &mut State, pod: &Value, node: &str) {
+/// Starts the pod's containers; returns whether any crash-loops.
+fn start(st: &mut State, pod: &Value, node: &str) -> bool {
     let Some(pods_def) = by_plural("pods") else {
-        return;
+        return false;
     };
+    let mut crashes = false;
     let now = now_str();
     let mut new = pod.clone();
     let mut statuses = Vec::new();
@@ -201,21 +202,18 @@ fn start(st: &mut State, pod: &Value, node: &str) {
             &hex_id(&format!("{}{}", str_at(pod, "/metadata/uid"), cname))[..64]
         );
         let image_id = format!("docker.io/library/{image}@sha256:{}", &hex_id(&image)[..64]);
-        let status = match behaviour(&image) {
-            Behaviour::Run => {
-                events.push((
-                    "Normal",
-                    "Pulled",
-                    format!("Container image \"{image}\" already present on machine"),
-                ));
-                events.push(("Normal", "Created", format!("Created container: {cname}")));
-                events.push(("Normal", "Started", format!("Started container {cname}")));
-                json!({"name": cname, "image": image, "imageID": image_id, "containerID": cid,
-                       "ready": true, "started": true, "restartCount": 0,
-                       "state": {"running": {"startedAt": now}}})
-            }
+        let missing = missing_file(st, pod, &c);
+        // A program crashes when the image asks for it, or when the command names a file the
+        // mounted ConfigMap does not hold (with the runtime's own error and exit code).
+        let runs_as = match behaviour(&image) {
+            Behaviour::Run if missing.is_some() => Behaviour::Crash,
+            other => other,
+        };
+        let status = match runs_as {
             Behaviour::Crash => {
+                let (code, message) = missing.clone().unwrap_or((1, String::new()));
                 all_ready = false;
+                crashes = true;
                 events.push((
                     "Normal",
                     "Pulled",
@@ -232,11 +230,27 @@ fn start(st: &mut State, pod: &Value, node: &str) {
                         str_at(pod, "/metadata/uid")
                     ),
                 ));
+                let mut terminated = json!({"exitCode": code, "reason": "Error", "startedAt": now, "finishedAt": now, "containerID": cid});
+                if !message.is_empty() {
+                    terminated["message"] = json!(message);
+                }
                 json!({"name": cname, "image": image, "imageID": image_id, "containerID": cid,
                        "ready": false, "started": false, "restartCount": 0,
                        "state": {"waiting": {"reason": "CrashLoopBackOff",
                            "message": format!("back-off 10s restarting failed container={cname} pod={name}_{}({})", str_at(pod, "/metadata/namespace"), str_at(pod, "/metadata/uid"))}},
-                       "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now, "containerID": cid}}})
+                       "lastState": {"terminated": terminated}})
+            }
+            Behaviour::Run => {
+                events.push((
+                    "Normal",
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                ));
+                events.push(("Normal", "Created", format!("Created container: {cname}")));
+                events.push(("Normal", "Started", format!("Started container {cname}")));
+                json!({"name": cname, "image": image, "imageID": image_id, "containerID": cid,
+                       "ready": true, "started": true, "restartCount": 0,
+                       "state": {"running": {"startedAt": now}}})
             }
             Behaviour::BadImage => {
                 all_ready = false;
@@ -300,6 +314,95 @@ fn start(st: &mut State, pod: &Value, node: &str) {
     for (t, r, m) in events {
         emit_event(st, &out, t, r, &m, COMPONENT);
     }
+    crashes
+}
+
+/// A ConfigMap a volume of the pod needs that does not exist (optional ones aside).
+fn missing_config_map(st: &State, pod: &Value) -> Option<String> {
+    let ns = str_at(pod, "/metadata/namespace");
+    at(pod, "/spec/volumes")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter_map(|v| v.get("configMap"))
+        .filter(|cm| cm.get("optional") != Some(&Value::Bool(true)))
+        .map(|cm| str_at(cm, "/name").to_string())
+        .find(|name| st.get("configmaps", ns, name).is_none())
+}
+
+/// The files a container sees under each ConfigMap mount: `(mountPath, paths)`.
+fn config_map_files(st: &State, pod: &Value, c: &Value) -> Vec<(String, Vec<String>)> {
+    let ns = str_at(pod, "/metadata/namespace");
+    let volumes = at(pod, "/spec/volumes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mounts = at(c, "/volumeMounts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for m in mounts {
+        let Some(cm) = volumes
+            .iter()
+            .find(|v| str_at(v, "/name") == str_at(&m, "/name"))
+            .and_then(|v| v.get("configMap"))
+        else {
+            continue;
+        };
+        let paths: Vec<String> = match cm.get("items").and_then(Value::as_array) {
+            Some(items) => items
+                .iter()
+                .map(|i| str_at(i, "/path").to_string())
+                .collect(),
+            None => st
+                .get("configmaps", ns, str_at(cm, "/name"))
+                .and_then(|o| o.get("data").and_then(Value::as_object).cloned())
+                .map(|d| d.keys().cloned().collect())
+                .unwrap_or_default(),
+        };
+        out.push((
+            str_at(&m, "/mountPath").trim_end_matches('/').to_string(),
+            paths,
+        ));
+    }
+    out
+}
+
+/// When the container's command names a file under a ConfigMap mount that the ConfigMap does
+/// not hold: the exit code and the message its runtime would print.
+fn missing_file(st: &State, pod: &Value, c: &Value) -> Option<(i64, String)> {
+    let words: Vec<String> = ["/command", "/args"]
+        .iter()
+        .filter_map(|p| at(c, p).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|w| w.as_str().map(str::to_string))
+        .collect();
+    let mounts = config_map_files(st, pod, c);
+    let program = words
+        .first()
+        .map(|w| w.rsplit('/').next().unwrap_or(w).to_string())
+        .unwrap_or_default();
+    for word in &words {
+        for (mount, paths) in &mounts {
+            let Some(relative) = word.strip_prefix(&format!("{mount}/")) else {
+                continue;
+            };
+            if relative.is_empty() || paths.iter().any(|p| p == relative) {
+                continue;
+            }
+            let message = match program.as_str() {
+                p if p.starts_with("python") => (
+                    2,
+                    format!("{p}: can't open file '{word}': [Errno 2] No such file or directory"),
+                ),
+                "node" => (1, format!("Error: Cannot find module '{word}'")),
+                "go" => (1, format!("stat {word}: no such file or directory")),
+                p => (127, format!("{p}: {word}: No such file or directory")),
+            };
+            return Some(message);
+        }
+    }
+    None
 }
 
 fn strip_empty_condition_fields(p: &mut Value) {
@@ -328,13 +431,21 @@ fn crash_restart(st: &mut State, pod: &Value) -> bool {
         .and_then(Value::as_array_mut)
     {
         for c in cs.iter_mut() {
-            if behaviour(str_at(c, "/image")) != Behaviour::Crash {
+            let looping = str_at(c, "/state/waiting/reason") == "CrashLoopBackOff";
+            if behaviour(str_at(c, "/image")) != Behaviour::Crash && !looping {
                 continue;
             }
             let n = int_at(c, "/restartCount", 0) + 1;
             c["restartCount"] = json!(n);
-            c["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now,
-                "containerID": str_at(c, "/containerID")}});
+            let mut terminated = json!({"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now,
+                "containerID": str_at(c, "/containerID")});
+            // The same program fails the same way each time.
+            for key in ["exitCode", "message"] {
+                if let Some(v) = c.pointer(&format!("/lastState/terminated/{key}")) {
+                    terminated[key] = v.clone();
+                }
+            }
+            c["lastState"] = json!({ "terminated": terminated });
             let secs = backoff(n) as i64;
             let back = if secs >= 60 {
                 format!("{}m{}s", secs / 60, secs % 60)
@@ -371,7 +482,14 @@ fn complete(st: &mut State, pod: &Value) {
     let mut new = pod.clone();
     let failed = containers(pod)
         .iter()
-        .any(|c| behaviour(str_at(c, "/image")) != Behaviour::Run);
+        .any(|c| behaviour(str_at(c, "/image")) != Behaviour::Run)
+        || pod
+            .pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| str_at(c, "/state/waiting/reason") == "CrashLoopBackOff")
+            });
     let (phase, code, reason) = if failed {
         ("Failed", 1, "Error")
     } else {
@@ -417,6 +535,16 @@ pub fn log_lines(
         .find(|c| str_at(c, "/name") == container)
         .map(|c| str_at(c, "/image").to_string())
         .unwrap_or_default();
+    let failed_with = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| str_at(c, "/name") == container))
+        .map(|c| str_at(c, "/lastState/terminated/message").to_string())
+        .filter(|m| !m.is_empty());
+    if let Some(message) = failed_with {
+        // What the program printed before it exited, each time it ran.
+        return Ok(message.lines().map(str::to_string).collect());
+    }
     let start = chrono::DateTime::parse_from_rfc3339(str_at(pod, "/status/startTime"))
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_else(|_| chrono::Utc::now());
