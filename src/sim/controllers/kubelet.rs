@@ -7,6 +7,11 @@
 //! - `…:badimage` (or `…:imagepullbackoff`) — the image never pulls: the pod stays Pending
 //!   with waiting reason `ImagePullBackOff`.
 //! - anything else runs and becomes Ready.
+//!
+//! And like a real kubelet: a pod waits (ContainerCreating) while a ConfigMap one of its
+//! volumes needs does not exist; a container whose command names a file under a ConfigMap
+//! mount that the ConfigMap does not hold crash-loops with its runtime's error (`python:
+//! can't open file …`, `Error: Cannot find module …`) as its log and termination message.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
