@@ -317,9 +317,50 @@ fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
         (400, &json!("api_id")),
         "{answer}"
     );
+    // DryRun shows every object the deploy would create, and creates none.
+    let (code, plan) = curl(
+        &server,
+        "POST",
+        "/api/v1/dry-run",
+        Some(&json!({"action": "deploy_code",
+            "target": {"namespace": NAMESPACE, "name": format!("api-{PYTHON}")},
+            "parameters": {"files": bundle("python"), "max_replicas": 3}})),
+    );
+    assert_eq!(code, 200, "{plan}");
+    let objects: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["object"].as_str())
+        .collect();
+    let name = format!("api-{PYTHON}");
+    for kind in [
+        "deployment",
+        "service",
+        "networkpolicy",
+        "horizontalpodautoscaler",
+    ] {
+        assert!(
+            objects.contains(&format!("{NAMESPACE}/{kind}/{name}").as_str()),
+            "{objects:?}"
+        );
+    }
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.starts_with(&format!("{NAMESPACE}/configmap/{name}-code-"))),
+        "{objects:?}"
+    );
     let created = kubectl(
         &server,
-        &["get", "deploy,cm,svc,netpol", "-n", NAMESPACE, "-o", "name"],
+        &[
+            "get",
+            "deploy,cm,svc,netpol,hpa",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "name",
+        ],
     );
     assert_eq!(created.trim(), "", "refused requests created {created}");
 }

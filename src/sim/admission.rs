@@ -336,7 +336,6 @@ fn check_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Causes) {
 
 /// A container may not request more than its limit (the API server's message).
 fn check_requests_within_limits(c: &Value, at: &str, causes: &mut Causes) {
-    use crate::actions::parse_quantity;
     for resource in ["cpu", "memory", "ephemeral-storage"] {
         let request = str_at(c, &format!("/resources/requests/{resource}")).to_string();
         let limit = str_at(c, &format!("/resources/limits/{resource}")).to_string();
@@ -596,5 +595,22 @@ mod tests {
         obj["spec"]["replicas"] = json!(-1);
         let err = validate(d, &obj, None, &st).unwrap_err();
         assert!(err.message.contains("spec.replicas"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_container_may_not_request_more_than_its_limit() {
+        let st = State::new(1.0);
+        let pods = by_plural("pods").unwrap();
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i",
+            "resources": {"requests": {"cpu": "2", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}}]}});
+        let err = validate(pods, &pod, None, &st).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(
+            err.message.contains("spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"),
+            "{}",
+            err.message
+        );
+        pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("500m");
+        assert!(validate(pods, &pod, None, &st).is_ok());
     }
 }
