@@ -96,6 +96,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     }
     spawn_reload(args.clone(), security.clone(), engine.clone());
+    spawn_expiry(engine.clone());
     spawn_retention(
         engine.clone(),
         args.retention_max_age.into(),
@@ -349,6 +350,18 @@ fn authorizer(args: &ServeArgs) -> anyhow::Result<Option<Arc<Authorizer>>> {
     let authz = Authorizer::from_file(path, &known)?;
     tracing::info!(rules = authz.len(), authz = %authz.origin(), "authorization rules loaded");
     Ok(Some(Arc::new(authz)))
+}
+
+/// Ends debug modes whose time is up, every [`engine::EXPIRY_CHECK`], until the process ends.
+fn spawn_expiry(engine: Engine) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(crate::engine::EXPIRY_CHECK).await;
+            if let Err(e) = engine.end_expired_debug_modes().await {
+                tracing::debug!(error = %e, "looking for ended debug modes");
+            }
+        }
+    });
 }
 
 /// How often old history is pruned.

@@ -65,6 +65,11 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "audit_logs",
         "cleanup_storage",
         "repair_database",
+        "compact_storage",
+        "failover_database",
+        "backup_data",
+        "enable_debug_mode",
+        "disable_debug_mode",
         "deploy_code",
         "stop_code",
         "remove_code",
@@ -1330,4 +1335,235 @@ async fn repair_database_runs_the_engines_checks_in_a_job_with_credentials_from_
     );
     // The executor never read the credentials: nothing of them in what it recorded.
     assert!(!format!("{done:?}").contains("s3cr3t"));
+}
+
+#[tokio::test]
+async fn compact_storage_runs_the_engines_compaction_in_a_job_and_refuses_bad_names() {
+    use k8s_openapi::api::batch::v1::Job;
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    let target = mk_target("production", "Service", "db");
+    for (params, field) in [
+        (
+            json!({"engine": "mysql", "credentials_secret": "api-credentials", "full": true}),
+            "parameters.full",
+        ),
+        (
+            json!({"engine": "postgres", "credentials_secret": "$(id)"}),
+            "parameters.credentials_secret",
+        ),
+    ] {
+        let err = client
+            .execute(mk_request("compact_storage", target.clone(), params))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
+    let done = common::run_to_end(
+        &mut client,
+        "compact_storage",
+        target,
+        json!({"engine": "mysql", "credentials_secret": "api-credentials"}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let result = common::struct_to_json(done.result.as_ref().unwrap());
+    let job = Api::<Job>::namespaced(h.kube.clone(), "production")
+        .get(result["job"].as_str().unwrap())
+        .await
+        .unwrap();
+    let job = serde_json::to_value(job).unwrap();
+    assert_eq!(job["status"]["succeeded"], json!(1), "{job:#}");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], json!("mysql:8.4.2"));
+    let script = container["command"][2].as_str().unwrap();
+    assert!(
+        script.contains("--host=db.production.svc --port=5432")
+            && script.contains("--optimize")
+            && script.contains("--all-databases"),
+        "{script}"
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert!(
+        result["log"].as_str().is_some_and(|l| !l.is_empty()),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn failover_database_moves_the_primary_label_and_the_service_and_undoes_a_failed_check() {
+    let h = Harness::demo().await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    common::primary_and_replica(&h.kube).await;
+    let mut client = h.grpc().await;
+    let target = mk_target("production", "StatefulSet", "db");
+    let role = |pod: &Pod| pod.labels().get("role").cloned().unwrap_or_default();
+    let pods = Api::<Pod>::namespaced(h.kube.clone(), "production");
+
+    let err = client
+        .execute(mk_request(
+            "failover_database",
+            target.clone(),
+            json!({"to_pod": "web-1"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().starts_with("parameters.to_pod"),
+        "{}",
+        err.message()
+    );
+
+    let done =
+        common::run_to_end(&mut client, "failover_database", target.clone(), json!({})).await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    assert_eq!(role(&pods.get("db-1").await.unwrap()), "primary");
+    assert_eq!(role(&pods.get("db-0").await.unwrap()), "replica");
+    let result = common::struct_to_json(done.result.as_ref().unwrap());
+    assert_eq!(
+        (&result["from"], &result["to"]),
+        (&json!("db-0"), &json!("db-1"))
+    );
+    assert_eq!(result["service"], "db-primary");
+
+    // A pod outside the StatefulSet that the Service also selects: the check after the
+    // failover fails, and the labels go back.
+    let mut stray = mk_pod("production", "stray", None, "postgres:16.4");
+    stray["metadata"]["labels"] = json!({"app": "db", "role": "primary", "legacy": "yes"});
+    pods.create(&Default::default(), &serde_json::from_value(stray).unwrap())
+        .await
+        .unwrap();
+    let mut failing = mk_request("failover_database", target, json!({"to_pod": "db-0"}));
+    failing.wait = true;
+    let done = client
+        .execute(failing)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    assert_eq!(
+        done.state,
+        ExecutionState::RolledBack as i32,
+        "{}",
+        done.message
+    );
+    assert!(
+        done.message.contains("stray") || format!("{done:?}").contains("stray"),
+        "{done:?}"
+    );
+    assert_eq!(
+        role(&pods.get("db-1").await.unwrap()),
+        "primary",
+        "restored"
+    );
+    assert_eq!(
+        role(&pods.get("db-0").await.unwrap()),
+        "replica",
+        "restored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_data_snapshots_every_claim_waits_until_ready_and_reports_the_controllers_error() {
+    let h = Harness::demo().await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+
+    let err = client
+        .execute(mk_request(
+            "backup_data",
+            mk_target("production", "Deployment", "web"),
+            json!({}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message().contains("no PersistentVolumeClaim"),
+        "{}",
+        err.message()
+    );
+
+    let failed = common::run_to_end(
+        &mut client,
+        "backup_data",
+        mk_target("production", "PersistentVolumeClaim", "data-db-0"),
+        json!({"snapshot_class": "no-such-class"}),
+    )
+    .await;
+    assert_eq!(
+        failed.state,
+        ExecutionState::Failed as i32,
+        "{}",
+        failed.message
+    );
+    assert!(
+        failed.message.contains("no-such-class\" not found"),
+        "{}",
+        failed.message
+    );
+
+    let done = common::run_to_end(
+        &mut client,
+        "backup_data",
+        mk_target("production", "StatefulSet", "db"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let result = common::struct_to_json(done.result.as_ref().unwrap());
+    let snapshots = result["snapshots"].as_array().unwrap();
+    let claims: Vec<&str> = snapshots
+        .iter()
+        .filter_map(|s| s["claim"].as_str())
+        .collect();
+    assert_eq!(claims, ["data-db-0", "data-db-1"], "{result}");
+    // What kubectl shows, from the cluster's own record.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        serde_json::to_string(&h.sim.kubeconfig()).unwrap(),
+    )
+    .unwrap();
+    // kubectl blocks: off the runtime's threads, so the in-process cluster keeps answering.
+    let listed = tokio::task::spawn_blocking(move || {
+        common::run_ok(
+            std::process::Command::new(common::tool("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["get", "volumesnapshots", "-n", "production"]),
+        )
+    })
+    .await
+    .unwrap();
+    for s in snapshots {
+        let name = s["name"].as_str().unwrap();
+        let row = listed
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{listed}"));
+        assert!(
+            row.contains("true") && row.contains("10Gi") && row.contains("csi-snapclass"),
+            "{row}"
+        );
+    }
 }

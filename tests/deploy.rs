@@ -146,6 +146,8 @@ fn the_cluster_role_grants_only_named_verbs_on_named_resources() {
         "create jobs",
         "list poddisruptionbudgets",
         "list events",
+        "get services",
+        "create volumesnapshots",
     ] {
         assert!(granted.iter().any(|g| g == needed), "missing: {needed}");
     }

@@ -105,6 +105,8 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
     .unwrap();
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let mut client = h.grpc().await;
+    // A primary and a replica for failover_database.
+    common::primary_and_replica(&h.kube).await;
     // A deployed API for the code actions (stop, remove, status, logs need one).
     let deployed = common::run_to_end(
         &mut client,
@@ -312,6 +314,36 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             "code_logs",
             mk_target("apis", "Deployment", DEPLOYED_API),
             json!({"duration_seconds": 5}),
+            false,
+        ),
+        (
+            "compact_storage",
+            mk_target("production", "Service", "db"),
+            json!({"engine": "postgres", "credentials_secret": "api-credentials", "full": true}),
+            true,
+        ),
+        (
+            "failover_database",
+            mk_target("production", "StatefulSet", "db"),
+            json!({}),
+            true,
+        ),
+        (
+            "backup_data",
+            mk_target("production", "StatefulSet", "db"),
+            json!({}),
+            true,
+        ),
+        (
+            "enable_debug_mode",
+            mk_target("production", "Deployment", "web"),
+            json!({"duration_seconds": 60}),
+            true,
+        ),
+        (
+            "disable_debug_mode",
+            mk_target("production", "Deployment", "web"),
+            json!({}),
             false,
         ),
         (

@@ -10,13 +10,18 @@
 //! the cluster through [`ActionContext`] and reports what it does through [`Reporter`].
 
 mod audit_logs;
+mod backup_data;
 mod cleanup_storage;
 mod code;
 mod collect_diagnostics;
+mod compact_storage;
 mod cordon_node;
+mod db_job;
+mod debug_mode;
 mod delete_pod;
 mod drain_node;
 mod expand_pvc;
+mod failover_database;
 mod increase_resources;
 mod job_run;
 mod migrate_workload;
@@ -52,6 +57,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 pub use crate::domain::{ActionSpec, ParamSpec, ParamType, Risk, Target};
+pub use debug_mode::{DEBUG_LABEL, DEBUG_UNTIL};
 pub use params::{parse_quantity, validate_parameters};
 pub use plan::{Change, Plan};
 pub use scaling::MAX_REPLICAS;
@@ -233,6 +239,12 @@ pub trait Remediation: Send + Sync + 'static {
         false
     }
 
+    /// Whether the target rests for the cooldown after this action. Changes that end on a
+    /// schedule (debug mode) must not hold their own revert back.
+    fn cools_down(&self) -> bool {
+        !self.read_only()
+    }
+
     /// Whether [`Remediation::rollback`] can restore the pre-state `execute` recorded.
     fn can_roll_back(&self) -> bool {
         false
@@ -288,6 +300,11 @@ impl Registry {
             Arc::new(audit_logs::AuditLogs::new()),
             Arc::new(cleanup_storage::CleanupStorage::new()),
             Arc::new(repair_database::RepairDatabase::new()),
+            Arc::new(compact_storage::CompactStorage::new()),
+            Arc::new(failover_database::FailoverDatabase::new()),
+            Arc::new(backup_data::BackupData::new()),
+            Arc::new(debug_mode::enable::EnableDebugMode::new()),
+            Arc::new(debug_mode::disable::DisableDebugMode::new()),
             Arc::new(code::deploy::DeployCode::new()),
             Arc::new(code::stop::StopCode::new()),
             Arc::new(code::remove::RemoveCode::new()),

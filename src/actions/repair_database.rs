@@ -7,19 +7,14 @@
 //! its last lines.
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Service;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
+    db_job::{check_names, connection_params, name, DbJob},
     job_run::{self, JobRun},
     ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
 };
-
-const ENGINES: &[&str] = &["postgres", "mysql"];
-/// The client images, pinned.
-const POSTGRES_IMAGE: &str = "postgres:16.4";
-const MYSQL_IMAGE: &str = "mysql:8.4.2";
 
 #[derive(Debug, Deserialize)]
 struct Params {
@@ -48,19 +43,9 @@ impl RepairDatabase {
                               (REINDEX, mysqlcheck --auto-repair); the log is the result.",
                 risk: Risk::High,
                 target_kinds: &["Service"],
-                params: vec![
-                    ParamSpec::new("engine", ParamType::String, "The database engine.")
-                        .one_of(ENGINES)
-                        .required(),
-                    ParamSpec::new(
-                        "credentials_secret",
-                        ParamType::String,
-                        "Secret in the Service's namespace with keys username and password (read by the Job only).",
-                    )
-                    .required(),
-                    ParamSpec::new("database", ParamType::String, "One database; absent = all."),
-                    ParamSpec::new("port", ParamType::Integer, "Port; absent = the Service's first.")
-                        .bounds(1, 65535),
+                params: connection_params()
+                    .into_iter()
+                    .chain([
                     ParamSpec::new("repair", ParamType::Boolean, "Repair what the checks find (REINDEX, auto-repair).")
                         .default(false),
                     ParamSpec::new("thorough", ParamType::Boolean, "Slower, deeper checks (pg_amcheck --heapallindexed, mysqlcheck --extended).")
@@ -68,40 +53,11 @@ impl RepairDatabase {
                     ParamSpec::new("timeout_seconds", ParamType::Integer, "The Job's deadline.")
                         .bounds(60, 21_600)
                         .default(1800),
-                ],
+                    ])
+                    .collect(),
             },
         }
     }
-}
-
-/// A database or Secret name: what Kubernetes and the engines accept, nothing a shell or SQL
-/// could read as syntax.
-fn name(field: &str, text: &str) -> Result<String, ActionError> {
-    let text = text.trim();
-    let valid = !text.is_empty()
-        && text.len() <= 63
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if !valid {
-        return Err(ActionError::invalid(
-            field,
-            "must be 1 to 63 letters, digits, - _ or .",
-        ));
-    }
-    Ok(text.to_string())
-}
-
-fn secret_env(secret: &str) -> Vec<Value> {
-    ["username", "password"]
-        .iter()
-        .map(|key| {
-            json!({
-                "name": format!("DB_{}", key.to_uppercase()),
-                "valueFrom": { "secretKeyRef": { "name": secret, "key": key } },
-            })
-        })
-        .collect()
 }
 
 /// The command for `engine` against `host:port`; credentials come from the environment.
@@ -155,37 +111,15 @@ fn command(p: &Params, host: &str, port: i64) -> Result<Vec<String>, ActionError
 
 impl RepairDatabase {
     async fn job(ctx: &ActionContext, p: &Params) -> Result<JobRun, ActionError> {
-        let secret = name("credentials_secret", &p.credentials_secret)?;
-        let services: kube::Api<Service> =
-            kube::Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
-        let what = format!("service {}", ctx.target.object_ref());
-        let service = ctx
-            .retry(&format!("read {what}"), || services.get(&ctx.target.name))
-            .await
-            .map_err(|e| ActionError::from_kube(e, &what))?;
-        let port = match p.port {
-            Some(port) => port,
-            None => service
-                .spec
-                .and_then(|s| s.ports)
-                .and_then(|ports| ports.first().map(|p| i64::from(p.port)))
-                .ok_or_else(|| ActionError::invalid("port", "the Service has no port: give one"))?,
-        };
-        let host = format!("{}.{}.svc", ctx.target.name, ctx.target.namespace);
-        Ok(JobRun {
-            prefix: format!("repair-{}", ctx.target.name),
-            image: if p.engine == "postgres" {
-                POSTGRES_IMAGE
-            } else {
-                MYSQL_IMAGE
-            }
-            .into(),
-            command: command(p, &host, port)?,
-            claim: None,
-            read_only: true,
+        DbJob {
+            verb: "repair",
+            engine: &p.engine,
+            credentials_secret: &p.credentials_secret,
+            port: p.port,
             deadline_seconds: p.timeout_seconds,
-            env: secret_env(&secret),
-        })
+        }
+        .job(ctx, |host, port| command(p, host, port))
+        .await
     }
 }
 
@@ -196,14 +130,7 @@ impl Remediation for RepairDatabase {
     }
 
     fn validate(&self, params: &serde_json::Map<String, Value>) -> Result<(), ActionError> {
-        if let Some(secret) = params.get("credentials_secret").and_then(Value::as_str) {
-            name("credentials_secret", secret)?;
-        }
-        if let Some(database) = params.get("database").and_then(Value::as_str) {
-            if !database.trim().is_empty() {
-                name("database", database)?;
-            }
-        }
+        check_names(params)?;
         Ok(())
     }
 
@@ -276,7 +203,7 @@ mod tests {
         );
         assert!(cmd[2].contains("\"$DB_PASSWORD\""));
         assert_eq!(
-            secret_env("db-admin")[1]["valueFrom"]["secretKeyRef"]["name"],
+            crate::actions::db_job::secret_env("db-admin")[1]["valueFrom"]["secretKeyRef"]["name"],
             "db-admin"
         );
     }

@@ -181,7 +181,7 @@ impl Engine {
     }
 
     pub(super) fn cooldown_for(&self, action: &dyn Remediation) -> Duration {
-        if action.read_only() {
+        if action.read_only() || !action.cools_down() {
             return Duration::ZERO;
         }
         let config = &self.inner.config;

@@ -356,6 +356,43 @@ pub static RESOURCES: &[ResourceDef] = &[
         false,
         &[]
     ),
+    // The CSI external-snapshotter's CRDs, served as if installed.
+    res!(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "volumesnapshotclasses",
+        "volumesnapshotclass",
+        "VolumeSnapshotClass",
+        false,
+        &["vsclass", "vsclasses"],
+        NONE,
+        false,
+        &[]
+    ),
+    res!(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "volumesnapshots",
+        "volumesnapshot",
+        "VolumeSnapshot",
+        true,
+        &["vs"],
+        NONE,
+        true,
+        &[STATUS]
+    ),
+    res!(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "volumesnapshotcontents",
+        "volumesnapshotcontent",
+        "VolumeSnapshotContent",
+        false,
+        &["vsc", "vscs"],
+        NONE,
+        true,
+        &[STATUS]
+    ),
     res!(
         "coordination.k8s.io",
         "v1",

@@ -43,7 +43,8 @@ impl Scenario {
     /// - nodes `node-1`..`node-3`;
     /// - namespaces `default`, `kube-system`, `production`, `staging`, and `apis` with
     ///   `api-gateway` for the API platform's deployed code;
-    /// - StorageClasses `standard` (default, not expandable) and `standard-expandable`;
+    /// - StorageClasses `standard` (default, not expandable) and `standard-expandable`, and
+    ///   the default VolumeSnapshotClass `csi-snapclass`;
     /// - production: Deployments `web` (3 × nginx:1.25, PDB `web-pdb` maxUnavailable 1),
     ///   `api` (2, HPA 2–6), `worker` (2); StatefulSet `db` (2, PVCs of 10Gi on
     ///   `standard-expandable`); Services `web`, `api`; ConfigMaps, a Secret, a ServiceAccount;
@@ -64,6 +65,12 @@ impl Scenario {
         for n in ["node-1", "node-2", "node-3"] {
             s = s.with(mk_node(n));
         }
+        s = s.with(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+            "metadata": {"name": "csi-snapclass",
+                         "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
+            "driver": "hostpath.csi.k8s.io", "deletionPolicy": "Delete",
+        }));
         let mut standard = mk_storage_class("standard", false);
         standard["metadata"]["annotations"] =
             json!({"storageclass.kubernetes.io/is-default-class": "true"});

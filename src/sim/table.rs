@@ -384,6 +384,31 @@ fn columns_and_cells(def: &ResourceDef, o: &Value) -> (Vec<Value>, Vec<Value>) {
                 age,
             ],
         ),
+        // The CRD's printer columns.
+        "VolumeSnapshot" => (
+            vec![
+                col("Name", "string", 0),
+                col("ReadyToUse", "boolean", 0),
+                col("SourcePVC", "string", 0),
+                col("SourceSnapshotContent", "string", 0),
+                col("RestoreSize", "string", 0),
+                col("SnapshotClass", "string", 0),
+                col("SnapshotContent", "string", 0),
+                col("CreationTime", "date", 0),
+                col("Age", "date", 0),
+            ],
+            vec![
+                name,
+                at(o, "/status/readyToUse").cloned().unwrap_or(Value::Null),
+                json!(str_at(o, "/spec/source/persistentVolumeClaimName")),
+                json!(str_at(o, "/spec/source/volumeSnapshotContentName")),
+                json!(str_at(o, "/status/restoreSize")),
+                json!(str_at(o, "/spec/volumeSnapshotClassName")),
+                json!(str_at(o, "/status/boundVolumeSnapshotContentName")),
+                json!(str_at(o, "/status/creationTime")),
+                age,
+            ],
+        ),
         _ => (
             vec![col("Name", "string", 0), col("Age", "string", 0)],
             vec![name, age],

@@ -733,3 +733,26 @@ pub async fn first_pod(kube: &kube::Client, namespace: &str, app: &str) -> Strin
         .and_then(|p| p.metadata.name.clone())
         .unwrap_or_else(|| panic!("no pod of {namespace}/{app}"))
 }
+
+/// Labels `db-0` the primary and `db-1` a replica of the demo's StatefulSet `db`, and makes
+/// the Service `db-primary` that selects the primary.
+pub async fn primary_and_replica(kube: &kube::Client) {
+    use k8s_openapi::api::core::v1::Service;
+    let pods = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(kube.clone(), "production");
+    for (pod, role) in [("db-0", "primary"), ("db-1", "replica")] {
+        let patch = serde_json::json!({"metadata": {"labels": {"role": role}}});
+        pods.patch(pod, &Default::default(), &kube::api::Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "db-primary", "namespace": "production"},
+        "spec": {"selector": {"app": "db", "role": "primary"}, "ports": [{"port": 5432}]},
+    }))
+    .unwrap();
+    kube::Api::<Service>::namespaced(kube.clone(), "production")
+        .create(&Default::default(), &service)
+        .await
+        .unwrap();
+}

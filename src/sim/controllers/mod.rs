@@ -15,6 +15,7 @@ pub mod kubelet;
 pub mod pvc;
 pub mod replicaset;
 pub mod scheduler;
+pub mod snapshot;
 pub mod statefulset;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -115,6 +116,7 @@ pub async fn run(sim: Arc<Sim>) {
             phase(&mut |st| {
                 disruption::run(st);
                 pvc::run(st);
+                snapshot::run(st);
                 hpa(st);
             });
         }
@@ -145,6 +147,7 @@ pub fn tick_once(st: &mut State) {
     if st.rt.ticks.is_multiple_of(SLOW_EVERY) {
         disruption::run(st);
         pvc::run(st);
+        snapshot::run(st);
         hpa(st);
     }
     if st.rt.ticks.is_multiple_of(GC_EVERY) {
