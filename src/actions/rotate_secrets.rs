@@ -1,7 +1,7 @@
 //! `rotate_secrets`: compromised or expiring credentials. The Secret's values (all keys, or
 //! the ones named) are replaced by new random material of the same length (at least
 //! `min_length`); the previous values are first copied into a Secret of their own,
-//! `NAME-previous-TIMESTAMP` (labelled with the secret it came from), which is what a rollback
+//! `NAME-previous-TIMESTAMP-XXXXX` (labelled with the secret it came from), which is what a rollback
 //! restores from; then every Deployment, StatefulSet and DaemonSet of the namespace whose pods
 //! use the Secret (volumes, projected volumes, `env` and `envFrom`, init containers included)
 //! is restarted as `kubectl rollout restart` does and followed. Values never leave the
@@ -391,15 +391,16 @@ impl Remediation for RotateSecrets {
         };
         let api: kube::Api<Secret> =
             kube::Api::namespaced(ctx.client.clone(), &ctx.target.namespace);
-        // The previous values first, in the cluster (never in the store).
-        let copy_name = format!(
-            "{}-previous-{}",
+        // The previous values first, in the cluster (never in the store). The API server adds
+        // a suffix: two rotations within one second each keep their own copy.
+        let copy_prefix = format!(
+            "{}-previous-{}-",
             ctx.target.name.chars().take(200).collect::<String>(),
             chrono::Utc::now().format("%Y%m%d%H%M%S")
         );
         let copy = Secret {
             metadata: kube::api::ObjectMeta {
-                name: Some(copy_name.clone()),
+                generate_name: Some(copy_prefix.clone()),
                 namespace: Some(ctx.target.namespace.clone()),
                 labels: Some([(ROTATED_FROM.to_string(), ctx.target.name.clone())].into()),
                 ..Default::default()
@@ -409,10 +410,15 @@ impl Remediation for RotateSecrets {
             ..Default::default()
         };
         let create = PostParams::default();
-        ctx.retry(&format!("copy the previous values to {copy_name}"), || {
-            api.create(&create, &copy)
-        })
-        .await?;
+        let copy_name = ctx
+            .retry(
+                &format!("copy the previous values to {copy_prefix}…"),
+                || api.create(&create, &copy),
+            )
+            .await?
+            .metadata
+            .name
+            .unwrap_or_default();
         ctx.reporter.rollback_data(json!({
             "kind": "Secret",
             "namespace": ctx.target.namespace,
