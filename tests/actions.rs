@@ -68,6 +68,7 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "compact_storage",
         "failover_database",
         "backup_data",
+        "optimize_resources",
         "enable_debug_mode",
         "disable_debug_mode",
         "deploy_code",
@@ -1566,4 +1567,91 @@ async fn backup_data_snapshots_every_claim_waits_until_ready_and_reports_the_con
             "{row}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimize_resources_sizes_requests_from_the_peaks_the_metrics_api_saw() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let h = Harness::demo().await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+    let pods = Api::<Pod>::namespaced(h.kube.clone(), "production");
+    // What the web pods use, as metrics-server would report it.
+    let web = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items;
+    assert!(!web.is_empty());
+    for pod in &web {
+        let patch = json!({"metadata": {"annotations": {"sim.executor-service.io/usage": "cpu=200m,memory=300Mi"}}});
+        pods.patch(
+            &pod.name_any(),
+            &Default::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    }
+    // kubectl top reads the same API.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        serde_json::to_string(&h.sim.kubeconfig()).unwrap(),
+    )
+    .unwrap();
+    let top = tokio::task::spawn_blocking(move || {
+        common::run_ok(
+            std::process::Command::new(common::tool("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["top", "pods", "-n", "production", "-l", "app=web"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(top.contains("200m") && top.contains("300Mi"), "{top}");
+
+    let target = mk_target("production", "Deployment", "web");
+    let err = client
+        .execute(mk_request(
+            "optimize_resources",
+            target.clone(),
+            json!({"container": "sidecar"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().starts_with("parameters.container"),
+        "{}",
+        err.message()
+    );
+
+    let done = common::run_to_end(
+        &mut client,
+        "optimize_resources",
+        target,
+        json!({"window_seconds": 5, "samples": 3, "headroom_percent": 50}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let d = Api::<Deployment>::namespaced(h.kube.clone(), "production")
+        .get("web")
+        .await
+        .unwrap();
+    let resources =
+        serde_json::to_value(&d.spec.unwrap().template.spec.unwrap().containers[0].resources)
+            .unwrap();
+    assert_eq!(
+        resources,
+        json!({"requests": {"cpu": "300m", "memory": "450Mi"}, "limits": {"cpu": "600m", "memory": "900Mi"}}),
+        "peak plus half, limits twice that"
+    );
 }

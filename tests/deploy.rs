@@ -148,6 +148,7 @@ fn the_cluster_role_grants_only_named_verbs_on_named_resources() {
         "list events",
         "get services",
         "create volumesnapshots",
+        "list pods",
     ] {
         assert!(granted.iter().any(|g| g == needed), "missing: {needed}");
     }

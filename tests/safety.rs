@@ -347,6 +347,12 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             false,
         ),
         (
+            "optimize_resources",
+            mk_target("production", "Deployment", "web"),
+            json!({"headroom_percent": 100}),
+            true,
+        ),
+        (
             "audit_logs",
             mk_target("", "Namespace", "production"),
             json!({}),

@@ -26,6 +26,7 @@ mod increase_resources;
 mod job_run;
 mod migrate_workload;
 mod notify_only;
+mod optimize_resources;
 mod params;
 mod plan;
 mod quarantine_pod;
@@ -303,6 +304,7 @@ impl Registry {
             Arc::new(compact_storage::CompactStorage::new()),
             Arc::new(failover_database::FailoverDatabase::new()),
             Arc::new(backup_data::BackupData::new()),
+            Arc::new(optimize_resources::OptimizeResources::new()),
             Arc::new(debug_mode::enable::EnableDebugMode::new()),
             Arc::new(debug_mode::disable::DisableDebugMode::new()),
             Arc::new(code::deploy::DeployCode::new()),

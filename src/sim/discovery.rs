@@ -69,7 +69,11 @@ pub fn group_list() -> Value {
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": groups.into_iter().filter_map(group_json).collect::<Vec<_>>(),
+        "groups": groups
+            .into_iter()
+            .filter_map(group_json)
+            .chain([super::metrics::group()])
+            .collect::<Vec<_>>(),
     })
 }
 

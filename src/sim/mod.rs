@@ -55,6 +55,7 @@ pub mod controllers;
 pub mod discovery;
 pub mod errors;
 pub mod faults;
+pub mod metrics;
 pub mod patch;
 pub mod resources;
 pub mod scenario;

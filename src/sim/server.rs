@@ -17,6 +17,7 @@ use super::api::{self, DeleteOpts};
 use super::discovery;
 use super::errors::{success_status, ApiError};
 use super::faults::Faults;
+use super::metrics;
 use super::patch::PatchType;
 use super::resources::{lookup, ResourceDef};
 use super::selectors::{FieldSelector, LabelSelector};
@@ -189,6 +190,7 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         ["api"] => return value_response(200, &discovery::core_versions(sim.addr)),
         ["apis"] => return value_response(200, &discovery::group_list()),
         ["api", "v1"] => return value_response(200, &discovery::resource_list("", "v1")),
+        ["apis", metrics::GROUP] => return value_response(200, &metrics::group()),
         ["apis", g] => {
             return match discovery::group(g) {
                 Some(v) => value_response(200, &v),
@@ -213,6 +215,30 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         }
         ["apis", g, v] if discovery::serves(g, v) => {
             return value_response(200, &discovery::resource_list(g, v))
+        }
+        // The resource metrics API, computed on every read (`metrics.rs`).
+        ["apis", metrics::GROUP, metrics::VERSION, rest @ ..] => {
+            let selector = query.get("labelSelector").map_or("", String::as_str);
+            let st = sim.lock();
+            let answer = match rest {
+                [] => Ok(metrics::resource_list()),
+                ["pods"] => metrics::pods(&st, None, None, selector),
+                ["namespaces", ns, "pods"] => metrics::pods(&st, Some(ns), None, selector),
+                ["namespaces", ns, "pods", name] => {
+                    metrics::pods(&st, Some(ns), Some(name), selector)
+                }
+                ["nodes"] => metrics::nodes(&st, None),
+                ["nodes", name] => metrics::nodes(&st, Some(name)),
+                _ => Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )),
+            };
+            return match answer {
+                Ok(v) => value_response(200, &v),
+                Err(e) => e.into_response(),
+            };
         }
         _ => {}
     }
