@@ -69,6 +69,7 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "failover_database",
         "backup_data",
         "optimize_resources",
+        "create_heap_dump",
         "enable_debug_mode",
         "disable_debug_mode",
         "deploy_code",
@@ -1653,5 +1654,92 @@ async fn optimize_resources_sizes_requests_from_the_peaks_the_metrics_api_saw() 
         resources,
         json!({"requests": {"cpu": "300m", "memory": "450Mi"}, "limits": {"cpu": "600m", "memory": "900Mi"}}),
         "peak plus half, limits twice that"
+    );
+}
+
+#[tokio::test]
+async fn create_heap_dump_runs_a_debug_container_against_the_process_and_reports_the_file() {
+    let h = Harness::demo().await;
+    h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
+    let mut client = h.grpc().await;
+    let target = mk_target("production", "Deployment", "web");
+    for (params, field) in [
+        (json!({"runtime": "ruby"}), "parameters.runtime"),
+        (
+            json!({"runtime": "go", "container": "nope"}),
+            "parameters.container",
+        ),
+    ] {
+        let err = client
+            .execute(mk_request("create_heap_dump", target.clone(), params))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
+    let done = common::run_to_end(
+        &mut client,
+        "create_heap_dump",
+        target.clone(),
+        json!({"runtime": "go"}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let result = common::struct_to_json(done.result.as_ref().unwrap());
+    assert!(
+        result["path"].as_str().unwrap().starts_with("/tmp/heap-"),
+        "{result}"
+    );
+    assert!(
+        result["fetch"]
+            .as_str()
+            .unwrap()
+            .starts_with("kubectl cp production/"),
+        "{result}"
+    );
+    // The cluster's record: the debug container joined the web container's processes, ran, ended.
+    let pod = Api::<Pod>::namespaced(h.kube.clone(), "production")
+        .get(result["pod"].as_str().unwrap())
+        .await
+        .unwrap();
+    let pod = serde_json::to_value(pod).unwrap();
+    let debug = &pod["spec"]["ephemeralContainers"][0];
+    assert_eq!(debug["targetContainerName"], "web", "{debug}");
+    assert_eq!(debug["image"], "busybox:1.36.1");
+    assert!(
+        debug["command"][2]
+            .as_str()
+            .unwrap()
+            .contains("/debug/pprof/heap"),
+        "{debug}"
+    );
+    assert_eq!(
+        pod["status"]["ephemeralContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
+    assert!(result["log"].as_str().unwrap().contains("wget"), "{result}");
+
+    let stuck = common::run_to_end(
+        &mut client,
+        "create_heap_dump",
+        target,
+        json!({"runtime": "jvm", "image": "example/jdk:badimage"}),
+    )
+    .await;
+    assert_eq!(
+        stuck.state,
+        ExecutionState::Failed as i32,
+        "{}",
+        stuck.message
+    );
+    assert!(
+        stuck.message.contains("ImagePullBackOff"),
+        "{}",
+        stuck.message
     );
 }

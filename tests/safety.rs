@@ -353,6 +353,12 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             true,
         ),
         (
+            "create_heap_dump",
+            mk_target("production", "Deployment", "web"),
+            json!({"runtime": "jvm"}),
+            true,
+        ),
+        (
             "audit_logs",
             mk_target("", "Namespace", "production"),
             json!({}),

@@ -16,6 +16,7 @@ mod code;
 mod collect_diagnostics;
 mod compact_storage;
 mod cordon_node;
+mod create_heap_dump;
 mod db_job;
 mod debug_mode;
 mod delete_pod;
@@ -305,6 +306,7 @@ impl Registry {
             Arc::new(failover_database::FailoverDatabase::new()),
             Arc::new(backup_data::BackupData::new()),
             Arc::new(optimize_resources::OptimizeResources::new()),
+            Arc::new(create_heap_dump::CreateHeapDump::new()),
             Arc::new(debug_mode::enable::EnableDebugMode::new()),
             Arc::new(debug_mode::disable::DisableDebugMode::new()),
             Arc::new(code::deploy::DeployCode::new()),

@@ -337,6 +337,19 @@ fn merge_for_sub(def: &ResourceDef, old: &Value, mut incoming: Value, sub: Optio
         );
         return new;
     }
+    if sub == Some("ephemeralcontainers") {
+        // Only the ephemeral containers change through this subresource (`kubectl debug`).
+        let mut new = old.clone();
+        set_at(
+            &mut new,
+            "/spec/ephemeralContainers",
+            incoming
+                .pointer("/spec/ephemeralContainers")
+                .cloned()
+                .unwrap_or(json!([])),
+        );
+        return new;
+    }
     carry_over(def, old, &mut incoming);
     incoming
 }
@@ -684,6 +697,14 @@ pub fn pod_log(
         .and_then(Value::as_array)
         .map(|cs| cs.iter().map(|c| str_at(c, "/name").to_string()).collect())
         .unwrap_or_default();
+    let ephemeral: Vec<String> = pod
+        .pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().map(|c| str_at(c, "/name").to_string()).collect())
+        .unwrap_or_default();
+    if let Some(c) = q.get("container").filter(|c| ephemeral.contains(c)) {
+        return kubelet::ephemeral_log(pod, c).map_err(ApiError::bad_request);
+    }
     let container = match q.get("container") {
         Some(c) if !c.is_empty() => c.clone(),
         _ if containers.len() == 1 => containers[0].clone(),

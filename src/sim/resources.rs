@@ -162,6 +162,13 @@ pub static RESOURCES: &[ResourceDef] = &[
                 kind: "Pod",
                 verbs: &["get"],
             },
+            SubDef {
+                name: "ephemeralcontainers",
+                group: "",
+                version: "v1",
+                kind: "Pod",
+                verbs: &["get", "patch", "update"],
+            },
         ]
     ),
     res!(

@@ -457,6 +457,14 @@ fn serve(
                 .ok_or_else(|| ApiError::not_found(def, name))?;
             Ok(value_response(200, &obj))
         }
+        ("get", Some("ephemeralcontainers")) => {
+            let st = sim.lock();
+            let obj = st
+                .get(def.plural, ns, name)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(def, name))?;
+            Ok(value_response(200, &obj))
+        }
         ("get", Some("scale")) => {
             let st = sim.lock();
             let obj = st

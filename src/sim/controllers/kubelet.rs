@@ -108,6 +108,9 @@ pub fn run(st: &mut State) {
         }
         let terminating = is_terminating(&pod);
         let started_already = at(&pod, "/status/startTime").is_some();
+        if started_already && !terminating && ephemeral(st, &pod) {
+            continue;
+        }
         let uid_ref = str_at(&pod, "/metadata/uid");
         // Fast path: a running pod with nothing scheduled for it costs one lookup.
         if !terminating
@@ -522,6 +525,132 @@ fn complete(st: &mut State, pod: &Value) {
     );
     strip_empty_condition_fields(&mut new);
     st.replace(pods_def, new);
+}
+
+/// Runs the ephemeral containers (`kubectl debug`) of a running pod: each starts, runs for
+/// [`RUN_TO_COMPLETION_SECS`] and exits 0 (an image that cannot be pulled waits with
+/// `ImagePullBackOff`). Returns whether the pod changed.
+fn ephemeral(st: &mut State, pod: &Value) -> bool {
+    let Some(specs) = at(pod, "/spec/ephemeralContainers").and_then(Value::as_array) else {
+        return false;
+    };
+    let Some(pods_def) = by_plural("pods") else {
+        return false;
+    };
+    let statuses: Vec<Value> = at(pod, "/status/ephemeralContainerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let now = chrono::Utc::now();
+    let mut changed = false;
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    for spec in specs {
+        let name = str_at(spec, "/name").to_string();
+        let image = str_at(spec, "/image").to_string();
+        let status = statuses
+            .iter()
+            .find(|s| str_at(s, "/name") == name)
+            .cloned();
+        let next = match status {
+            None => {
+                changed = true;
+                if behaviour(&image) == Behaviour::BadImage {
+                    events.push((
+                        "Warning",
+                        "Failed",
+                        format!("Failed to pull image \"{image}\": not found"),
+                    ));
+                    json!({"name": name, "image": image, "ready": false, "restartCount": 0,
+                           "state": {"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{image}\"")}}})
+                } else {
+                    events.push(("Normal", "Started", format!("Started container {name}")));
+                    json!({"name": name, "image": image, "ready": false, "restartCount": 0,
+                           "imageID": format!("docker.io/library/{image}@sha256:{}", &hex_id(&image)[..64]),
+                           "containerID": format!("containerd://{}", &hex_id(&format!("{}{name}", str_at(pod, "/metadata/uid")))[..64]),
+                           "state": {"running": {"startedAt": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}}})
+                }
+            }
+            Some(mut s) => {
+                let started =
+                    chrono::DateTime::parse_from_rfc3339(str_at(&s, "/state/running/startedAt"));
+                if let Ok(started) = started {
+                    let ran = (now - started.with_timezone(&chrono::Utc)).num_milliseconds() as f64
+                        / 1000.0
+                        * st.speed;
+                    if ran >= RUN_TO_COMPLETION_SECS {
+                        changed = true;
+                        let started_at = str_at(&s, "/state/running/startedAt").to_string();
+                        s["state"] = json!({"terminated": {"exitCode": 0, "reason": "Completed",
+                            "startedAt": started_at, "finishedAt": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            "containerID": str_at(&s, "/containerID")}});
+                    }
+                }
+                s
+            }
+        };
+        out.push(next);
+    }
+    if !changed {
+        return false;
+    }
+    let mut new = pod.clone();
+    set_at(&mut new, "/status/ephemeralContainerStatuses", json!(out));
+    let stored = st.replace(pods_def, new);
+    for (t, r, m) in events {
+        emit_event(st, &stored, t, r, &m, COMPONENT);
+    }
+    true
+}
+
+/// The log of an ephemeral container: what it ran, and that it finished.
+///
+/// # Errors
+/// While it has not started.
+pub fn ephemeral_log(pod: &Value, container: &str) -> Result<String, String> {
+    let spec = at(pod, "/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| str_at(c, "/name") == container))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let status = at(pod, "/status/ephemeralContainerStatuses")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| str_at(c, "/name") == container))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let started = str_at(&status, "/state/running/startedAt");
+    let started = if started.is_empty() {
+        str_at(&status, "/state/terminated/startedAt")
+    } else {
+        started
+    };
+    if started.is_empty() {
+        return Err(format!(
+            "container \"{container}\" in pod \"{}\" is waiting to start: {}",
+            str_at(pod, "/metadata/name"),
+            str_at(&status, "/state/waiting/reason")
+        ));
+    }
+    let command: Vec<&str> = ["/command", "/args"]
+        .iter()
+        .filter_map(|p| at(&spec, p).and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut log = format!(
+        "{started} INFO  [{container}] debugging container {} of pod {} with {}\n{started} INFO  [{container}] ran: {}\n",
+        str_at(&spec, "/targetContainerName"),
+        str_at(pod, "/metadata/name"),
+        str_at(&spec, "/image"),
+        command.join(" ")
+    );
+    let finished = str_at(&status, "/state/terminated/finishedAt");
+    if !finished.is_empty() {
+        log.push_str(&format!(
+            "{finished} INFO  [{container}] exited with code 0\n"
+        ));
+    }
+    Ok(log)
 }
 
 /// The log of one container: a few deterministic start-up lines, then one line per few
