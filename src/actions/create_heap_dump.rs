@@ -21,7 +21,7 @@ use super::{
     executor_patch, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType,
     Plan, Remediation, Risk, Update,
 };
-use crate::cluster::{selector_string, WorkloadKind};
+use crate::cluster::WorkloadKind;
 
 const RUNTIMES: &[&str] = &["jvm", "go"];
 /// The debug images, pinned: a JDK for `jcmd`, busybox for `wget`.
@@ -83,14 +83,8 @@ async fn pod(ctx: &ActionContext) -> Result<Pod, ActionError> {
     let kind = WorkloadKind::from_kind(&ctx.target.kind)
         .ok_or_else(|| ActionError::Internal(format!("not a workload: {}", ctx.target.kind)))?;
     let object = super::workload::get(ctx, kind, &ctx.target.name).await?;
-    let selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector = object
-        .data
-        .pointer("/spec/selector")
-        .cloned()
-        .and_then(|s| serde_json::from_value(s).ok())
-        .unwrap_or_default();
     let pods = ctx.pods();
-    let of_workload = ListParams::default().labels(&selector_string(&selector));
+    let of_workload = ListParams::default().labels(&super::workload::pod_selector(&object));
     let listed = ctx
         .retry("list the workload's pods", || pods.list(&of_workload))
         .await?;

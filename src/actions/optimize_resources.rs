@@ -18,7 +18,7 @@ use super::{
     executor_patch, parse_quantity, workload, ActionContext, ActionError, ActionSpec, Change,
     Outcome, ParamSpec, ParamType, Plan, Remediation, Risk, Update,
 };
-use crate::cluster::{selector_string, WorkloadKind};
+use crate::cluster::WorkloadKind;
 
 #[derive(Debug, Deserialize)]
 struct Params {
@@ -184,13 +184,7 @@ impl OptimizeResources {
         let kind = WorkloadKind::from_kind(&ctx.target.kind)
             .ok_or_else(|| ActionError::Internal(format!("not a workload: {}", ctx.target.kind)))?;
         let object = workload::get(ctx, kind, &ctx.target.name).await?;
-        let selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector = object
-            .data
-            .pointer("/spec/selector")
-            .cloned()
-            .and_then(|s| serde_json::from_value(s).ok())
-            .unwrap_or_default();
-        let (peaks, _) = observe(ctx, p, &selector_string(&selector), samples).await?;
+        let (peaks, _) = observe(ctx, p, &workload::pod_selector(&object), samples).await?;
         let sized = sized(p, &peaks)?;
         if sized.is_empty() {
             return Err(ActionError::invalid(

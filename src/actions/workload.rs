@@ -124,3 +124,14 @@ pub(crate) async fn restore_template(
         result: serde_json::json!({ "restored": object }),
     })
 }
+
+/// `app=web,tier=front`: the label selector of a workload's pods, from its `spec.selector`.
+pub(crate) fn pod_selector(object: &kube::api::DynamicObject) -> String {
+    let selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector = object
+        .data
+        .pointer("/spec/selector")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .unwrap_or_default();
+    crate::cluster::selector_string(&selector)
+}

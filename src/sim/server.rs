@@ -449,15 +449,7 @@ fn serve(
                 serde_json::to_vec(&*obj).unwrap_or_default(),
             ))
         }
-        ("get", Some("status")) => {
-            let st = sim.lock();
-            let obj = st
-                .get(def.plural, ns, name)
-                .cloned()
-                .ok_or_else(|| ApiError::not_found(def, name))?;
-            Ok(value_response(200, &obj))
-        }
-        ("get", Some("ephemeralcontainers")) => {
+        ("get", Some("status" | "ephemeralcontainers")) => {
             let st = sim.lock();
             let obj = st
                 .get(def.plural, ns, name)
