@@ -70,6 +70,9 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "backup_data",
         "optimize_resources",
         "create_heap_dump",
+        "apply_manifest",
+        "delete_resource",
+        "patch_resource",
         "enable_debug_mode",
         "disable_debug_mode",
         "deploy_code",
@@ -90,7 +93,12 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
             "{} has no description",
             action.name
         );
-        let target = mk_target("production", &action.target_kinds[0], "x");
+        // An action on any kind ("*") takes a real one.
+        let kind = match action.target_kinds[0].as_str() {
+            "*" => "ConfigMap",
+            kind => kind,
+        };
+        let target = mk_target("production", kind, "x");
         for p in &action.parameters {
             let mut bad = vec![];
             match ParameterType::try_from(p.r#type).unwrap() {

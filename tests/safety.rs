@@ -359,6 +359,24 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             true,
         ),
         (
+            "apply_manifest",
+            mk_target("", "Namespace", "staging"),
+            json!({"manifests": {"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\ndata: {a: b}\n"}}),
+            true,
+        ),
+        (
+            "delete_resource",
+            mk_target("production", "ConfigMap", "api-config"),
+            json!({}),
+            true,
+        ),
+        (
+            "patch_resource",
+            mk_target("production", "VolumeSnapshotClass", "csi-snapclass"),
+            json!({"patch": "{\"metadata\": {\"labels\": {\"tier\": \"gold\"}}}"}),
+            true,
+        ),
+        (
             "audit_logs",
             mk_target("", "Namespace", "production"),
             json!({}),

@@ -23,6 +23,7 @@ mod delete_pod;
 mod drain_node;
 mod expand_pvc;
 mod failover_database;
+mod generic;
 mod increase_resources;
 mod job_run;
 mod migrate_workload;
@@ -307,6 +308,9 @@ impl Registry {
             Arc::new(backup_data::BackupData::new()),
             Arc::new(optimize_resources::OptimizeResources::new()),
             Arc::new(create_heap_dump::CreateHeapDump::new()),
+            Arc::new(generic::apply_manifest::ApplyManifest::new()),
+            Arc::new(generic::delete_resource::DeleteResource::new()),
+            Arc::new(generic::patch_resource::PatchResource::new()),
             Arc::new(debug_mode::enable::EnableDebugMode::new()),
             Arc::new(debug_mode::disable::DisableDebugMode::new()),
             Arc::new(code::deploy::DeployCode::new()),

@@ -4,6 +4,9 @@
 use super::EngineError;
 use crate::domain::{ActionSpec, AlertContext, RequestedTarget, Target};
 
+/// In an action's `target_kinds`: it works on any kind (resolved by the action itself).
+pub const ANY_KIND: &str = "*";
+
 /// Kinds that live outside namespaces.
 const CLUSTER_SCOPED: &[&str] = &["Node", "Namespace"];
 
@@ -37,8 +40,32 @@ pub fn resolve(
     } else {
         None
     };
+    let any_kind = spec.target_kinds.first() == Some(&ANY_KIND);
     let kind = match kind_given {
+        None if any_kind => {
+            return Err(EngineError::invalid(
+                "target.kind",
+                format!(
+                    "is required: {} works on any kind the cluster serves",
+                    spec.name
+                ),
+            ))
+        }
         None => spec.target_kinds[0].to_string(),
+        // Any kind: the action finds it through discovery (and refuses one the cluster does
+        // not serve); here it only has to look like a kind or a plural.
+        Some(given) if any_kind => {
+            if given.is_empty()
+                || given.len() > 63
+                || !given.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(EngineError::invalid(
+                    "target.kind",
+                    format!("{given:?} is not a kind (letters and digits, e.g. ConfigMap)"),
+                ));
+            }
+            given
+        }
         Some(given) => spec
             .target_kinds
             .iter()

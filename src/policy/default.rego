@@ -59,6 +59,26 @@ deny contains msg if {
 	msg := sprintf("drain needs at least %d schedulable nodes, the cluster has %d", [data.config.min_schedulable_nodes_for_drain, input.cluster.schedulable_nodes])
 }
 
+# The actions that work on any kind never touch these unless your policy allows it: what
+# they hold (Secrets), who may do what (RBAC), what admits objects (webhooks, CRDs), and
+# the cluster's own shape (namespaces, nodes).
+generic_actions := {"apply_manifest", "delete_resource", "patch_resource"}
+
+denied_generic_kinds := {
+	"secret", "serviceaccount", "role", "rolebinding", "clusterrole", "clusterrolebinding",
+	"customresourcedefinition", "mutatingwebhookconfiguration", "validatingwebhookconfiguration",
+	"namespace", "node",
+}
+
+deny contains msg if {
+	input.action in generic_actions
+	some change in input.changes
+	parts := split(change.object, "/")
+	kind := parts[count(parts) - 2]
+	kind in denied_generic_kinds
+	msg := sprintf("%s: %s does not change %s objects (allow them in your policy)", [change.object, input.action, kind])
+}
+
 approval contains msg if {
 	input.risk == "high"
 	msg := sprintf("%s is a high-risk action and needs an approval", [input.action])

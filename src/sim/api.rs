@@ -488,7 +488,7 @@ pub fn delete(
         }
     }
     if dry {
-        return Ok((*old).clone());
+        return Ok(deleted_answer(def, &old));
     }
     let terminating = old.pointer("/metadata/deletionTimestamp").is_some();
     if def.kind == "Pod" {
@@ -562,10 +562,29 @@ pub fn delete(
         }
         return Ok((*st.replace(def, new)).clone());
     }
-    Ok(st
-        .remove(def, ns, name)
-        .map(|a| (*a).clone())
-        .unwrap_or_default())
+    let removed = st.remove(def, ns, name).unwrap_or(old);
+    Ok(deleted_answer(def, &removed))
+}
+
+/// Kinds whose registry answers an immediate DELETE with the deleted object
+/// (`ReturnDeletedObject`); every other kind answers with a `Status`.
+const RETURNS_DELETED_OBJECT: &[&str] = &["Pod", "Service"];
+
+/// What an immediate DELETE answers: the object for [`RETURNS_DELETED_OBJECT`] kinds, else
+/// a `Status` naming it, as the API server's generic registry does.
+fn deleted_answer(def: &ResourceDef, object: &Value) -> Value {
+    if RETURNS_DELETED_OBJECT.contains(&def.kind) {
+        return object.clone();
+    }
+    super::errors::success_status(
+        200,
+        Some(json!({
+            "name": str_at(object, "/metadata/name"),
+            "group": def.group,
+            "kind": def.plural,
+            "uid": str_at(object, "/metadata/uid"),
+        })),
+    )
 }
 
 /// Removes owner references to `uid` from every object (the `Orphan` propagation policy).

@@ -14,6 +14,21 @@ use tokio::sync::broadcast;
 use super::controllers::Runtime;
 use super::resources::{ResourceDef, RESOURCES};
 
+/// Kinds with a spec even when a created object leaves it out (a generation from the start).
+const HAS_SPEC: &[&str] = &[
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "Pod",
+    "Service",
+    "PersistentVolumeClaim",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+    "VolumeSnapshot",
+];
 /// `(namespace, name)`; the namespace is empty for cluster-scoped objects.
 pub type ObjKey = (String, String);
 
@@ -219,7 +234,8 @@ impl State {
         let _ = self.tx.send(ev);
     }
 
-    /// Fills the metadata the server owns on creation: uid, creationTimestamp, generation.
+    /// Fills the metadata the server owns on creation: uid, creationTimestamp, and
+    /// generation for kinds that have a spec.
     pub fn prepare_new(def: &ResourceDef, obj: &mut Value) {
         set_at(obj, "/apiVersion", json!(def.api_version()));
         set_at(obj, "/kind", json!(def.kind));
@@ -229,7 +245,12 @@ impl State {
             json!(uuid::Uuid::new_v4().to_string()),
         );
         set_at(obj, "/metadata/creationTimestamp", json!(now_str()));
-        set_at(obj, "/metadata/generation", json!(1));
+        // Only kinds with a spec count its generations (ConfigMaps, Secrets… carry none).
+        if obj.get("spec").is_some() || HAS_SPEC.contains(&def.kind) {
+            set_at(obj, "/metadata/generation", json!(1));
+        } else if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("generation");
+        }
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
             m.remove("deletionTimestamp");

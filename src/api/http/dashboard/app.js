@@ -418,7 +418,10 @@ async function runView() {
     if (!spec) return;
     fields.append(el("p", { class: "muted" }, spec.description),
       field("target.namespace", "Namespace", el("input", { id: "f-target.namespace", type: "text" })),
-      field("target.kind", "Kind", el("select", { id: "f-target.kind" }, spec.target_kinds.map((k) => el("option", { value: k }, k)))),
+      field("target.kind", "Kind", spec.target_kinds[0] === "*"
+        // An action on any kind: the kind is typed (ConfigMap, deployments, a custom resource's).
+        ? el("input", { id: "f-target.kind", type: "text", required: true, placeholder: "ConfigMap" })
+        : el("select", { id: "f-target.kind" }, spec.target_kinds.map((k) => el("option", { value: k }, k)))),
       field("target.name", "Name", el("input", { id: "f-target.name", type: "text", required: true })));
     for (const p of spec.parameters) {
       let input;
