@@ -10,7 +10,7 @@ use kube::api::{DeleteParams, PropagationPolicy};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{resolve, restorable, Resolved};
+use super::{found, restorable, Found};
 use crate::actions::{
     ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Risk, Update,
@@ -53,16 +53,6 @@ impl DeleteResource {
     }
 }
 
-async fn target(ctx: &ActionContext, p: &Params) -> Result<Resolved, ActionError> {
-    resolve(
-        ctx,
-        &ctx.target.kind,
-        p.api_version.as_deref(),
-        "target.kind",
-    )
-    .await
-}
-
 #[async_trait]
 impl Remediation for DeleteResource {
     fn spec(&self) -> &ActionSpec {
@@ -75,13 +65,7 @@ impl Remediation for DeleteResource {
 
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
         let p: Params = ctx.params()?;
-        let r = target(ctx, &p).await?;
-        let api = r.api(&ctx.client, &ctx.target.namespace);
-        let what = r.object_ref(&ctx.target.namespace, &ctx.target.name);
-        let object = ctx
-            .retry(&format!("read {what}"), || api.get(&ctx.target.name))
-            .await
-            .map_err(|e| ActionError::from_kube(e, &what))?;
+        let Found { what, object, .. } = found(ctx, p.api_version.as_deref()).await?;
         Ok(Plan::single(Change::delete(
             &what,
             format!("delete {what} (propagation {})", p.propagation),
@@ -91,13 +75,12 @@ impl Remediation for DeleteResource {
 
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
         let p: Params = ctx.params()?;
-        let r = target(ctx, &p).await?;
-        let api = r.api(&ctx.client, &ctx.target.namespace);
-        let what = r.object_ref(&ctx.target.namespace, &ctx.target.name);
-        let object = ctx
-            .retry(&format!("read {what}"), || api.get(&ctx.target.name))
-            .await
-            .map_err(|e| ActionError::from_kube(e, &what))?;
+        let Found {
+            r,
+            api,
+            what,
+            object,
+        } = found(ctx, p.api_version.as_deref()).await?;
         ctx.reporter
             .rollback_data(super::rollback_data(&r, restorable(&object)));
         let params = DeleteParams {

@@ -101,6 +101,37 @@ pub(super) async fn resolve(
     })
 }
 
+/// The request's target of any kind: its kind's API, `namespace/kind/name`, and the object.
+pub(super) struct Found {
+    pub r: Resolved,
+    pub api: Api<DynamicObject>,
+    pub what: String,
+    pub object: DynamicObject,
+}
+
+/// Reads the target (a kind or plural the cluster serves, in `api_version` when given).
+///
+/// # Errors
+/// `target.kind` for a kind the cluster does not serve; NotFound for a missing object.
+pub(super) async fn found(
+    ctx: &ActionContext,
+    api_version: Option<&str>,
+) -> Result<Found, ActionError> {
+    let r = resolve(ctx, &ctx.target.kind, api_version, "target.kind").await?;
+    let api = r.api(&ctx.client, &ctx.target.namespace);
+    let what = r.object_ref(&ctx.target.namespace, &ctx.target.name);
+    let object = ctx
+        .retry(&format!("read {what}"), || api.get(&ctx.target.name))
+        .await
+        .map_err(|e| ActionError::from_kube(e, &what))?;
+    Ok(Found {
+        r,
+        api,
+        what,
+        object,
+    })
+}
+
 /// The resource for an object's `apiVersion` and `kind` (manifests).
 pub(super) async fn resolve_gvk(
     ctx: &ActionContext,

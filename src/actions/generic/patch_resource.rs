@@ -8,7 +8,7 @@ use kube::api::Patch;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{resolve, restorable, Resolved};
+use super::{found, restorable, Found};
 use crate::actions::{
     executor_patch, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType,
     Plan, Remediation, Risk, Update,
@@ -75,16 +75,6 @@ fn parsed(p: &Params) -> Result<Patch<Value>, ActionError> {
     }
 }
 
-async fn target(ctx: &ActionContext, p: &Params) -> Result<Resolved, ActionError> {
-    resolve(
-        ctx,
-        &ctx.target.kind,
-        p.api_version.as_deref(),
-        "target.kind",
-    )
-    .await
-}
-
 #[async_trait]
 impl Remediation for PatchResource {
     fn spec(&self) -> &ActionSpec {
@@ -104,13 +94,12 @@ impl Remediation for PatchResource {
     async fn plan(&self, ctx: &ActionContext) -> Result<Plan, ActionError> {
         let p: Params = ctx.params()?;
         let patch = parsed(&p)?;
-        let r = target(ctx, &p).await?;
-        let api = r.api(&ctx.client, &ctx.target.namespace);
-        let what = r.object_ref(&ctx.target.namespace, &ctx.target.name);
-        let before = ctx
-            .retry(&format!("read {what}"), || api.get(&ctx.target.name))
-            .await
-            .map_err(|e| ActionError::from_kube(e, &what))?;
+        let Found {
+            api,
+            what,
+            object: before,
+            ..
+        } = found(ctx, p.api_version.as_deref()).await?;
         let after = api
             .patch(&ctx.target.name, &executor_patch(true), &patch)
             .await?;
@@ -125,13 +114,12 @@ impl Remediation for PatchResource {
     async fn execute(&self, ctx: &ActionContext) -> Result<Outcome, ActionError> {
         let p: Params = ctx.params()?;
         let patch = parsed(&p)?;
-        let r = target(ctx, &p).await?;
-        let api = r.api(&ctx.client, &ctx.target.namespace);
-        let what = r.object_ref(&ctx.target.namespace, &ctx.target.name);
-        let before = ctx
-            .retry(&format!("read {what}"), || api.get(&ctx.target.name))
-            .await
-            .map_err(|e| ActionError::from_kube(e, &what))?;
+        let Found {
+            r,
+            api,
+            what,
+            object: before,
+        } = found(ctx, p.api_version.as_deref()).await?;
         ctx.reporter
             .rollback_data(super::rollback_data(&r, restorable(&before)));
         let params = executor_patch(false);
