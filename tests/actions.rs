@@ -73,6 +73,7 @@ async fn every_action_rejects_ill_typed_and_out_of_bound_parameters_naming_them(
         "apply_manifest",
         "delete_resource",
         "patch_resource",
+        "run_job",
         "enable_debug_mode",
         "disable_debug_mode",
         "deploy_code",

@@ -149,6 +149,8 @@ fn the_cluster_role_grants_only_named_verbs_on_named_resources() {
         "get services",
         "create volumesnapshots",
         "list pods",
+        "delete jobs",
+        "get configmaps",
     ] {
         assert!(granted.iter().any(|g| g == needed), "missing: {needed}");
     }

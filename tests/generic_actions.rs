@@ -320,3 +320,135 @@ async fn patch_and_delete_work_on_any_kind_and_the_policy_keeps_them_off_secrets
         "deleted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_job_runs_a_template_with_its_environment_reports_logs_and_cancelling_deletes_it() {
+    use k8s_openapi::api::batch::v1::Job;
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    let templates: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "executor-job-templates", "namespace": "staging"},
+        "data": {
+            "report": "image: busybox:1.36.1\ncommand: [sh, -c, 'echo report for $TARGET']\nserviceAccount: default\nttlSecondsAfterFinished: 600\n",
+            "broken": "image: example/tool:crashloop\n",
+            "stuck": "image: example/tool:badimage\n",
+        },
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(h.kube.clone(), "staging")
+        .create(&Default::default(), &templates)
+        .await
+        .unwrap();
+    let jobs = Api::<Job>::namespaced(h.kube.clone(), "staging");
+    let target = mk_target("", "Namespace", "staging");
+
+    let err = client
+        .execute(mk_request(
+            "run_job",
+            target.clone(),
+            json!({"template": "nope"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().starts_with("parameters.template") && err.message().contains("report"),
+        "{}",
+        err.message()
+    );
+
+    let done = common::run_to_end(
+        &mut client,
+        "run_job",
+        target.clone(),
+        json!({"template": "report", "env": {"TARGET": "web"}}),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        ExecutionState::Succeeded as i32,
+        "{}",
+        done.message
+    );
+    let result = common::struct_to_json(done.result.as_ref().unwrap());
+    let job =
+        serde_json::to_value(jobs.get(result["job"].as_str().unwrap()).await.unwrap()).unwrap();
+    assert_eq!(job["status"]["succeeded"], 1, "{job}");
+    assert_eq!(job["spec"]["ttlSecondsAfterFinished"], 600);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "default");
+    assert_eq!(
+        pod["containers"][0]["env"],
+        json!([{"name": "TARGET", "value": "web"}])
+    );
+    assert!(
+        !result["last_lines"].as_array().unwrap().is_empty(),
+        "{result}"
+    );
+
+    let failed = common::run_to_end(
+        &mut client,
+        "run_job",
+        target.clone(),
+        json!({"template": "broken"}),
+    )
+    .await;
+    assert_eq!(
+        failed.state,
+        ExecutionState::Failed as i32,
+        "{}",
+        failed.message
+    );
+    assert!(
+        failed.message.contains("failed") && failed.message.contains("FATAL"),
+        "{}",
+        failed.message
+    );
+
+    // A Job that never ends: cancelling the execution deletes it.
+    let stuck = client
+        .execute(mk_request("run_job", target, json!({"template": "stuck"})))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    let stuck_job = || async {
+        jobs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|j| {
+                j.metadata
+                    .name
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with("job-stuck-")
+            })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stuck_job().await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Job never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .cancel_execution(executor_service::api::proto::CancelExecutionRequest {
+            execution_id: stuck.id.clone(),
+            reason: "taking too long".into(),
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while let Some(job) = stuck_job().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Job was not deleted: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

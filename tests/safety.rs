@@ -105,6 +105,17 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
     .unwrap();
     h.sim.wait_settled(Duration::from_secs(30)).await.unwrap();
     let mut client = h.grpc().await;
+    // Job templates for run_job.
+    let templates: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "executor-job-templates", "namespace": "production"},
+        "data": {"report": "image: busybox:1.36.1\ncommand: [sh, -c, 'echo report']\n"},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(h.kube.clone(), "production")
+        .create(&Default::default(), &templates)
+        .await
+        .unwrap();
     // A primary and a replica for failover_database.
     common::primary_and_replica(&h.kube).await;
     // A deployed API for the code actions (stop, remove, status, logs need one).
@@ -374,6 +385,12 @@ async fn dry_run_of_every_action_changes_nothing_and_returns_the_diff() {
             "patch_resource",
             mk_target("production", "VolumeSnapshotClass", "csi-snapclass"),
             json!({"patch": "{\"metadata\": {\"labels\": {\"tier\": \"gold\"}}}"}),
+            true,
+        ),
+        (
+            "run_job",
+            mk_target("", "Namespace", "production"),
+            json!({"template": "report"}),
             true,
         ),
         (

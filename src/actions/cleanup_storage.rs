@@ -133,6 +133,7 @@ impl CleanupStorage {
             read_only: false,
             deadline_seconds: p.timeout_seconds,
             env: Vec::new(),
+            ..Default::default()
         })
     }
 

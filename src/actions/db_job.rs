@@ -48,6 +48,7 @@ impl DbJob<'_> {
             read_only: true,
             deadline_seconds: self.deadline_seconds,
             env: secret_env(&secret),
+            ..Default::default()
         })
     }
 }

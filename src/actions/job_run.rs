@@ -22,6 +22,7 @@ const TTL_AFTER_FINISHED: i64 = 3600;
 const LOG_LINES: i64 = 200;
 
 /// What to run, on which claim.
+#[derive(Default)]
 pub(super) struct JobRun {
     /// Names the Job: `PREFIX-TIMESTAMP`.
     pub prefix: String,
@@ -34,13 +35,46 @@ pub(super) struct JobRun {
     /// The container's environment (`env` entries, e.g. from a Secret: the executor never
     /// reads the values).
     pub env: Vec<Value>,
+    /// The pod's ServiceAccount (with its token mounted); none = no token at all.
+    pub service_account: Option<String>,
+    /// The container's requests and limits instead of the small defaults.
+    pub resources: Option<Value>,
+    /// How long the finished Job stays; default an hour.
+    pub ttl_seconds: Option<i64>,
+}
+
+/// Deletes a Job (and its pods) when dropped armed: an execution cancelled or timed out while
+/// its Job runs leaves no Job behind.
+struct DeleteOnDrop {
+    jobs: Api<Job>,
+    name: String,
+    armed: bool,
+}
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (jobs, name) = (self.jobs.clone(), self.name.clone());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let params = kube::api::DeleteParams::background();
+                if let Err(e) = jobs.delete(&name, &params).await {
+                    tracing::warn!(job = %name, error = %e, "could not delete the Job of a stopped execution");
+                }
+            });
+        }
+    }
 }
 
 impl JobRun {
     fn name(&self) -> String {
         let prefix: String = self.prefix.chars().take(40).collect();
+        // Two runs within one second get Jobs of their own.
+        let unique = &uuid::Uuid::new_v4().simple().to_string()[..5];
         format!(
-            "{}-{}",
+            "{}-{}-{unique}",
             prefix.trim_end_matches('-'),
             chrono::Utc::now().format("%Y%m%d%H%M%S")
         )
@@ -89,12 +123,13 @@ impl JobRun {
             "spec": {
                 "backoffLimit": 0,
                 "activeDeadlineSeconds": self.deadline_seconds,
-                "ttlSecondsAfterFinished": TTL_AFTER_FINISHED,
+                "ttlSecondsAfterFinished": self.ttl_seconds.unwrap_or(TTL_AFTER_FINISHED),
                 "template": {
                     "metadata": { "labels": { "app.kubernetes.io/managed-by": "executor-service" } },
                     "spec": {
                         "restartPolicy": "Never",
-                        "automountServiceAccountToken": false,
+                        "serviceAccountName": self.service_account,
+                        "automountServiceAccountToken": self.service_account.is_some(),
                         "nodeName": node,
                         "securityContext": {
                             "runAsNonRoot": true,
@@ -112,10 +147,10 @@ impl JobRun {
                                 "readOnlyRootFilesystem": true,
                                 "capabilities": { "drop": ["ALL"] },
                             },
-                            "resources": {
+                            "resources": self.resources.clone().unwrap_or_else(|| json!({
                                 "requests": { "cpu": "50m", "memory": "32Mi" },
                                 "limits": { "cpu": "500m", "memory": "128Mi" },
-                            },
+                            })),
                             "env": self.env,
                             "volumeMounts": mounts,
                         }],
@@ -157,6 +192,11 @@ impl JobRun {
         let create = PostParams::default();
         ctx.retry(&format!("create job {name}"), || jobs.create(&create, &job))
             .await?;
+        let mut guard = DeleteOnDrop {
+            jobs: jobs.clone(),
+            name: name.clone(),
+            armed: true,
+        };
         ctx.reporter.progress(Update::new(format!(
             "job {}/{name} created (image {}{})",
             ctx.target.namespace,
@@ -178,6 +218,8 @@ impl JobRun {
         let finished = await_condition(jobs.clone(), &name, ended)
             .await
             .map_err(|e| ActionError::Internal(format!("following job {name}: {e}")))?;
+        // It ended by itself: it stays for inspection until its TTL.
+        guard.armed = false;
         let log = self.log(ctx, &name).await;
         let failed = finished
             .as_ref()

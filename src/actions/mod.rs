@@ -43,6 +43,7 @@ mod restarting;
 mod rollback_deployment;
 mod rolling_restart_deployment;
 mod rotate_secrets;
+mod run_job;
 mod scale_deployment;
 mod scale_statefulset;
 mod scaling;
@@ -311,6 +312,7 @@ impl Registry {
             Arc::new(generic::apply_manifest::ApplyManifest::new()),
             Arc::new(generic::delete_resource::DeleteResource::new()),
             Arc::new(generic::patch_resource::PatchResource::new()),
+            Arc::new(run_job::RunJob::new()),
             Arc::new(debug_mode::enable::EnableDebugMode::new()),
             Arc::new(debug_mode::disable::DisableDebugMode::new()),
             Arc::new(code::deploy::DeployCode::new()),
