@@ -358,6 +358,22 @@ async fn run_job_runs_a_template_with_its_environment_reports_logs_and_cancellin
         err.message()
     );
 
+    // Found by the fuzzer: a name with control characters went into a request path (503).
+    for (params, field) in [
+        (
+            json!({"template": "report", "templates_config_map": "web\u{1a}\u{2}"}),
+            "parameters.templates_config_map",
+        ),
+        (json!({"template": "re port"}), "parameters.template"),
+    ] {
+        let err = client
+            .execute(mk_request("run_job", target.clone(), params))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
+
     let done = common::run_to_end(
         &mut client,
         "run_job",

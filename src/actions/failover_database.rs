@@ -245,6 +245,11 @@ impl Remediation for FailoverDatabase {
                 label_value(field, text)?;
             }
         }
+        for field in ["service", "to_pod"] {
+            if let Some(name) = params.get(field).and_then(Value::as_str) {
+                super::check_object_name(field, name)?;
+            }
+        }
         if params.get("primary_value") == params.get("replica_value") {
             return Err(ActionError::invalid(
                 "replica_value",

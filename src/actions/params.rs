@@ -121,6 +121,31 @@ fn canonical(spec: &ParamSpec, value: &Value) -> Result<Value, ActionError> {
     }
 }
 
+/// Checks that `text`, given as parameter `field`, can name a Kubernetes object (an RFC 1123
+/// subdomain): names go into request paths, where anything else is not a name at all.
+///
+/// # Errors
+/// [`ActionError::InvalidParameter`] naming `field`.
+pub(crate) fn check_object_name(field: &str, text: &str) -> Result<(), ActionError> {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if text.len() <= 253 && text.split('.').all(label) {
+        Ok(())
+    } else {
+        let shown: String = text.chars().filter(|c| !c.is_control()).take(80).collect();
+        Err(ActionError::invalid(
+            field,
+            format!("{shown:?} is not a Kubernetes object name (lower-case letters, digits, '-' and '.')"),
+        ))
+    }
+}
+
 /// Files in a bundle: enough for a service's source, few enough to list in an event.
 pub const MAX_BUNDLE_FILES: usize = 100;
 /// A bundle's paths and contents together, in bytes: it is kept in a ConfigMap (at most

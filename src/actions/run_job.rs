@@ -155,6 +155,21 @@ impl Remediation for RunJob {
     }
 
     fn validate(&self, params: &serde_json::Map<String, Value>) -> Result<(), ActionError> {
+        if let Some(name) = params.get("templates_config_map").and_then(Value::as_str) {
+            super::check_object_name("templates_config_map", name)?;
+        }
+        if let Some(key) = params.get("template").and_then(Value::as_str) {
+            let valid = key.len() <= 253
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !valid {
+                return Err(ActionError::invalid(
+                    "template",
+                    "must be a ConfigMap key (letters, digits, '-', '_' and '.')",
+                ));
+            }
+        }
         if let Some(env) = params.get("env").and_then(Value::as_object) {
             let env: BTreeMap<String, String> = env
                 .iter()

@@ -132,6 +132,9 @@ fn check(params: &Map<String, Value>) -> Result<(), ActionError> {
             }
         }
     }
+    if let Some(name) = &p.config_map {
+        crate::actions::check_object_name("config_map", name)?;
+    }
     if let Some(command) = &p.command {
         if command_words(command).is_empty() {
             return Err(ActionError::invalid("command", "must not be empty"));
