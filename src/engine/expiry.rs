@@ -19,7 +19,7 @@ use crate::actions::{DEBUG_LABEL, DEBUG_UNTIL};
 use crate::domain::{ExecutionRequest, RequestedTarget};
 
 /// How often ended debug modes are looked for: the revert comes at most this late.
-pub const EXPIRY_CHECK: Duration = Duration::from_secs(2);
+pub const EXPIRY_CHECK: Duration = Duration::from_secs(5);
 /// Who the reverts are recorded as requested by.
 const REQUESTER: &str = "executor-service/debug-mode-expiry";
 
