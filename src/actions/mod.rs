@@ -61,7 +61,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 pub use crate::domain::{ActionSpec, ParamSpec, ParamType, Risk, Target};
-pub use debug_mode::{DEBUG_LABEL, DEBUG_UNTIL};
+pub use debug_mode::{ended_debug_modes, EndedDebugMode};
 pub(crate) use params::check_object_name;
 pub use params::{parse_quantity, validate_parameters};
 pub use plan::{Change, Plan};

@@ -11,9 +11,65 @@
 pub(super) mod disable;
 pub(super) mod enable;
 
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::{
+    api::{ApiResource, DynamicObject, ListParams},
+    Api, ResourceExt,
+};
 use serde_json::{json, Map, Value};
 
-use super::ActionError;
+use super::{ActionError, Target};
+
+/// A workload whose debug mode has ended, and the `request_id` of its one revert.
+pub struct EndedDebugMode {
+    pub target: Target,
+    pub request_id: String,
+}
+
+/// Every workload on `client`'s cluster whose debug mode has ended (their label and end, as
+/// `enable_debug_mode` wrote them).
+///
+/// # Errors
+/// When a list fails.
+pub async fn ended_debug_modes(client: &kube::Client) -> Result<Vec<EndedDebugMode>, kube::Error> {
+    let resources = [
+        ("Deployment", ApiResource::erase::<Deployment>(&())),
+        ("StatefulSet", ApiResource::erase::<StatefulSet>(&())),
+        ("DaemonSet", ApiResource::erase::<DaemonSet>(&())),
+    ];
+    let selector = ListParams::default().labels(&format!("{DEBUG_LABEL}=on"));
+    let mut out = Vec::new();
+    for (kind, resource) in resources {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        for object in api.list(&selector).await?.items {
+            let Some(until) = object
+                .annotations()
+                .get(DEBUG_UNTIL)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            else {
+                continue;
+            };
+            if until.with_timezone(&Utc) > Utc::now() {
+                continue;
+            }
+            out.push(EndedDebugMode {
+                request_id: format!(
+                    "debug-mode-end-{}-{}",
+                    object.uid().unwrap_or_default(),
+                    until.timestamp()
+                ),
+                target: Target {
+                    cluster: String::new(),
+                    namespace: object.namespace().unwrap_or_default(),
+                    kind: kind.into(),
+                    name: object.name_any(),
+                },
+            });
+        }
+    }
+    Ok(out)
+}
 
 /// On a workload in debug mode; what the expiry loop selects.
 pub const DEBUG_LABEL: &str = "executor-service.io/debug-mode";
