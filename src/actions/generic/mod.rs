@@ -182,25 +182,31 @@ pub(super) async fn put_back(
         .to_string();
     let mut object: DynamicObject = serde_json::from_value(previous.clone())
         .map_err(|e| ActionError::Internal(format!("rollback data: {e}")))?;
-    match ctx
-        .retry(&format!("read {name}"), || api.get_opt(&name))
-        .await?
-    {
-        Some(now) => {
-            object.metadata.resource_version = now.metadata.resource_version;
-            let params = kube::api::PostParams::default();
-            ctx.retry(&format!("restore {name}"), || {
-                api.replace(&name, &params, &object)
-            })
+    // A controller may write the object (its status) between the read and the write: read
+    // again and write again on a conflict.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = ctx
+            .retry(&format!("read {name}"), || api.get_opt(&name))
             .await?;
-        }
-        None => {
-            let params = kube::api::PostParams::default();
-            ctx.retry(&format!("recreate {name}"), || api.create(&params, &object))
-                .await?;
+        let params = kube::api::PostParams::default();
+        let written = match current {
+            Some(now) => {
+                object.metadata.resource_version = now.metadata.resource_version;
+                api.replace(&name, &params, &object).await
+            }
+            None => {
+                object.metadata.resource_version = None;
+                api.create(&params, &object).await
+            }
+        };
+        match written {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 5 => continue,
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
 }
 
 /// The rollback data of one object: its kind's API and the object as it was.
