@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
-    Update,
+    Access, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Risk, Update,
 };
 use crate::cluster::WorkloadKind;
 
@@ -32,6 +32,27 @@ struct Params {
     tail_lines: i64,
     max_pods: i64,
 }
+
+/// What `audit_logs` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // Who wrote these (their managedFields) and the pods' state, never the objects' data in the
+    // report.
+    Access::new(
+        "",
+        &["pods", "configmaps", "services", "serviceaccounts"],
+        &["list"],
+    ),
+    Access::new(
+        "apps",
+        &["deployments", "statefulsets", "daemonsets"],
+        &["list"],
+    ),
+    Access::new("networking.k8s.io", &["networkpolicies"], &["list"]),
+    // The namespace's events.
+    Access::new("", &["events"], &["list"]),
+    // The pods' last log lines.
+    Access::new("", &["pods/log"], &["get"]),
+];
 
 pub struct AuditLogs {
     spec: ActionSpec,
@@ -46,6 +67,7 @@ impl AuditLogs {
                               when (managed fields), the events, the pods with restarts and last log lines, for a \
                               namespace or one workload or pod; reads only, never Secrets or data.",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &["Namespace", "Deployment", "StatefulSet", "DaemonSet", "Pod"],
                 params: vec![
                     ParamSpec::new("since_minutes", ParamType::Integer, "The window: the last N minutes.")

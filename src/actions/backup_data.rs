@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Risk, Update,
 };
 
@@ -32,6 +32,20 @@ struct Params {
     #[serde(default)]
     snapshot_class: Option<String>,
 }
+
+/// What `backup_data` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // A workload target is read for its claims.
+    Access::new("apps", &["deployments", "statefulsets"], &["get"]),
+    // Each claim is read before its snapshot is cut.
+    Access::new("", &["persistentvolumeclaims"], &["get"]),
+    // The snapshots are created (the plan as a dry run) and read until ready.
+    Access::new(
+        "snapshot.storage.k8s.io",
+        &["volumesnapshots"],
+        &["get", "create"],
+    ),
+];
 
 pub struct BackupData {
     spec: ActionSpec,
@@ -46,6 +60,7 @@ impl BackupData {
                               Deployment's) as a CSI VolumeSnapshot and wait until each is ready to use; the snapshots \
                               are the result and stay.",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &["PersistentVolumeClaim", "StatefulSet", "Deployment"],
                 params: vec![ParamSpec::new(
                     "snapshot_class",

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 
 use super::{
     job_run::{self, JobRun},
-    ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
+    Access, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Risk,
 };
 
 /// The image the Job runs: `find` and `gzip`, pinned.
@@ -27,6 +28,19 @@ struct Params {
     timeout_seconds: i64,
 }
 
+/// What `cleanup_storage` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The claim is read.
+    Access::new("", &["persistentvolumeclaims"], &["get"]),
+    // The Job's pod is found by its labels and its log read; the pods are listed for the node that
+    // mounts the claim.
+    Access::new("", &["pods"], &["list"]),
+    // The command runs as a Job (the plan as a dry run), awaited with a watch, deleted when the
+    // execution is cancelled or times out.
+    Access::new("batch", &["jobs"], &["list", "watch", "create", "delete"]),
+    Access::new("", &["pods/log"], &["get"]),
+];
+
 pub struct CleanupStorage {
     spec: ActionSpec,
 }
@@ -40,6 +54,7 @@ impl CleanupStorage {
                               under path matching pattern older than older_than_days, listing each; no rollback \
                               for deletions.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["PersistentVolumeClaim"],
                 params: vec![
                     ParamSpec::new("path", ParamType::String, "Directory inside the volume, e.g. logs/app.")

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    workload, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
+    workload, Access, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Risk, Update,
 };
 use crate::cluster::{selector_string, WorkloadKind};
@@ -26,6 +26,22 @@ struct Params {
     tail_lines: i64,
     max_pods: i64,
 }
+
+/// What `collect_diagnostics` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // A pod target is read; a workload's pods are listed by its selector.
+    Access::new("", &["pods"], &["get", "list"]),
+    // The last log lines of each container.
+    Access::new("", &["pods/log"], &["get"]),
+    // The namespace's events, matched to the pods and the target.
+    Access::new("", &["events"], &["list"]),
+    // A workload target is read for its selector.
+    Access::new(
+        "apps",
+        &["deployments", "statefulsets", "daemonsets"],
+        &["get"],
+    ),
+];
 
 pub struct CollectDiagnostics {
     spec: ActionSpec,
@@ -39,6 +55,7 @@ impl CollectDiagnostics {
                 description: "Collect status, container states, restarts, recent logs and events of a pod or of \
                               a workload's pods; changes nothing.",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &["Pod", "Deployment", "StatefulSet", "DaemonSet"],
                 params: vec![
                     ParamSpec::new("tail_lines", ParamType::Integer, "Log lines per container.")

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use super::{
     db_job::{check_names, connection_params, name, DbJob},
     job_run::{self, JobRun},
-    ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
+    Access, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Risk,
 };
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +28,18 @@ struct Params {
     timeout_seconds: i64,
 }
 
+/// What `compact_storage` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The Service in front of the database is read (its port).
+    Access::new("", &["services"], &["get"]),
+    // The command runs as a Job (the plan as a dry run), awaited with a watch, deleted when the
+    // execution is cancelled or times out.
+    Access::new("batch", &["jobs"], &["list", "watch", "create", "delete"]),
+    // The Job's pod is found by its labels and its log read.
+    Access::new("", &["pods"], &["list"]),
+    Access::new("", &["pods/log"], &["get"]),
+];
+
 pub struct CompactStorage {
     spec: ActionSpec,
 }
@@ -40,6 +53,7 @@ impl CompactStorage {
                               FULL) or mysqlcheck --optimize in a Job with credentials from a Secret; the log is the \
                               result.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Service"],
                 params: connection_params()
                     .into_iter()

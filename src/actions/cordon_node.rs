@@ -8,11 +8,19 @@ use kube::Api;
 use serde_json::json;
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, Plan, Remediation, Risk, Update,
+    Access, ActionContext, ActionError, ActionSpec, Change, Outcome, Plan, Remediation, Risk,
+    Update,
 };
 use crate::cluster::nodes::{
     is_cordoned, is_schedulable, schedulable_nodes, scheduling_change_lock, set_unschedulable,
 };
+
+/// What `cordon_node` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The node is read and cordoned (the plan as a dry run); the nodes are listed so the last
+    // schedulable one is never cordoned (and by the engine for the policy's facts).
+    Access::new("", &["nodes"], &["get", "list", "patch"]),
+];
 
 pub struct CordonNode {
     spec: ActionSpec,
@@ -26,6 +34,7 @@ impl CordonNode {
                 description: "Mark a node unschedulable so that no new pod lands on it (kubectl \
                               cordon); refused for the last schedulable node.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Node"],
                 params: vec![],
             },

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    executor_patch, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType,
-    Plan, Remediation, Risk, Update,
+    executor_patch, Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
+    ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::WorkloadKind;
 
@@ -46,6 +46,19 @@ struct Params {
     pprof_port: i64,
 }
 
+/// What `create_heap_dump` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // A pod target is read; a workload's pods are listed; the pod is read again until the dump is
+    // done.
+    Access::new("", &["pods"], &["get", "list"]),
+    // The debug container, added as kubectl debug does (the plan as a dry run).
+    Access::new("", &["pods/ephemeralcontainers"], &["patch"]),
+    // The debug container's log holds the dump's path, size and digest.
+    Access::new("", &["pods/log"], &["get"]),
+    // A workload target is read for its selector.
+    Access::new("apps", &["deployments", "statefulsets"], &["get"]),
+];
+
 pub struct CreateHeapDump {
     spec: ActionSpec,
 }
@@ -59,6 +72,7 @@ impl CreateHeapDump {
                               jcmd GC.heap_dump for the JVM, the pprof heap profile for Go; the file stays in the \
                               container's /tmp, its path, size and digest are the result.",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &["Pod", "Deployment", "StatefulSet"],
                 params: vec![
                     ParamSpec::new("runtime", ParamType::String, "How to dump: jvm (jcmd) or go (pprof).")

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Risk, Update,
 };
 use crate::cluster::controller_ref;
@@ -21,6 +21,12 @@ struct Params {
     grace_period_seconds: Option<i64>,
     force: bool,
 }
+
+/// What `delete_pod` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The pod is read, deleted (the plan as a dry run), and awaited gone with a watch.
+    Access::new("", &["pods"], &["get", "list", "watch", "delete"]),
+];
 
 pub struct DeletePod {
     spec: ActionSpec,
@@ -33,6 +39,7 @@ impl DeletePod {
                 name: "delete_pod",
                 description: "Delete a pod with a grace period and wait until it is gone.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Pod"],
                 params: vec![
                     ParamSpec::new(

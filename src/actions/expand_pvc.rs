@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    parse_quantity, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType,
-    Plan, Remediation, Risk, Update,
+    parse_quantity, Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
+    ParamType, Plan, Remediation, Risk, Update,
 };
 
 #[derive(Debug, Deserialize)]
@@ -22,6 +22,19 @@ struct Params {
     size: String,
     wait_for_capacity: bool,
 }
+
+/// What `expand_pvc` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The claim is read and its request patched (the plan as a dry run); the resize is followed
+    // with a watch.
+    Access::new(
+        "",
+        &["persistentvolumeclaims"],
+        &["get", "list", "watch", "patch"],
+    ),
+    // The claim's class must allow expansion.
+    Access::new("storage.k8s.io", &["storageclasses"], &["get"]),
+];
 
 pub struct ExpandPvc {
     spec: ActionSpec,
@@ -36,6 +49,7 @@ impl ExpandPvc {
                     "Grow a PersistentVolumeClaim to a larger size when its StorageClass allows \
                               volume expansion, and wait until the new capacity shows.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["PersistentVolumeClaim"],
                 params: vec![
                     ParamSpec::new(

@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    executor_patch, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType,
-    Plan, Remediation, Risk, Update,
+    executor_patch, Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
+    ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::{selector_string, RolloutError};
 
@@ -36,6 +36,16 @@ struct Params {
     service: Option<String>,
 }
 
+/// What `failover_database` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The StatefulSet is read for its selector.
+    Access::new("apps", &["statefulsets"], &["get"]),
+    // Its pods are listed and relabelled (the plan as a dry run, the rollback too).
+    Access::new("", &["pods"], &["list", "patch"]),
+    // The Service selecting the primary is read by name or found among the namespace's.
+    Access::new("", &["services"], &["get", "list"]),
+];
+
 pub struct FailoverDatabase {
     spec: ActionSpec,
 }
@@ -49,6 +59,7 @@ impl FailoverDatabase {
                               primary to it, so the Service selecting the primary follows; verified before and after, \
                               labels restored when the check fails.",
                 risk: Risk::High,
+                access: ACCESS,
                 target_kinds: &["StatefulSet"],
                 params: vec![
                     ParamSpec::new("role_label", ParamType::String, "The label that tells primary from replica.")

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    parse_quantity, workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
-    ParamType, Plan, Remediation, Risk, Update,
+    parse_quantity, workload, Access, ActionContext, ActionError, ActionSpec, Change, Outcome,
+    ParamSpec, ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::{owning_workload, WorkloadKind};
 
@@ -60,6 +60,21 @@ fn location(field: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// What `increase_resources` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // A pod target is read to find the workload that owns it.
+    Access::new("", &["pods"], &["get"]),
+    // ...through its ReplicaSet for a Deployment.
+    Access::new("apps", &["replicasets"], &["get"]),
+    // The workload is read and its resources patched (the plan as a dry run); the rollout is
+    // followed with a watch.
+    Access::new(
+        "apps",
+        &["deployments", "statefulsets", "daemonsets"],
+        &["get", "list", "watch", "patch"],
+    ),
+];
+
 pub struct IncreaseResources {
     spec: ActionSpec,
 }
@@ -73,6 +88,7 @@ impl IncreaseResources {
                 description: "Raise CPU/memory requests and limits of a workload's containers (kubectl set \
                               resources); a pod target changes its owning workload. Never lowers a value.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Deployment", "StatefulSet", "DaemonSet", "Pod"],
                 params: vec![
                     ParamSpec::new("container", ParamType::String, "Container to change; absent = every container."),

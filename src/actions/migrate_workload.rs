@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    executor_patch, workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
-    ParamType, Plan, Remediation, Risk, Update,
+    executor_patch, workload, Access, ActionContext, ActionError, ActionSpec, Change, Outcome,
+    ParamSpec, ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::{selector_string, WorkloadKind};
 
@@ -45,6 +45,21 @@ impl Params {
     }
 }
 
+/// What `migrate_workload` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The nodes are listed to check where the workload may go.
+    Access::new("", &["nodes"], &["list"]),
+    // The workload's pods are listed to see where they run.
+    Access::new("", &["pods"], &["list"]),
+    // The workload is read and its affinity patched (the plan as a dry run); the rollout is
+    // followed with a watch.
+    Access::new(
+        "apps",
+        &["deployments", "statefulsets"],
+        &["get", "list", "watch", "patch"],
+    ),
+];
+
 pub struct MigrateWorkload {
     spec: ActionSpec,
 }
@@ -58,6 +73,7 @@ impl MigrateWorkload {
                               affinity keeps its pod template away, the rollout replaces the pods, \
                               and none is left there. Undone by restoring the template.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Deployment", "StatefulSet"],
                 params: vec![
                     ParamSpec::new(

@@ -9,6 +9,7 @@
 //! An action never talks gRPC and never touches the engine's bookkeeping: it reads and changes
 //! the cluster through [`ActionContext`] and reports what it does through [`Reporter`].
 
+pub mod access;
 mod audit_logs;
 mod backup_data;
 mod cleanup_storage;
@@ -60,7 +61,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-pub use crate::domain::{ActionSpec, ParamSpec, ParamType, Risk, Target};
+pub use crate::domain::{Access, ActionSpec, ParamSpec, ParamType, Risk, Target};
 pub use debug_mode::{ended_debug_modes, EndedDebugMode};
 pub(crate) use params::check_object_name;
 pub use params::{parse_quantity, validate_parameters};

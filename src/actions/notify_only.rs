@@ -6,14 +6,21 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
-    Update,
+    Access, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Risk, Update,
 };
 
 #[derive(Debug, Deserialize)]
 struct Params {
     message: Option<String>,
 }
+
+/// What `notify_only` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // Touches nothing itself. The engine lists the nodes for the policy's facts about a Node
+    // target.
+    Access::new("", &["nodes"], &["list"]),
+];
 
 pub struct NotifyOnly {
     spec: ActionSpec,
@@ -26,6 +33,7 @@ impl NotifyOnly {
                 name: "notify_only",
                 description: "Record and emit a notification about the target; changes nothing.",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &[
                     "Deployment",
                     "StatefulSet",

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    executor_patch, parse_quantity, workload, ActionContext, ActionError, ActionSpec, Change,
-    Outcome, ParamSpec, ParamType, Plan, Remediation, Risk, Update,
+    executor_patch, parse_quantity, workload, Access, ActionContext, ActionError, ActionSpec,
+    Change, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::WorkloadKind;
 
@@ -32,6 +32,19 @@ struct Params {
     container: Option<String>,
 }
 
+/// What `optimize_resources` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The workload is read and its resources patched (the plan as a dry run, the rollback restores
+    // the template); the rollout is followed with a watch.
+    Access::new(
+        "apps",
+        &["deployments", "statefulsets", "daemonsets"],
+        &["get", "list", "watch", "patch"],
+    ),
+    // What the pods use (metrics-server's API), sampled by a list.
+    Access::new("metrics.k8s.io", &["pods"], &["list"]),
+];
+
 pub struct OptimizeResources {
     spec: ActionSpec,
 }
@@ -45,6 +58,7 @@ impl OptimizeResources {
                               window plus headroom (never below it, may lower), limits a ratio above; the rollout \
                               followed, undone by restoring the template.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Deployment", "StatefulSet", "DaemonSet"],
                 params: vec![
                     ParamSpec::new("window_seconds", ParamType::Integer, "How long to observe usage.")

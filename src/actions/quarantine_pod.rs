@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Risk, Update,
 };
 
@@ -30,6 +30,18 @@ struct Params {
     reason: Option<String>,
 }
 
+/// What `quarantine_pod` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The pod is read and labelled (the plan as a dry run).
+    Access::new("", &["pods"], &["get", "patch"]),
+    // The namespace's quarantine NetworkPolicy is looked up and created when missing.
+    Access::new(
+        "networking.k8s.io",
+        &["networkpolicies"],
+        &["get", "create"],
+    ),
+];
+
 pub struct QuarantinePod {
     spec: ActionSpec,
 }
@@ -42,6 +54,7 @@ impl QuarantinePod {
                 description: "Isolate a pod: label it and apply a NetworkPolicy denying its ingress and egress \
                               except DNS. The pod keeps running for investigation.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Pod"],
                 params: vec![ParamSpec::new(
                     "reason",

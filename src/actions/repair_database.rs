@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use super::{
     db_job::{check_names, connection_params, name, DbJob},
     job_run::{self, JobRun},
-    ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
+    Access, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Risk,
 };
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +30,18 @@ struct Params {
     timeout_seconds: i64,
 }
 
+/// What `repair_database` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The Service in front of the database is read (its port).
+    Access::new("", &["services"], &["get"]),
+    // The command runs as a Job (the plan as a dry run), awaited with a watch, deleted when the
+    // execution is cancelled or times out.
+    Access::new("batch", &["jobs"], &["list", "watch", "create", "delete"]),
+    // The Job's pod is found by its labels and its log read.
+    Access::new("", &["pods"], &["list"]),
+    Access::new("", &["pods/log"], &["get"]),
+];
+
 pub struct RepairDatabase {
     spec: ActionSpec,
 }
@@ -42,6 +55,7 @@ impl RepairDatabase {
                               a Service in a Job with credentials from a Secret, and with repair also its repair \
                               (REINDEX, mysqlcheck --auto-repair); the log is the result.",
                 risk: Risk::High,
+                access: ACCESS,
                 target_kinds: &["Service"],
                 params: connection_params()
                     .into_iter()

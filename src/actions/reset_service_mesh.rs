@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::{
     restart_set::{self, Member},
-    ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
+    Access, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Risk,
 };
 use crate::cluster::WorkloadKind;
 
@@ -32,6 +33,19 @@ struct Params {
     wait_for_rollout: bool,
 }
 
+/// What `reset_service_mesh` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // restart_workloads_in: the namespace is read (does it ask for the sidecar?).
+    Access::new("", &["namespaces"], &["get"]),
+    // The control plane and the meshed workloads are listed, read, restarted (the plan as a dry
+    // run, the rollback restores the templates) and followed with a watch.
+    Access::new(
+        "apps",
+        &["deployments", "statefulsets", "daemonsets"],
+        &["get", "list", "watch", "patch"],
+    ),
+];
+
 pub struct ResetServiceMesh {
     spec: ActionSpec,
 }
@@ -46,6 +60,7 @@ impl ResetServiceMesh {
                               get new certificates; one at a time, each followed. The target is the control plane's \
                               namespace. Undone by restoring every template.",
                 risk: Risk::High,
+                access: ACCESS,
                 target_kinds: &["Namespace"],
                 params: vec![
                     ParamSpec::new("mesh", ParamType::String, "Which mesh; auto = the one found.")

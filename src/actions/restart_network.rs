@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use super::{
     restart_set::{self, Member},
-    ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
+    Access, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Risk,
 };
 use crate::cluster::WorkloadKind;
 
@@ -40,6 +41,17 @@ struct Params {
     wait_for_rollout: bool,
 }
 
+/// What `restart_network` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The CNI DaemonSets and the DNS Deployment are listed, read, restarted (the plan as a dry
+    // run, the rollback restores the templates) and followed with a watch.
+    Access::new(
+        "apps",
+        &["daemonsets", "deployments"],
+        &["get", "list", "watch", "patch"],
+    ),
+];
+
 pub struct RestartNetwork {
     spec: ActionSpec,
 }
@@ -53,6 +65,7 @@ impl RestartNetwork {
                               each followed to the end (connectivity or DNS failures). The target is their \
                               namespace, e.g. kube-system. Undone by restoring every template.",
                 risk: Risk::High,
+                access: ACCESS,
                 target_kinds: &["Namespace"],
                 params: vec![
                     ParamSpec::new(

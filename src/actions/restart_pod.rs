@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    delete_pod::delete_exactly, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
-    ParamType, Plan, Remediation, Risk, Update,
+    delete_pod::delete_exactly, Access, ActionContext, ActionError, ActionSpec, Change, Outcome,
+    ParamSpec, ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::controller_ref;
 
@@ -23,6 +23,14 @@ struct Params {
     force: bool,
     wait_ready: bool,
 }
+
+/// What `restart_pod` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The pod is read, then deleted with its UID as precondition (the plan as a dry run); the
+    // replacement is found by a list and a watch on the pod's labels, its readiness awaited by a
+    // watch.
+    Access::new("", &["pods"], &["get", "list", "watch", "delete"]),
+];
 
 pub struct RestartPod {
     spec: ActionSpec,
@@ -37,6 +45,7 @@ impl RestartPod {
                     "Delete a pod so that its controller replaces it; reports the replacement pod \
                               and waits until it is Ready.",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &["Pod"],
                 params: vec![
                     ParamSpec::new(

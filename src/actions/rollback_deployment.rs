@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
-    Remediation, Risk, Update,
+    workload, Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
+    ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::{controller_ref, selector_string, WorkloadKind};
 
@@ -36,6 +36,15 @@ struct Params {
     wait_for_rollout: bool,
 }
 
+/// What `rollback_deployment` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The deployment is read and its template patched back (the plan as a dry run); the rollout is
+    // followed with a watch.
+    Access::new("apps", &["deployments"], &["get", "list", "watch", "patch"]),
+    // The previous revision's ReplicaSet is found among the deployment's.
+    Access::new("apps", &["replicasets"], &["list"]),
+];
+
 pub struct RollbackDeployment {
     spec: ActionSpec,
 }
@@ -49,6 +58,7 @@ impl RollbackDeployment {
                     "Roll a deployment back to a previous revision (kubectl rollout undo), \
                               then follow the rollout.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Deployment"],
                 params: vec![
                     ParamSpec::new(

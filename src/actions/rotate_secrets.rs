@@ -19,8 +19,8 @@ use serde_json::{json, Map, Value};
 use super::{
     executor_patch,
     restarting::{self, now, restart_patch},
-    workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
-    Remediation, Risk, Update,
+    workload, Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
+    ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::WorkloadKind;
 
@@ -36,6 +36,20 @@ struct Params {
     wait_for_rollout: bool,
 }
 
+/// What `rotate_secrets` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The Secret is read and rewritten (the plan as a dry run); its previous values go into a new
+    // copy, read back by the rollback.
+    Access::new("", &["secrets"], &["get", "create", "patch"]),
+    // The workloads using the Secret are listed, read, restarted (the plan as a dry run) and
+    // followed with a watch.
+    Access::new(
+        "apps",
+        &["deployments", "statefulsets", "daemonsets"],
+        &["get", "list", "watch", "patch"],
+    ),
+];
+
 pub struct RotateSecrets {
     spec: ActionSpec,
 }
@@ -49,6 +63,7 @@ impl RotateSecrets {
                               keeping the previous values in a copy for rollback, then restart and follow every \
                               workload of the namespace that uses it. Values never appear in plans, events or results.",
                 risk: Risk::High,
+                access: ACCESS,
                 target_kinds: &["Secret"],
                 params: vec![
                     ParamSpec::new(

@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 
 use super::{
     job_run::{self, JobRun},
-    ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
+    Access, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Risk,
 };
 
 /// The Job's deadline unless its template sets one.
@@ -47,6 +48,18 @@ struct Template {
     active_deadline_seconds: Option<i64>,
 }
 
+/// What `run_job` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The Job templates are read from a ConfigMap of the target namespace.
+    Access::new("", &["configmaps"], &["get"]),
+    // The command runs as a Job (the plan as a dry run), awaited with a watch, deleted when the
+    // execution is cancelled or times out.
+    Access::new("batch", &["jobs"], &["list", "watch", "create", "delete"]),
+    // The Job's pod is found by its labels and its log read.
+    Access::new("", &["pods"], &["list"]),
+    Access::new("", &["pods/log"], &["get"]),
+];
+
 pub struct RunJob {
     spec: ActionSpec,
 }
@@ -60,6 +73,7 @@ impl RunJob {
                               ServiceAccount, resources, TTL) with the given environment, followed to its end; its \
                               log is the result; cancelling deletes it.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Namespace"],
                 params: vec![
                     ParamSpec::new("template", ParamType::String, "The template's key in the templates ConfigMap.")

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     cordon_node::{get_node, nodes},
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Risk, Update,
 };
 
@@ -32,6 +32,13 @@ struct Params {
     overwrite: bool,
 }
 
+/// What `taint_node` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The node is read and its taints merge-patched (the plan as a dry run). The engine lists the
+    // nodes for the policy's facts about a Node target.
+    Access::new("", &["nodes"], &["get", "list", "patch"]),
+];
+
 pub struct TaintNode {
     spec: ActionSpec,
 }
@@ -44,6 +51,7 @@ impl TaintNode {
                 description: "Add a taint to a node (kubectl taint nodes NODE key=value:effect); \
                               an identical taint already present is success.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Node"],
                 params: vec![
                     ParamSpec::new(

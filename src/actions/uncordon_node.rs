@@ -6,9 +6,17 @@ use serde_json::json;
 
 use super::{
     cordon_node::{get_node, nodes},
-    ActionContext, ActionError, ActionSpec, Change, Outcome, Plan, Remediation, Risk, Update,
+    Access, ActionContext, ActionError, ActionSpec, Change, Outcome, Plan, Remediation, Risk,
+    Update,
 };
 use crate::cluster::nodes::{is_cordoned, set_unschedulable};
+
+/// What `uncordon_node` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The node is read and uncordoned (the plan as a dry run). The engine lists the nodes for the
+    // policy's facts about a Node target.
+    Access::new("", &["nodes"], &["get", "list", "patch"]),
+];
 
 pub struct UncordonNode {
     spec: ActionSpec,
@@ -21,6 +29,7 @@ impl UncordonNode {
                 name: "uncordon_node",
                 description: "Mark a node schedulable again (kubectl uncordon).",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &["Node"],
                 params: vec![],
             },

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::{
     cordon_node::get_node,
     taint_node::{describe, taints_of, update_taints, validate_key, write_taints, EFFECTS},
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Risk, Update,
 };
 
@@ -19,6 +19,13 @@ struct Params {
     key: String,
     effect: Option<String>,
 }
+
+/// What `untaint_node` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The node is read and its taints merge-patched (the plan as a dry run). The engine lists the
+    // nodes for the policy's facts about a Node target.
+    Access::new("", &["nodes"], &["get", "list", "patch"]),
+];
 
 pub struct UntaintNode {
     spec: ActionSpec,
@@ -32,6 +39,7 @@ impl UntaintNode {
                 description: "Remove a node's taints with a key, of one effect or of all \
                               (kubectl taint nodes NODE key[:effect]-); no such taint is success.",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &["Node"],
                 params: vec![
                     ParamSpec::new("key", ParamType::String, "Key of the taints to remove.")

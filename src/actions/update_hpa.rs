@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Risk, Update,
 };
 
@@ -24,6 +24,16 @@ struct Params {
     min_replicas: Option<i64>,
     max_replicas: Option<i64>,
 }
+
+/// What `update_hpa` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The autoscaler is read and its bounds patched (the plan as a dry run).
+    Access::new(
+        "autoscaling",
+        &["horizontalpodautoscalers"],
+        &["get", "patch"],
+    ),
+];
 
 pub struct UpdateHpa {
     spec: ActionSpec,
@@ -37,6 +47,7 @@ impl UpdateHpa {
                 description:
                     "Change the minimum and/or maximum replicas of a HorizontalPodAutoscaler.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["HorizontalPodAutoscaler"],
                 params: vec![
                     ParamSpec::new("min_replicas", ParamType::Integer, "New minimum (≥ 1).")

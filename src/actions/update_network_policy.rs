@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    executor_patch, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType,
-    Plan, Remediation, Risk, Update,
+    executor_patch, Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
+    ParamType, Plan, Remediation, Risk, Update,
 };
 
 const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
@@ -32,6 +32,12 @@ struct Params {
     remove: bool,
 }
 
+/// What `update_network_policy` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The policy is read and its rules patched (the plan as a dry run, the rollback too).
+    Access::new("networking.k8s.io", &["networkpolicies"], &["get", "patch"]),
+];
+
 pub struct UpdateNetworkPolicy {
     spec: ActionSpec,
 }
@@ -45,6 +51,7 @@ impl UpdateNetworkPolicy {
                               namespace and/or pods with labels, optionally on one port; then check the \
                               stored policy. Undone by restoring the recorded spec.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["NetworkPolicy"],
                 params: vec![
                     ParamSpec::new(

@@ -21,6 +21,34 @@ pub struct ActionSpec {
     /// Kinds the action accepts as target; the first is the default when the request names none.
     pub target_kinds: &'static [&'static str],
     pub params: Vec<ParamSpec>,
+    /// What the action's code calls in the cluster, as RBAC rules; `deploy/rbac-actions.yaml`
+    /// is generated from it.
+    pub access: &'static [Access],
+}
+
+/// One RBAC rule an action needs: verbs on resources of an API group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// The API group; `""` is the core group.
+    pub group: &'static str,
+    /// Resources, subresources as `pods/eviction`.
+    pub resources: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+}
+
+impl Access {
+    /// `verbs` on `resources` of `group`.
+    pub const fn new(
+        group: &'static str,
+        resources: &'static [&'static str],
+        verbs: &'static [&'static str],
+    ) -> Self {
+        Access {
+            group,
+            resources,
+            verbs,
+        }
+    }
 }
 
 /// The type of a parameter, as `ListActions` shows it.

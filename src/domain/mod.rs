@@ -8,7 +8,7 @@ mod code;
 mod execution;
 mod target;
 
-pub use catalog::{ActionSpec, ParamSpec, ParamType, Risk};
+pub use catalog::{Access, ActionSpec, ParamSpec, ParamType, Risk};
 pub use code::{api_id_of, code_object_name, is_uuid, CODE_NAME_PREFIX, DEFAULT_CODE_NAMESPACE};
 pub use execution::{
     AlertContext, Encoded, Event, ExecutionRequest, ExecutionState, ExecutionView, ListFilter,

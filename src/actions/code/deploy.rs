@@ -26,7 +26,7 @@ use super::{
     RUNTIME_NAMES, TEMPLATE_DIGEST,
 };
 use crate::actions::{
-    executor_patch, update_network_policy::labels, workload, ActionContext, ActionError,
+    executor_patch, update_network_policy::labels, workload, Access, ActionContext, ActionError,
     ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::{RolloutError, WorkloadKind};
@@ -57,6 +57,40 @@ pub(super) struct Params {
     ingress_from_labels: Option<String>,
 }
 
+/// What `deploy_code` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The Deployment is read, applied server-side (a new object is authorized as a create; the
+    // plan as a dry run), followed with a watch, and deleted or patched back by the rollback.
+    Access::new(
+        "apps",
+        &["deployments"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    // The code's ConfigMap is read and applied; the versions no longer used are listed and
+    // deleted.
+    Access::new(
+        "",
+        &["configmaps"],
+        &["get", "list", "create", "patch", "delete"],
+    ),
+    // The Service and the NetworkPolicy in front of the code are read and applied.
+    Access::new("", &["services"], &["get", "create", "patch"]),
+    Access::new(
+        "networking.k8s.io",
+        &["networkpolicies"],
+        &["get", "create", "patch"],
+    ),
+    // The optional autoscaler is read and applied, or listed and deleted when no longer wanted.
+    Access::new(
+        "autoscaling",
+        &["horizontalpodautoscalers"],
+        &["get", "list", "create", "patch", "delete"],
+    ),
+    // The pods are watched for a crash, whose log is reported.
+    Access::new("", &["pods"], &["list"]),
+    Access::new("", &["pods/log"], &["get"]),
+];
+
 pub struct DeployCode {
     spec: ActionSpec,
 }
@@ -72,6 +106,7 @@ impl DeployCode {
                               gateway, optionally an HPA; the rollout followed, a crashing pod reported with its logs; \
                               a redeploy is a rolling update, rolled back when it fails.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Deployment"],
                 params: vec![
                     ParamSpec::new("runtime", ParamType::String, "The language runtime and its image: python (python:3.11-slim), node (node:18-alpine), go (golang:1.21-alpine).")

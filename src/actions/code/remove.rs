@@ -22,10 +22,30 @@ use serde_json::{json, Value};
 
 use super::{api_id, existing_deployment, selector};
 use crate::actions::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, Plan, Remediation, Risk, Update,
+    Access, ActionContext, ActionError, ActionSpec, Change, Outcome, Plan, Remediation, Risk,
+    Update,
 };
 
 const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// What `remove_code` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The Deployment is read and deleted; what the API owns is listed until gone, and what no
+    // owner reference reached is deleted.
+    Access::new("apps", &["deployments"], &["get", "list", "delete"]),
+    Access::new("", &["pods"], &["list"]),
+    Access::new("", &["configmaps", "services"], &["list", "delete"]),
+    Access::new(
+        "networking.k8s.io",
+        &["networkpolicies"],
+        &["list", "delete"],
+    ),
+    Access::new(
+        "autoscaling",
+        &["horizontalpodautoscalers"],
+        &["list", "delete"],
+    ),
+];
 
 pub struct RemoveCode {
     spec: ActionSpec,
@@ -42,6 +62,7 @@ impl RemoveCode {
                 // The user's own API, and only what deploy_code made for it: the platform's
                 // lifecycle, not a cluster change an approver must weigh.
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Deployment"],
                 params: vec![],
             },

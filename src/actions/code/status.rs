@@ -10,7 +10,16 @@ use super::{
     api_id, code_of_deployment, container_id, existing_deployment, platform_status, pods,
     pods_json, RUNTIME_LABEL,
 };
-use crate::actions::{ActionContext, ActionError, ActionSpec, Outcome, Plan, Remediation, Risk};
+use crate::actions::{
+    Access, ActionContext, ActionError, ActionSpec, Outcome, Plan, Remediation, Risk,
+};
+
+/// What `code_status` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The Deployment is read and its pods listed.
+    Access::new("apps", &["deployments"], &["get"]),
+    Access::new("", &["pods"], &["list"]),
+];
 
 pub struct CodeStatus {
     spec: ActionSpec,
@@ -24,6 +33,7 @@ impl CodeStatus {
                 description: "The status of an API (target deployment api-<uuid>): running, deploying, failed or \
                               stopped, the code container's id, replicas and pods with restarts and reasons; reads only.",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &["Deployment"],
                 params: vec![],
             },

@@ -8,13 +8,22 @@ use serde_json::{json, Map, Value};
 
 use super::{api_id, existing_deployment, pods};
 use crate::actions::{
-    executor_patch, workload, ActionContext, ActionError, ActionSpec, Change, Outcome, Plan,
-    Remediation, Risk, Update,
+    executor_patch, workload, Access, ActionContext, ActionError, ActionSpec, Change, Outcome,
+    Plan, Remediation, Risk, Update,
 };
 use crate::cluster::WorkloadKind;
 
 /// How often the pods are counted while they stop.
 const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// What `stop_code` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The Deployment is read and scaled to zero (the plan as a dry run); the rollback scales it
+    // back and follows the rollout with a watch.
+    Access::new("apps", &["deployments"], &["get", "list", "watch", "patch"]),
+    // The pods are listed until none is left.
+    Access::new("", &["pods"], &["list"]),
+];
 
 pub struct StopCode {
     spec: ActionSpec,
@@ -28,6 +37,7 @@ impl StopCode {
                 description: "Stop an API (target deployment api-<uuid>): scaled to zero and waited for until no pod \
                               is left; the code, Service and NetworkPolicy stay. Undone by scaling back.",
                 risk: Risk::Medium,
+                access: ACCESS,
                 target_kinds: &["Deployment"],
                 params: vec![],
             },

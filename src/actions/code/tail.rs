@@ -14,8 +14,8 @@ use serde_json::json;
 
 use super::{api_id, existing_deployment, pods, CONTAINER};
 use crate::actions::{
-    ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan, Remediation, Risk,
-    Update,
+    Access, ActionContext, ActionError, ActionSpec, Outcome, ParamSpec, ParamType, Plan,
+    Remediation, Risk, Update,
 };
 
 /// Lines in one event at most.
@@ -30,6 +30,14 @@ struct Params {
     tail_lines: i64,
 }
 
+/// What `code_logs` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The Deployment is read, its pods listed and their logs followed.
+    Access::new("apps", &["deployments"], &["get"]),
+    Access::new("", &["pods"], &["list"]),
+    Access::new("", &["pods/log"], &["get"]),
+];
+
 pub struct CodeLogs {
     spec: ActionSpec,
 }
@@ -43,6 +51,7 @@ impl CodeLogs {
                               the lines as progress events of the execution (WatchExecution, the HTTP event stream); \
                               reads only.",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &["Deployment"],
                 params: vec![
                     ParamSpec::new("duration_seconds", ParamType::Integer, "How long to follow the logs.")

@@ -9,10 +9,21 @@ use serde_json::{json, Value};
 
 use super::{env_patch, previous_values, restore_data, DEBUG_LABEL, DEBUG_RESTORE, DEBUG_UNTIL};
 use crate::actions::{
-    executor_patch, workload, ActionContext, ActionError, ActionSpec, Change, Outcome, Plan,
-    Remediation, Risk, Update,
+    executor_patch, workload, Access, ActionContext, ActionError, ActionSpec, Change, Outcome,
+    Plan, Remediation, Risk, Update,
 };
 use crate::cluster::WorkloadKind;
+
+/// What `disable_debug_mode` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The workload is read and patched (the plan as a dry run, the rollback restores the
+    // template); the rollout is followed with a watch.
+    Access::new(
+        "apps",
+        &["deployments", "statefulsets", "daemonsets"],
+        &["get", "list", "watch", "patch"],
+    ),
+];
 
 pub struct DisableDebugMode {
     spec: ActionSpec,
@@ -26,6 +37,7 @@ impl DisableDebugMode {
                 description: "End enable_debug_mode early (the executor also does when its time is up): the log level \
                               variable put back as it was, the rollout followed.",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &["Deployment", "StatefulSet", "DaemonSet"],
                 params: vec![],
             },

@@ -13,8 +13,8 @@ use super::{
     env_patch, env_values, restore_data, EnvValues, DEBUG_LABEL, DEBUG_RESTORE, DEBUG_UNTIL,
 };
 use crate::actions::{
-    executor_patch, workload, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
-    ParamType, Plan, Remediation, Risk, Update,
+    executor_patch, workload, Access, ActionContext, ActionError, ActionSpec, Change, Outcome,
+    ParamSpec, ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::WorkloadKind;
 
@@ -26,6 +26,17 @@ struct Params {
     #[serde(default)]
     container: Option<String>,
 }
+
+/// What `enable_debug_mode` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The workload is read and patched (the plan as a dry run, the rollback restores the
+    // template); the rollout is followed with a watch.
+    Access::new(
+        "apps",
+        &["deployments", "statefulsets", "daemonsets"],
+        &["get", "list", "watch", "patch"],
+    ),
+];
 
 pub struct EnableDebugMode {
     spec: ActionSpec,
@@ -40,6 +51,7 @@ impl EnableDebugMode {
                               default); the executor puts it back when duration_seconds is over, also across its own \
                               restarts (the end is kept on the workload).",
                 risk: Risk::Low,
+                access: ACCESS,
                 target_kinds: &["Deployment", "StatefulSet", "DaemonSet"],
                 params: vec![
                     ParamSpec::new("duration_seconds", ParamType::Integer, "How long debug mode lasts.")

@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 use self::{evictions::Evictions, filters::filter_node};
 use super::{
     cordon_node::{cordon_checked, ensure_not_last_schedulable, nodes},
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Risk, Update,
 };
 use crate::cluster::{
@@ -65,6 +65,22 @@ struct Params {
     eviction_retry_seconds: u64,
 }
 
+/// What `drain_node` calls in the cluster (see [`ActionSpec::access`]).
+const ACCESS: &[Access] = &[
+    // The node is read and cordoned (uncordoned again when the drain fails); the nodes are listed
+    // so the last schedulable one is never drained (and by the engine for the policy's facts).
+    Access::new("", &["nodes"], &["get", "list", "patch"]),
+    // The node's pods are listed in every namespace; each evicted pod is read again and awaited
+    // gone with a watch.
+    Access::new("", &["pods"], &["get", "list", "watch"]),
+    // Evictions through the Eviction API, so PodDisruptionBudgets hold.
+    Access::new("", &["pods/eviction"], &["create"]),
+    // kubectl's filter: a pod's DaemonSet is looked up.
+    Access::new("apps", &["daemonsets"], &["get"]),
+    // The budgets guarding the pods, reported when they block an eviction.
+    Access::new("policy", &["poddisruptionbudgets"], &["list"]),
+];
+
 pub struct DrainNode {
     spec: ActionSpec,
 }
@@ -79,6 +95,7 @@ impl DrainNode {
                               PodDisruptionBudgets, until none is left (kubectl drain); uncordons \
                               again if the drain fails.",
                 risk: Risk::High,
+                access: ACCESS,
                 target_kinds: &["Node"],
                 params: vec![
                     ParamSpec::new(

@@ -11,10 +11,10 @@ use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{put_back, recorded, resolve_gvk, restorable, rollback_data, Resolved};
+use super::{common_kinds, put_back, recorded, resolve_gvk, restorable, rollback_data, Resolved};
 use crate::actions::{
-    executor_patch, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType,
-    Plan, Remediation, Risk, Update,
+    executor_patch, Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
+    ParamType, Plan, Remediation, Risk, Update,
 };
 use crate::cluster::RolloutError;
 
@@ -25,6 +25,12 @@ const MAX_OBJECTS: usize = 50;
 struct Params {
     manifests: BTreeMap<String, String>,
 }
+
+/// What `apply_manifest` calls in the cluster (see [`ActionSpec::access`]), on the common kinds.
+// Each object is read, then applied server-side (the plan as a dry run); applying an object that
+// does not exist yet is authorized as a create. The rollback deletes the objects it created and
+// puts back the ones it changed (read, replace, or create when gone).
+const ACCESS: &[Access] = &common_kinds(&["get", "create", "update", "patch", "delete"]);
 
 pub struct ApplyManifest {
     spec: ActionSpec,
@@ -39,6 +45,7 @@ impl ApplyManifest {
                               cluster serves, custom resources included, into the target namespace unless they name \
                               one; undone by putting the previous objects back and deleting the new ones.",
                 risk: Risk::High,
+                access: ACCESS,
                 target_kinds: &["Namespace"],
                 params: vec![ParamSpec::new(
                     "manifests",

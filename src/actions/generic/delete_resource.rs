@@ -10,9 +10,9 @@ use kube::api::{DeleteParams, PropagationPolicy};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{found, restorable, Found};
+use super::{common_kinds, found, restorable, Found};
 use crate::actions::{
-    ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
+    Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType, Plan,
     Remediation, Risk, Update,
 };
 
@@ -27,6 +27,11 @@ struct Params {
     wait: bool,
 }
 
+/// What `delete_resource` calls in the cluster (see [`ActionSpec::access`]), on the common kinds.
+// The object is read, deleted, and read until gone; the rollback creates it again from the
+// recorded object (or replaces it when it came back).
+const ACCESS: &[Access] = &common_kinds(&["get", "create", "update", "delete"]);
+
 pub struct DeleteResource {
     spec: ActionSpec,
 }
@@ -39,6 +44,7 @@ impl DeleteResource {
                 description: "Delete one object of any kind the cluster serves, custom resources included (kubectl \
                               delete), and wait until it is gone; undone by creating it again from the recorded object.",
                 risk: Risk::High,
+                access: ACCESS,
                 target_kinds: &["*"],
                 params: vec![
                     ParamSpec::new("api_version", ParamType::String, "The kind's group/version when several groups serve it (apps/v1, example.com/v1alpha1)."),

@@ -18,9 +18,35 @@ use kube::{
 };
 use serde_json::Value;
 
-use super::{ActionContext, ActionError};
+use super::{Access, ActionContext, ActionError};
 
 /// A kind as the cluster serves it.
+/// What the any-kind actions are granted. The kinds they work on are discovered at run time
+/// (discovery itself needs no rule: every authenticated user may read it), so their roles name
+/// the common kinds explicitly, never a wildcard, each with the verbs the action's code uses.
+/// Secrets are not among them. Operators extend the list for their own kinds: a ClusterRole of
+/// their own bound to the action's ServiceAccount (`action-apply-manifest`, …).
+pub(super) const fn common_kinds(verbs: &'static [&'static str]) -> [Access; 7] {
+    [
+        Access::new("", &["configmaps", "services", "serviceaccounts"], verbs),
+        Access::new(
+            "apps",
+            &["deployments", "statefulsets", "daemonsets"],
+            verbs,
+        ),
+        Access::new("batch", &["jobs", "cronjobs"], verbs),
+        Access::new("autoscaling", &["horizontalpodautoscalers"], verbs),
+        Access::new(
+            "networking.k8s.io",
+            &["networkpolicies", "ingresses"],
+            verbs,
+        ),
+        Access::new("policy", &["poddisruptionbudgets"], verbs),
+        // The executor's own custom resource.
+        Access::new("executor-service.io", &["kubernetesexecutions"], verbs),
+    ]
+}
+
 #[derive(Clone)]
 pub(super) struct Resolved {
     pub resource: ApiResource,

@@ -8,10 +8,10 @@ use kube::api::Patch;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{found, restorable, Found};
+use super::{common_kinds, found, restorable, Found};
 use crate::actions::{
-    executor_patch, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec, ParamType,
-    Plan, Remediation, Risk, Update,
+    executor_patch, Access, ActionContext, ActionError, ActionSpec, Change, Outcome, ParamSpec,
+    ParamType, Plan, Remediation, Risk, Update,
 };
 
 const TYPES: &[&str] = &["merge", "json", "strategic"];
@@ -23,6 +23,11 @@ struct Params {
     #[serde(default)]
     api_version: Option<String>,
 }
+
+/// What `patch_resource` calls in the cluster (see [`ActionSpec::access`]), on the common kinds.
+// The object is read and patched (the plan as a dry run); the rollback puts the recorded object
+// back (read, replace, or create when gone).
+const ACCESS: &[Access] = &common_kinds(&["get", "create", "update", "patch"]);
 
 pub struct PatchResource {
     spec: ActionSpec,
@@ -36,6 +41,7 @@ impl PatchResource {
                 description: "Patch one object of any kind the cluster serves, custom resources included (kubectl \
                               patch: merge, json or strategic); undone by putting the recorded object back.",
                 risk: Risk::High,
+                access: ACCESS,
                 target_kinds: &["*"],
                 params: vec![
                     ParamSpec::new("patch", ParamType::String, "The patch as JSON: an object (merge, strategic) or a list of operations (json).")
