@@ -26,6 +26,8 @@
 //!   controller, a dashboard) are siblings of `api` with the same rule.
 //! - [`kafka`]: the Kafka door — approved actions consumed from a topic become executions,
 //!   their statuses published to another; same rule as `api`.
+//! - [`controller`]: the Kubernetes door — `KubernetesExecution` custom resources become
+//!   executions, their status mirrors them; same rule as `api`.
 //! - [`cli`]: the client commands (`exec`, `watch`, `dry-run`, `actions`, `get`, `cancel`,
 //!   `approve`, `reject`) over the generated gRPC client.
 //! - [`sim`]: the simulated Kubernetes API server (embedded default and test bed), with its
@@ -39,6 +41,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod controller;
 pub mod domain;
 pub mod engine;
 pub mod kafka;

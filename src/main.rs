@@ -23,6 +23,10 @@ async fn main() -> ExitCode {
         Command::Serve(args) => run::serve(*args).await,
         Command::Sim(args) => sim::run_standalone(args).await,
         Command::Client(command) => return cli::run(command).await,
+        Command::Manifests { which } => {
+            print!("{}", run::manifest(&which));
+            return ExitCode::SUCCESS;
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

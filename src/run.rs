@@ -95,6 +95,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await?;
     }
+    if args.controller {
+        let client = engine.clusters().client("")?;
+        crate::controller::start(
+            engine.clone(),
+            client,
+            crate::controller::ControllerConfig {
+                identity: args.controller_identity.clone(),
+                namespace: args.controller_namespace.clone(),
+            },
+        );
+    }
     spawn_reload(args.clone(), security.clone(), engine.clone());
     spawn_expiry(engine.clone());
     spawn_retention(
@@ -219,6 +230,7 @@ async fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
         shadow: args.shadow,
         require_approval: args.require_approval,
         code_namespace: args.code_namespace.clone(),
+        action_identities: args.action_identities.clone(),
     })
 }
 
@@ -410,4 +422,16 @@ async fn signal() {
 /// Where the embedded cluster's kubeconfig goes when no path is given.
 pub fn default_sim_kubeconfig() -> PathBuf {
     std::env::temp_dir().join("executor-service-sim.kubeconfig")
+}
+
+/// A manifest generated from the code, as `deploy/` holds it: `crd` or `action-rbac`.
+pub fn manifest(which: &str) -> String {
+    match which {
+        "crd" => crate::controller::crd_yaml(),
+        "action-rbac" => crate::actions::access::rbac_manifest(
+            crate::actions::access::DEPLOY_NAMESPACE,
+            &Registry::builtin().specs(),
+        ),
+        other => format!("# unknown manifest {other:?}\n"),
+    }
 }

@@ -96,39 +96,96 @@ fn the_cluster_role_grants_only_named_verbs_on_named_resources() {
     let docs = kustomize();
     let mut kinds: Vec<&str> = docs.iter().map(kind).collect();
     kinds.sort();
+    kinds.dedup();
     assert_eq!(
         kinds,
         [
             "ClusterRole",
             "ClusterRoleBinding",
             "ConfigMap",
+            "CustomResourceDefinition",
             "Deployment",
             "Namespace",
             "NetworkPolicy",
             "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
             "Service",
             "ServiceAccount",
         ]
     );
-    let role = one(&docs, "ClusterRole");
-    let rules = role["rules"].as_sequence().expect("rules");
-    let mut granted = Vec::new();
-    for rule in rules {
-        for field in ["apiGroups", "resources", "verbs"] {
-            let values = strings(&rule[field]);
-            assert!(!values.is_empty(), "a rule without {field}: {rule:?}");
-            assert!(
-                values.iter().all(|v| !v.contains('*')),
-                "wildcard in {field}: {rule:?}"
-            );
-        }
-        assert!(rule["nonResourceURLs"].is_null(), "{rule:?}");
-        for resource in strings(&rule["resources"]) {
-            for verb in strings(&rule["verbs"]) {
-                granted.push(format!("{verb} {resource}"));
+    let named = |kind_: &str, name: &str| {
+        docs.iter()
+            .find(|d| kind(d) == kind_ && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind_} {name} in deploy/"))
+    };
+    // Every role, the service's and each action's: named verbs on named resources.
+    let grants = |role: &Value| {
+        let mut granted = Vec::new();
+        for rule in role["rules"].as_sequence().expect("rules") {
+            for field in ["apiGroups", "resources", "verbs"] {
+                let values = strings(&rule[field]);
+                assert!(!values.is_empty(), "a rule without {field}: {rule:?}");
+                assert!(
+                    values.iter().all(|v| !v.contains('*')),
+                    "wildcard in {field}: {rule:?}"
+                );
+            }
+            assert!(rule["nonResourceURLs"].is_null(), "{rule:?}");
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    granted.push(format!("{verb} {resource}"));
+                }
             }
         }
+        granted
+    };
+    // The service's own role: its door and the debug-mode expiry, nothing of an action's.
+    let role = named("ClusterRole", "executor-service");
+    let service = grants(role);
+    for needed in [
+        "watch kubernetesexecutions",
+        "patch kubernetesexecutions",
+        "patch kubernetesexecutions/status",
+        "list deployments",
+    ] {
+        assert!(service.iter().any(|g| g == needed), "missing: {needed}");
     }
+    for never in [
+        "get secrets",
+        "patch deployments",
+        "create deployments",
+        "delete pods",
+        "patch nodes",
+        "impersonate serviceaccounts",
+    ] {
+        assert!(!service.iter().any(|g| g == never), "granted: {never}");
+    }
+    let binding = named("ClusterRoleBinding", "executor-service");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(binding["subjects"][0]["namespace"], "executor-service");
+    // It may impersonate the actions' accounts, and no one else.
+    let impersonate = named("Role", "executor-service-impersonate-actions");
+    assert_eq!(impersonate["metadata"]["namespace"], "executor-service");
+    let rule = &impersonate["rules"][0];
+    assert_eq!(strings(&rule["verbs"]), ["impersonate"]);
+    assert_eq!(strings(&rule["resources"]), ["serviceaccounts"]);
+    let accounts = strings(&rule["resourceNames"]);
+    assert_eq!(accounts.len(), 43);
+    assert!(accounts.iter().all(|a| a.starts_with("action-")));
+    // Each action's role grants what its code calls; together, what the actions need.
+    let action_roles: Vec<&Value> = docs
+        .iter()
+        .filter(|d| {
+            kind(d) == "ClusterRole"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("executor-service-action-"))
+        })
+        .collect();
+    assert_eq!(action_roles.len(), 43);
+    let all: Vec<String> = action_roles.iter().flat_map(|r| grants(r)).collect();
     for needed in [
         "delete pods",
         "create pods/eviction",
@@ -152,20 +209,32 @@ fn the_cluster_role_grants_only_named_verbs_on_named_resources() {
         "delete jobs",
         "get configmaps",
     ] {
-        assert!(granted.iter().any(|g| g == needed), "missing: {needed}");
+        assert!(all.iter().any(|g| g == needed), "missing: {needed}");
     }
-    for never in [
-        "get secrets",
-        "list secrets",
-        "create deployments",
-        "delete nodes",
-    ] {
-        assert!(!granted.iter().any(|g| g == never), "granted: {never}");
+    let scale = grants(named("ClusterRole", "executor-service-action-scale-deployment"));
+    assert!(scale.iter().any(|g| g == "patch deployments/scale"));
+    assert!(!scale.iter().any(|g| g == "delete pods" || g == "patch nodes"), "{scale:?}");
+    // Secrets only for rotate_secrets, whose role no default binding grants anywhere.
+    for role in &action_roles {
+        let secrets = grants(role).iter().any(|g| g.ends_with(" secrets"));
+        assert_eq!(
+            secrets,
+            role["metadata"]["name"] == "executor-service-action-rotate-secrets",
+            "{role:?}"
+        );
     }
-    let binding = one(&docs, "ClusterRoleBinding");
-    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
-    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
-    assert_eq!(binding["subjects"][0]["namespace"], "executor-service");
+    assert!(!docs.iter().any(|d| kind(d).ends_with("Binding")
+        && d["roleRef"]["name"] == "executor-service-action-rotate-secrets"));
+    // The code actions act only in the namespace of the code.
+    let deploy_code = named("RoleBinding", "executor-service-action-deploy-code");
+    assert_eq!(deploy_code["metadata"]["namespace"], "apis");
+    let container = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let env = container["env"].as_sequence().unwrap();
+    let identities = env
+        .iter()
+        .find(|e| e["name"] == "EXECUTOR_ACTION_IDENTITIES")
+        .expect("actions run as their own accounts");
+    assert_eq!(identities["value"], "executor-service");
 
     let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);

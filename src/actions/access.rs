@@ -59,11 +59,48 @@ fn labels(action: &str) -> Value {
     })
 }
 
-/// The three objects of one action: its ServiceAccount, its ClusterRole, the binding.
-fn objects(namespace: &str, spec: &ActionSpec) -> [Value; 3] {
+/// The ServiceAccount the service itself runs as, which impersonates the actions' accounts.
+pub const SERVICE_ACCOUNT: &str = "executor-service";
+/// The namespace `deploy/` installs the service and the actions' accounts in.
+pub const DEPLOY_NAMESPACE: &str = "executor-service";
+
+/// Where an action's role is bound.
+enum Binding {
+    /// Everywhere: a ClusterRoleBinding.
+    Cluster,
+    /// In one namespace only: a RoleBinding there.
+    Namespace(&'static str),
+    /// Nowhere by default: each namespace opts in with a RoleBinding of its own.
+    ByOperator,
+}
+
+/// The actions of the API platform's door: they create and delete workloads, so only in the
+/// namespace that holds user code.
+const CODE_ACTIONS: &[&str] = &[
+    "code_logs",
+    "code_status",
+    "deploy_code",
+    "remove_code",
+    "stop_code",
+];
+
+fn binding(spec: &ActionSpec) -> Binding {
+    match spec.name {
+        // Secrets are read and rewritten: a namespace opts in (deploy/rbac-rotate-secrets.yaml).
+        "rotate_secrets" => Binding::ByOperator,
+        name if CODE_ACTIONS.contains(&name) => {
+            Binding::Namespace(crate::domain::DEFAULT_CODE_NAMESPACE)
+        }
+        _ => Binding::Cluster,
+    }
+}
+
+/// The objects of one action: its ServiceAccount, its ClusterRole and, unless a namespace
+/// must opt in, the binding between them.
+fn objects(namespace: &str, spec: &ActionSpec) -> Vec<Value> {
     let account = service_account(spec.name);
     let role = cluster_role(spec.name);
-    [
+    let mut objects = vec![
         json!({
             "apiVersion": "v1",
             "kind": "ServiceAccount",
@@ -77,30 +114,75 @@ fn objects(namespace: &str, spec: &ActionSpec) -> [Value; 3] {
             "metadata": { "name": role, "labels": labels(spec.name) },
             "rules": rules(spec.access),
         }),
+    ];
+    let bind = |kind: &str, metadata: Value| {
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": { "name": role, "labels": labels(spec.name) },
+            "kind": kind,
+            "metadata": metadata,
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "ClusterRole",
                 "name": role,
             },
             "subjects": [{ "kind": "ServiceAccount", "name": account, "namespace": namespace }],
+        })
+    };
+    match binding(spec) {
+        Binding::Cluster => objects.push(bind(
+            "ClusterRoleBinding",
+            json!({ "name": role, "labels": labels(spec.name) }),
+        )),
+        Binding::Namespace(ns) => objects.push(bind(
+            "RoleBinding",
+            json!({ "name": role, "namespace": ns, "labels": labels(spec.name) }),
+        )),
+        Binding::ByOperator => {}
+    }
+    objects
+}
+
+/// The service's permission to act as the actions' accounts, and as nothing else: a Role in
+/// `namespace` with `impersonate` on exactly those ServiceAccounts, bound to the service's.
+fn impersonation(namespace: &str, actions: &[&ActionSpec]) -> [Value; 2] {
+    let name = "executor-service-impersonate-actions";
+    let accounts: Vec<String> = actions.iter().map(|s| service_account(s.name)).collect();
+    let labels = json!({ "app.kubernetes.io/name": "executor-service" });
+    [
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": { "name": name, "namespace": namespace, "labels": labels },
+            "rules": [{
+                "apiGroups": [""],
+                "resources": ["serviceaccounts"],
+                "verbs": ["impersonate"],
+                "resourceNames": accounts,
+            }],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": { "name": name, "namespace": namespace, "labels": labels },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
+            "subjects": [{ "kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace }],
         }),
     ]
 }
 
 /// For every action (sorted by name, whatever the order of `actions`): a ServiceAccount in
-/// `namespace`, a ClusterRole with the action's [`ActionSpec::access`] rules, and the
-/// ClusterRoleBinding between them; YAML documents separated by `---`, after [`HEADER`].
-/// The same input always gives the same text.
+/// `namespace`, a ClusterRole with the action's [`ActionSpec::access`] rules, and its binding
+/// (cluster-wide; in the code namespace for the code actions; none for `rotate_secrets`,
+/// which each namespace opts into); then the service's Role to impersonate exactly those
+/// accounts. YAML documents separated by `---`, after [`HEADER`]; the same input always
+/// gives the same text.
 pub fn rbac_manifest(namespace: &str, actions: &[ActionSpec]) -> String {
     let mut sorted: Vec<&ActionSpec> = actions.iter().collect();
     sorted.sort_by_key(|spec| spec.name);
     let documents: Vec<String> = sorted
-        .into_iter()
+        .iter()
         .flat_map(|spec| objects(namespace, spec))
+        .chain(impersonation(namespace, &sorted))
         .map(|object| serde_yaml::to_string(&object).unwrap_or_default())
         .collect();
     format!("{HEADER}{}", documents.join("---\n"))
@@ -213,20 +295,20 @@ mod tests {
     }
 
     #[test]
-    fn the_manifest_has_three_documents_per_action() {
+    fn the_manifest_binds_each_account_to_its_role_where_it_may_act() {
         let specs = specs();
         let text = rbac_manifest("executor-service", &specs);
         assert!(text.starts_with(HEADER));
         let documents: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
-        assert_eq!(documents.len(), 3 * specs.len());
         let mut names: Vec<&str> = specs.iter().map(|s| s.name).collect();
         names.sort();
-        for (chunk, name) in documents.chunks(3).zip(names) {
-            let spec = specs.iter().find(|s| s.name == name).unwrap();
-            let [account, role, binding] = chunk else {
-                unreachable!()
+        let mut rest = &documents[..];
+        for name in &names {
+            let spec = specs.iter().find(|s| s.name == *name).unwrap();
+            let [account, role, after @ ..] = rest else {
+                panic!("documents end before {name}")
             };
             assert_eq!(account["kind"], "ServiceAccount");
             assert_eq!(account["metadata"]["name"], service_account(name).as_str());
@@ -234,20 +316,35 @@ mod tests {
             assert_eq!(account["automountServiceAccountToken"], false);
             assert_eq!(role["kind"], "ClusterRole");
             assert_eq!(role["metadata"]["name"], cluster_role(name).as_str());
-            assert_eq!(role["metadata"]["labels"][ACTION_LABEL], name);
-            assert_eq!(
-                role["metadata"]["labels"]["app.kubernetes.io/name"],
-                "executor-service"
-            );
+            assert_eq!(role["metadata"]["labels"][ACTION_LABEL], *name);
             assert_eq!(role["rules"], json!(rules(spec.access)));
-            assert_eq!(binding["kind"], "ClusterRoleBinding");
+            rest = after;
+            if *name == "rotate_secrets" {
+                continue;
+            }
+            let binding = &rest[0];
+            rest = &rest[1..];
+            let wanted = if CODE_ACTIONS.contains(name) {
+                "RoleBinding"
+            } else {
+                "ClusterRoleBinding"
+            };
+            assert_eq!(binding["kind"], wanted, "{name}");
+            if CODE_ACTIONS.contains(name) {
+                assert_eq!(binding["metadata"]["namespace"], "apis");
+            }
             assert_eq!(binding["roleRef"]["name"], cluster_role(name).as_str());
-            assert_eq!(
-                binding["subjects"][0]["name"],
-                service_account(name).as_str()
-            );
+            assert_eq!(binding["subjects"][0]["name"], service_account(name).as_str());
             assert_eq!(binding["subjects"][0]["namespace"], "executor-service");
         }
+        let [role, binding] = rest else {
+            panic!("the impersonation Role and its binding close the manifest")
+        };
+        assert_eq!(role["kind"], "Role");
+        assert_eq!(role["rules"][0]["verbs"], json!(["impersonate"]));
+        let accounts: Vec<String> = names.iter().map(|n| service_account(n)).collect();
+        assert_eq!(role["rules"][0]["resourceNames"], json!(accounts));
+        assert_eq!(binding["subjects"][0]["name"], SERVICE_ACCOUNT);
     }
 
     #[test]

@@ -411,3 +411,12 @@ impl ActionContext {
             .map_err(|e| ActionError::from_kube(e, &what))
     }
 }
+
+/// The Kubernetes user `action` runs as under its own identity: its ServiceAccount
+/// `action-<name with dashes>` in `namespace`, as `deploy/rbac-actions.yaml` creates it.
+pub fn service_account_user(namespace: &str, action: &str) -> String {
+    format!(
+        "system:serviceaccount:{namespace}:{}",
+        access::service_account(action)
+    )
+}

@@ -102,6 +102,30 @@ pub fn gated_client(client: &kube::Client, may_write: WriteGate) -> kube::Client
     kube::Client::new(service, client.default_namespace().to_string())
 }
 
+/// `client`, acting as `user` by Kubernetes impersonation: every request carries
+/// `Impersonate-User`, so the API server authorizes it as `user` (the service's own identity
+/// needs only the `impersonate` verb on it).
+///
+/// # Errors
+/// [`ClusterError::Config`] when `user` cannot be a header value.
+pub fn impersonating(client: &kube::Client, user: &str) -> Result<kube::Client, ClusterError> {
+    let user = http::HeaderValue::from_str(user)
+        .map_err(|e| ClusterError::Config(format!("impersonated user {user:?}: {e}")))?;
+    let inner = client.clone();
+    let service = tower::service_fn(move |mut request: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        request.headers_mut().insert(
+            http::HeaderName::from_static("impersonate-user"),
+            user.clone(),
+        );
+        async move { inner.send(request).await }
+    });
+    Ok(kube::Client::new(
+        service,
+        client.default_namespace().to_string(),
+    ))
+}
+
 /// Kube clients by cluster name (kubeconfig context). The empty name means the default.
 #[derive(Clone)]
 pub struct Clusters {

@@ -35,6 +35,12 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Run the simulated Kubernetes API server alone.
     Sim(crate::sim::SimArgs),
+    /// Print a manifest generated from the code: `crd` (the KubernetesExecution
+    /// CustomResourceDefinition) or `action-rbac` (each action's ServiceAccount and role).
+    Manifests {
+        #[arg(value_parser = ["crd", "action-rbac"])]
+        which: String,
+    },
     #[command(flatten)]
     Client(crate::cli::ClientCommand),
 }
@@ -202,6 +208,23 @@ pub struct ServeArgs {
     /// offset.
     #[arg(long, env = "EXECUTOR_KAFKA_COMMIT_DELAY", default_value = "0s", value_parser = humantime::parse_duration, hide = true)]
     pub kafka_commit_delay: std::time::Duration,
+    /// Reconcile `KubernetesExecution` custom resources (install `deploy/crd.yaml` first):
+    /// each becomes an execution, its status mirrors it. Every replica may run it.
+    #[arg(long, env = "EXECUTOR_CONTROLLER")]
+    pub controller: bool,
+    /// The requester of executions from KubernetesExecutions, for the authorization rules;
+    /// by default `kubernetesexecution:<the object's namespace>`.
+    #[arg(long, env = "EXECUTOR_CONTROLLER_IDENTITY")]
+    pub controller_identity: Option<String>,
+    /// Reconcile KubernetesExecutions of this namespace only; all namespaces by default.
+    #[arg(long, env = "EXECUTOR_CONTROLLER_NAMESPACE")]
+    pub controller_namespace: Option<String>,
+    /// Run each action as its own ServiceAccount, `action-<name>` in this namespace, by
+    /// Kubernetes impersonation (`deploy/rbac-actions.yaml` grants each only what it calls;
+    /// the service's own role then needs `impersonate`). Off when unset: every action then
+    /// runs with the service's own credentials, for clusters that forbid impersonation.
+    #[arg(long, env = "EXECUTOR_ACTION_IDENTITIES")]
+    pub action_identities: Option<String>,
     /// With a PostgreSQL store (several replicas): how long a replica holds a running
     /// execution without renewing it; then another replica ends it as INTERRUPTED.
     #[arg(long, env = "EXECUTOR_LEASE", default_value = "15s", value_parser = parse_lease)]

@@ -125,6 +125,7 @@ impl Engine {
             .map_err(unknown)?
             .to_string();
         let client = self.inner.clusters.client(&cluster).map_err(unknown)?;
+        let client = self.as_action(client, action.spec().name)?;
         Ok(Validated {
             action,
             target,
@@ -134,6 +135,23 @@ impl Engine {
             cluster,
             priority: request.priority,
         })
+    }
+
+    /// `client` acting as `action`'s own identity when action identities are on: the action
+    /// can then do only what its role grants.
+    pub(super) fn as_action(
+        &self,
+        client: kube::Client,
+        action: &str,
+    ) -> Result<kube::Client, EngineError> {
+        match &self.inner.config.action_identities {
+            Some(namespace) => crate::cluster::impersonating(
+                &client,
+                &crate::actions::service_account_user(namespace, action),
+            )
+            .map_err(|e| EngineError::Internal(e.to_string())),
+            None => Ok(client),
+        }
     }
 
     pub(super) fn context(v: &Validated, reporter: Reporter) -> ActionContext {

@@ -226,6 +226,12 @@ impl Engine {
         }
     }
 
+    /// Cancelled once the engine has stopped: long-lived doors (the Kubernetes controller)
+    /// end with it.
+    pub fn closing(&self) -> CancellationToken {
+        self.inner.closed.clone()
+    }
+
     /// Interrupts every execution at once (second signal).
     pub fn abort(&self) {
         self.inner.tasks.close();

@@ -59,6 +59,10 @@ pub struct EngineConfig {
     pub require_approval: bool,
     /// The namespace the API platform's door (`/deploy`, `/stop`, `/status`) runs code in.
     pub code_namespace: String,
+    /// When set, each action runs as its own ServiceAccount in this namespace (Kubernetes
+    /// impersonation), with only the rules its role grants; `None` runs every action with the
+    /// service's own credentials.
+    pub action_identities: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -83,6 +87,7 @@ impl Default for EngineConfig {
             shadow: false,
             require_approval: false,
             code_namespace: crate::domain::DEFAULT_CODE_NAMESPACE.to_string(),
+            action_identities: None,
         }
     }
 }

@@ -210,6 +210,7 @@ impl Engine {
             .clusters
             .client(&cluster)
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let client = self.as_action(client, &view.action)?;
         let gate = fence.clone();
         let client = crate::cluster::gated_client(&client, Arc::new(move || gate.is_valid()));
         Ok(Validated {

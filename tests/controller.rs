@@ -1,0 +1,545 @@
+//! The Kubernetes door (issue 16): a `KubernetesExecution` applied with real kubectl becomes an
+//! execution of the engine, and its status, `kubectl get` and the gRPC API all tell the same
+//! story. A real `serve --controller` process on its embedded simulated cluster; the CRD is
+//! installed from `deploy/crd.yaml` the way an operator would.
+
+mod common;
+
+use std::{
+    io::Write,
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{get_execution, tool, watch_all, ServeProcess};
+use executor_service::api::proto::{
+    executor_service_client::ExecutorServiceClient, ExecutionState,
+};
+use serde_json::Value;
+use tonic::transport::Channel;
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = kubectl(kubeconfig, args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+fn apply(kubeconfig: &Path, yaml: &str) {
+    let mut child = Command::new(tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl apply");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `serve --controller` on its embedded cluster, with the CRD installed by kubectl.
+fn start() -> ServeProcess {
+    let serve = ServeProcess::start(&["--controller"]);
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crd.yaml");
+    kubectl_ok(&serve.kubeconfig, &["apply", "-f", crd.to_str().unwrap()]);
+    kubectl_ok(
+        &serve.kubeconfig,
+        &[
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=30s",
+            "crd/kubernetesexecutions.executor-service.io",
+        ],
+    );
+    serve
+}
+
+async fn connect(addr: &str) -> ExecutorServiceClient<Channel> {
+    ExecutorServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+}
+
+/// The object as `kubectl get -o json` shows it.
+fn object(kubeconfig: &Path, namespace: &str, name: &str) -> Value {
+    serde_json::from_str(&kubectl_ok(
+        kubeconfig,
+        &[
+            "get",
+            "kubernetesexecution",
+            name,
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ],
+    ))
+    .expect("JSON")
+}
+
+/// Polls `kubectl get kex` until the phase is one of `phases`; returns every phase seen on the
+/// way (in order, without repeats) and the final object.
+fn until_phase(
+    kubeconfig: &Path,
+    namespace: &str,
+    name: &str,
+    phases: &[&str],
+    within: Duration,
+) -> (Vec<String>, Value) {
+    let start = Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let obj = object(kubeconfig, namespace, name);
+        let phase = obj["status"]["phase"].as_str().unwrap_or("").to_string();
+        if !phase.is_empty() && seen.last() != Some(&phase) {
+            seen.push(phase.clone());
+        }
+        if phases.contains(&phase.as_str()) {
+            return (seen, obj);
+        }
+        assert!(
+            start.elapsed() < within,
+            "{namespace}/{name} still {phase:?} after {within:?} (seen {seen:?}): {}",
+            obj["status"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no condition {type_}: {}", obj["status"]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_execution_applied_with_kubectl_scales_the_deployment_and_grpc_sees_the_same_execution(
+) {
+    let serve = start();
+    let kc = serve.kubeconfig.clone();
+    apply(
+        &kc,
+        r#"
+apiVersion: executor-service.io/v1alpha1
+kind: KubernetesExecution
+metadata:
+  name: scale-web
+  namespace: production
+spec:
+  action: scale_deployment
+  target: {kind: Deployment, name: web}
+  parameters: {replicas: 5}
+  timeoutSeconds: 120
+  request:
+    incident: INC-1042
+    alert: {name: HighLatency, severity: critical}
+"#,
+    );
+    let (seen, obj) = tokio::task::spawn_blocking({
+        let kc = kc.clone();
+        move || {
+            until_phase(
+                &kc,
+                "production",
+                "scale-web",
+                &["Succeeded", "Failed", "Rejected", "RolledBack"],
+                Duration::from_secs(90),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("Succeeded"),
+        "{seen:?}: {}",
+        obj["status"]
+    );
+    assert!(
+        seen.len() >= 2,
+        "the phase moved through a running phase first: {seen:?}"
+    );
+    // The cluster's own record.
+    let replicas = kubectl_ok(
+        &kc,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "production",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    );
+    assert_eq!(replicas, "5");
+    // The status: the execution, the result, the conditions, the generation seen.
+    let status = &obj["status"];
+    let id = status["executionId"]
+        .as_str()
+        .expect("executionId")
+        .to_string();
+    assert!(!status["result"].is_null(), "{status}");
+    assert_eq!(status["requester"], "kubernetesexecution:production");
+    assert_eq!(status["observedGeneration"], obj["metadata"]["generation"]);
+    assert_eq!(condition(&obj, "Accepted")["status"], "True");
+    assert_eq!(condition(&obj, "Succeeded")["status"], "True");
+    assert!(status["completionTime"].is_string() && status["startTime"].is_string());
+    // `kubectl get -o yaml` shows the same, and `kubectl get` prints the columns.
+    let yaml = kubectl_ok(
+        &kc,
+        &["get", "kex", "scale-web", "-n", "production", "-o", "yaml"],
+    );
+    assert!(yaml.contains(&format!("executionId: {id}")), "{yaml}");
+    assert!(yaml.contains("result:"), "{yaml}");
+    let table = kubectl_ok(&kc, &["get", "kubernetesexecutions", "-n", "production"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "PHASE", "ACTION", "TARGET", "AGE"],
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..4]
+                == ["scale-web", "Succeeded", "scale_deployment", "web"]),
+        "{table}"
+    );
+    // The same execution through gRPC: GetExecution and WatchExecution.
+    let mut grpc = connect(&serve.addr).await;
+    let execution = get_execution(&mut grpc, &id).await;
+    assert_eq!(execution.state(), ExecutionState::Succeeded);
+    assert_eq!(execution.action, "scale_deployment");
+    assert_eq!(execution.requester, "kubernetesexecution:production");
+    let events = watch_all(&mut grpc, &id, 0).await;
+    assert_eq!(
+        events.last().map(|e| e.state()),
+        Some(ExecutionState::Succeeded)
+    );
+    assert_eq!(
+        status["lastProgress"]["sequence"].as_u64(),
+        events.last().map(|e| e.sequence),
+        "the status carries the last event"
+    );
+    // A spec change after acceptance is refused in the status, never applied.
+    kubectl_ok(
+        &kc,
+        &[
+            "patch",
+            "kex",
+            "scale-web",
+            "-n",
+            "production",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"parameters":{"replicas":1}}}"#,
+        ],
+    );
+    let start = Instant::now();
+    let refused = loop {
+        let obj = object(&kc, "production", "scale-web");
+        if obj["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "SpecChangeRefused"))
+        {
+            break obj;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            obj["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(condition(&refused, "SpecChangeRefused")["status"], "True");
+    assert_eq!(refused["status"]["executionId"], id.as_str());
+    assert_eq!(
+        kubectl_ok(
+            &kc,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-n",
+                "production",
+                "-o",
+                "jsonpath={.spec.replicas}"
+            ],
+        ),
+        "5"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_spec_is_rejected_with_the_field_named_and_nothing_changes() {
+    let serve = start();
+    let kc = serve.kubeconfig.clone();
+    apply(
+        &kc,
+        r#"
+apiVersion: executor-service.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: too-many, namespace: production}
+spec:
+  action: scale_deployment
+  target: {kind: Deployment, name: web}
+  parameters: {replicas: 100000}
+---
+apiVersion: executor-service.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: no-such-action, namespace: production}
+spec:
+  action: reboot_everything
+  target: {kind: Deployment, name: web}
+---
+apiVersion: executor-service.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: wrong-kind, namespace: production}
+spec:
+  action: scale_deployment
+  target: {kind: Node, name: node-1}
+  parameters: {replicas: 2}
+"#,
+    );
+    for (name, field) in [
+        ("too-many", "spec.parameters.replicas"),
+        ("no-such-action", "spec.action"),
+        ("wrong-kind", "spec.target.kind"),
+    ] {
+        let (_, obj) = tokio::task::spawn_blocking({
+            let kc = kc.clone();
+            move || {
+                until_phase(
+                    &kc,
+                    "production",
+                    name,
+                    &["Rejected", "Succeeded", "Failed"],
+                    Duration::from_secs(60),
+                )
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            obj["status"]["phase"], "Rejected",
+            "{name}: {}",
+            obj["status"]
+        );
+        let accepted = condition(&obj, "Accepted");
+        assert_eq!(accepted["status"], "False");
+        assert_eq!(accepted["reason"], "InvalidSpec");
+        let message = accepted["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{name}: {message}");
+        assert!(obj["status"]["executionId"].is_null(), "{}", obj["status"]);
+    }
+    assert_eq!(
+        kubectl_ok(
+            &kc,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-n",
+                "production",
+                "-o",
+                "jsonpath={.spec.replicas}"
+            ],
+        ),
+        "3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_risk_action_waits_until_kubectl_annotate_approves_it() {
+    let serve = start();
+    let kc = serve.kubeconfig.clone();
+    apply(
+        &kc,
+        r#"
+apiVersion: executor-service.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: patch-config, namespace: production}
+spec:
+  action: patch_resource
+  target: {kind: ConfigMap, name: web-config}
+  parameters:
+    patch: '{"data":{"mode":"degraded"}}'
+"#,
+    );
+    let waiting = |kc: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            until_phase(
+                &kc,
+                "production",
+                "patch-config",
+                &["WaitingApproval", "Succeeded", "Failed", "Rejected"],
+                Duration::from_secs(60),
+            )
+        })
+    };
+    let (_, obj) = waiting(kc.clone()).await.unwrap();
+    assert_eq!(
+        obj["status"]["phase"], "WaitingApproval",
+        "{}",
+        obj["status"]
+    );
+    assert_eq!(condition(&obj, "Approved")["status"], "False");
+    // Nothing changed while it waits.
+    let mode = |kc: &Path| {
+        kubectl_ok(
+            kc,
+            &[
+                "get",
+                "cm",
+                "web-config",
+                "-n",
+                "production",
+                "-o",
+                "jsonpath={.data.mode}",
+            ],
+        )
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(mode(&kc), "");
+    kubectl_ok(
+        &kc,
+        &[
+            "annotate",
+            "kex",
+            "patch-config",
+            "-n",
+            "production",
+            "executor-service.io/approve=alice",
+            "executor-service.io/reason=INC-7 bridge call",
+        ],
+    );
+    let (_, obj) = tokio::task::spawn_blocking({
+        let kc = kc.clone();
+        move || {
+            until_phase(
+                &kc,
+                "production",
+                "patch-config",
+                &["Succeeded", "Failed", "Rejected", "RolledBack"],
+                Duration::from_secs(60),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(obj["status"]["phase"], "Succeeded", "{}", obj["status"]);
+    let approved = condition(&obj, "Approved");
+    assert_eq!(approved["status"], "True");
+    assert_eq!(approved["message"], "approved by alice");
+    assert_eq!(obj["status"]["approval"]["reason"], "INC-7 bridge call");
+    assert_eq!(mode(&kc), "degraded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_delete_of_a_running_execution_cancels_it_and_its_history_stays() {
+    let serve = start();
+    let kc = serve.kubeconfig.clone();
+    // A Deployment whose pods never become ready: scaling it up waits until its timeout.
+    apply(
+        &kc,
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: stuck, namespace: staging, labels: {app: stuck}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: stuck}}
+  template:
+    metadata: {labels: {app: stuck}}
+    spec:
+      containers: [{name: app, image: "example/stuck:crashloop"}]
+---
+apiVersion: executor-service.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: scale-stuck, namespace: staging}
+spec:
+  action: scale_deployment
+  target: {kind: Deployment, name: stuck}
+  parameters: {replicas: 3}
+  timeoutSeconds: 600
+"#,
+    );
+    let (_, obj) = tokio::task::spawn_blocking({
+        let kc = kc.clone();
+        move || {
+            until_phase(
+                &kc,
+                "staging",
+                "scale-stuck",
+                &["Running", "Succeeded", "Failed", "Rejected"],
+                Duration::from_secs(60),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(obj["status"]["phase"], "Running", "{}", obj["status"]);
+    assert!(obj["metadata"]["finalizers"].as_array().is_some_and(|f| f
+        .iter()
+        .any(|f| f == "executor-service.io/cancel-on-delete")));
+    let id = obj["status"]["executionId"].as_str().unwrap().to_string();
+    // kubectl waits until the finalizer is gone, i.e. the execution was cancelled.
+    kubectl_ok(
+        &kc,
+        &[
+            "delete",
+            "kex",
+            "scale-stuck",
+            "-n",
+            "staging",
+            "--timeout=60s",
+        ],
+    );
+    let gone = kubectl(&kc, &["get", "kex", "scale-stuck", "-n", "staging"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+    let mut grpc = connect(&serve.addr).await;
+    let execution = get_execution(&mut grpc, &id).await;
+    assert_eq!(
+        execution.state(),
+        ExecutionState::Cancelled,
+        "{}",
+        execution.message
+    );
+    assert!(
+        execution
+            .message
+            .contains("the KubernetesExecution was deleted"),
+        "{}",
+        execution.message
+    );
+}
