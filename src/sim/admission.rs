@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use super::crd;
 use super::errors::ApiError;
 use super::resources::ResourceDef;
 use super::selectors::LabelSelector;
@@ -26,7 +27,11 @@ pub fn default(def: &ResourceDef, obj: &mut Value, st: &State) {
     if !obj.is_object() {
         return;
     }
+    if def.custom {
+        crd::default_custom(def, obj, st);
+    }
     match def.kind {
+        "CustomResourceDefinition" => crd::default_crd(obj),
         "Namespace" => {
             let name = str_at(obj, "/metadata/name").to_string();
             set_at(
@@ -501,6 +506,8 @@ pub fn validate(
                 }
             }
             "PersistentVolumeClaim" => return check_pvc(def, obj, old, st),
+            "CustomResourceDefinition" => causes.extend(crd::validate_crd(obj, old, st)),
+            _ if def.custom => causes.extend(crd::validate_custom(def, obj, st)),
             _ => {}
         }
     }

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::admission;
 use super::controllers::{disruption, kubelet};
+use super::crd;
 use super::errors::ApiError;
 use super::patch::{self, PatchType};
 use super::resources::{by_plural, ResourceDef, RESOURCES};
@@ -103,7 +104,34 @@ pub fn create(
         return Ok(obj);
     }
     stamp_managed_fields(&mut obj, st.writer.as_ref(), def);
-    Ok((*st.insert(def, obj)).clone())
+    let out = (*st.insert(def, obj)).clone();
+    after_write(st, def);
+    Ok(out)
+}
+
+/// A CRD written or removed changes the types the cluster serves.
+fn after_write(st: &mut State, def: &ResourceDef) {
+    if def.kind == "CustomResourceDefinition" && def.group == "apiextensions.k8s.io" {
+        crd::sync(st);
+    }
+}
+
+/// Whether an update changes what `metadata.generation` counts: the spec, or for a custom
+/// object everything outside metadata and status.
+fn bumps_generation(def: &ResourceDef, old: &Value, new: &Value) -> bool {
+    if !def.custom {
+        return old.get("spec") != new.get("spec");
+    }
+    let body = |v: &Value| -> Value {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            for k in ["metadata", "status", "apiVersion", "kind"] {
+                m.remove(k);
+            }
+        }
+        v
+    };
+    body(old) != body(new)
 }
 
 /// Copies what a client may not change on the main resource from `old` into `new`.
@@ -151,7 +179,7 @@ pub fn commit_update(
 ) -> Result<Value, ApiError> {
     admission::default(def, &mut new, st);
     admission::validate(def, &new, Some(old), st)?;
-    if old.get("spec") != new.get("spec") {
+    if bumps_generation(def, old, &new) {
         let g = int_at(old, "/metadata/generation", 1);
         set_at(&mut new, "/metadata/generation", json!(g + 1));
     }
@@ -173,10 +201,13 @@ pub fn commit_update(
         );
         st.replace(def, new.clone());
         st.remove(def, &ns, &name);
+        after_write(st, def);
         return Ok(new);
     }
     stamp_managed_fields(&mut new, st.writer.as_ref(), def);
-    Ok((*st.replace(def, new)).clone())
+    let out = (*st.replace(def, new)).clone();
+    after_write(st, def);
+    Ok(out)
 }
 
 /// Records a client's write in `metadata.managedFields` as the API server does: one entry per
@@ -370,6 +401,13 @@ pub fn patch(
     body: &[u8],
     dry: bool,
 ) -> Result<(u16, Value), ApiError> {
+    if def.custom && pt == PatchType::Strategic {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
     let Some(old) = st.get(def.plural, ns, name).cloned() else {
         if pt == PatchType::Apply && sub.is_none() {
             let obj: Value = serde_yaml::from_slice(body)
@@ -563,6 +601,7 @@ pub fn delete(
         return Ok((*st.replace(def, new)).clone());
     }
     let removed = st.remove(def, ns, name).unwrap_or(old);
+    after_write(st, def);
     Ok(deleted_answer(def, &removed))
 }
 
@@ -589,7 +628,7 @@ fn deleted_answer(def: &ResourceDef, object: &Value) -> Value {
 
 /// Removes owner references to `uid` from every object (the `Orphan` propagation policy).
 fn orphan_dependents(st: &mut State, uid: &str) {
-    for def in RESOURCES {
+    for def in st.defs() {
         for obj in st.list(def.plural, None) {
             let Some(refs) = obj
                 .pointer("/metadata/ownerReferences")

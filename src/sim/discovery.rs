@@ -3,7 +3,10 @@
 
 use serde_json::{json, Value};
 
-use super::resources::{group_versions, RESOURCES, VERBS_ALL};
+use super::resources::{group_versions, ResourceDef};
+
+/// The served types discovery describes: built-ins and this cluster's custom types.
+pub type Defs<'a> = &'a [&'static ResourceDef];
 
 /// The version the simulated server reports (matching the kubectl the tests drive, so no
 /// skew warning).
@@ -24,7 +27,7 @@ pub fn version() -> Value {
     })
 }
 
-pub fn root_paths() -> Value {
+pub fn root_paths(defs: Defs) -> Value {
     let mut paths = vec![
         "/api".to_string(),
         "/api/v1".into(),
@@ -32,7 +35,7 @@ pub fn root_paths() -> Value {
         "/version".into(),
         "/healthz".into(),
     ];
-    for (g, v) in group_versions() {
+    for (g, v) in group_versions(defs) {
         if !g.is_empty() {
             paths.push(format!("/apis/{g}"));
             paths.push(format!("/apis/{g}/{v}"));
@@ -49,8 +52,9 @@ pub fn core_versions(addr: std::net::SocketAddr) -> Value {
     })
 }
 
-fn group_json(g: &str) -> Option<Value> {
-    let versions: Vec<Value> = group_versions()
+fn group_json(defs: Defs, g: &str) -> Option<Value> {
+    // Custom types list their served versions preferred first, as the real server orders them.
+    let versions: Vec<Value> = group_versions(defs)
         .into_iter()
         .filter(|(gg, _)| *gg == g)
         .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
@@ -59,9 +63,9 @@ fn group_json(g: &str) -> Option<Value> {
     Some(json!({"name": g, "versions": versions, "preferredVersion": first}))
 }
 
-pub fn group_list() -> Value {
+pub fn group_list(defs: Defs) -> Value {
     let mut groups: Vec<&str> = Vec::new();
-    for (g, _) in group_versions() {
+    for (g, _) in group_versions(defs) {
         if !g.is_empty() && !groups.contains(&g) {
             groups.push(g);
         }
@@ -71,32 +75,32 @@ pub fn group_list() -> Value {
         "apiVersion": "v1",
         "groups": groups
             .into_iter()
-            .filter_map(group_json)
+            .filter_map(|g| group_json(defs, g))
             .chain([super::metrics::group()])
             .collect::<Vec<_>>(),
     })
 }
 
-pub fn group(g: &str) -> Option<Value> {
-    let mut v = group_json(g)?;
+pub fn group(defs: Defs, g: &str) -> Option<Value> {
+    let mut v = group_json(defs, g)?;
     v["kind"] = json!("APIGroup");
     v["apiVersion"] = json!("v1");
     Some(v)
 }
 
-pub fn serves(g: &str, v: &str) -> bool {
-    group_versions().contains(&(g, v))
+pub fn serves(defs: Defs, g: &str, v: &str) -> bool {
+    group_versions(defs).contains(&(g, v))
 }
 
-pub fn resource_list(g: &str, v: &str) -> Value {
+pub fn resource_list(defs: Defs, g: &str, v: &str) -> Value {
     let mut resources = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
+    for r in defs.iter().filter(|r| r.group == g && r.version == v) {
         let mut main = json!({
             "name": r.plural,
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": VERBS_ALL,
+            "verbs": r.verbs,
         });
         if !r.short_names.is_empty() {
             main["shortNames"] = json!(r.short_names);
@@ -137,9 +141,9 @@ pub fn resource_list(g: &str, v: &str) -> Value {
 /// declare each resource's operations with the `fieldValidation` parameter (so kubectl
 /// leaves validation to the server) and an open schema per kind — enough for
 /// `kubectl apply` with its default `--validate=strict`; `kubectl explain` shows no fields.
-pub fn openapi_v3_root() -> Value {
+pub fn openapi_v3_root(defs: Defs) -> Value {
     let mut paths = serde_json::Map::new();
-    for (g, v) in group_versions() {
+    for (g, v) in group_versions(defs) {
         let key = if g.is_empty() {
             format!("api/{v}")
         } else {
@@ -147,15 +151,26 @@ pub fn openapi_v3_root() -> Value {
         };
         paths.insert(
             key.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=sim")}),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", doc_hash(defs, g, v))}),
         );
     }
     json!({ "paths": paths })
 }
 
+/// A hash of what a group-version's document describes, so clients caching documents by
+/// hash refetch after a CRD changes the types served.
+fn doc_hash(defs: Defs, g: &str, v: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for r in defs.iter().filter(|r| r.group == g && r.version == v) {
+        (r.plural, r.kind, r.namespaced, r.has_status).hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
 /// The skeletal OpenAPI v3 document of one group-version (see [`openapi_v3_root`]).
-pub fn openapi_v3_doc(g: &str, v: &str) -> Option<Value> {
-    if !serves(g, v) {
+pub fn openapi_v3_doc(defs: Defs, g: &str, v: &str) -> Option<Value> {
+    if !serves(defs, g, v) {
         return None;
     }
     let params = json!([
@@ -170,7 +185,7 @@ pub fn openapi_v3_doc(g: &str, v: &str) -> Option<Value> {
     } else {
         format!("/apis/{g}/{v}")
     };
-    for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
+    for r in defs.iter().filter(|r| r.group == g && r.version == v) {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
         let schema_name = format!(
             "io.k8s.sim.{}.{}.{}",

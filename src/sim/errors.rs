@@ -97,7 +97,18 @@ impl ApiError {
         };
         let causes_json: Vec<Value> = causes
             .iter()
-            .map(|(f, m)| json!({"reason": "FieldValueInvalid", "message": m, "field": f}))
+            .map(|(f, m)| {
+                let reason = if m.starts_with("Required value") {
+                    "FieldValueRequired"
+                } else if m.starts_with("Unsupported value") {
+                    "FieldValueNotSupported"
+                } else if m.starts_with("Forbidden") {
+                    "FieldValueForbidden"
+                } else {
+                    "FieldValueInvalid"
+                };
+                json!({"reason": reason, "message": m, "field": f})
+            })
             .collect();
         ApiError {
             code: 422,

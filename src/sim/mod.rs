@@ -51,14 +51,18 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod controllers;
+pub mod crd;
 pub mod discovery;
 pub mod errors;
 pub mod faults;
 pub mod metrics;
 pub mod patch;
+pub mod rbac;
 pub mod resources;
 pub mod scenario;
+pub mod schema;
 pub mod selectors;
 pub mod server;
 pub mod store;
@@ -140,6 +144,7 @@ impl SimCluster {
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let mut state = State::new(cfg.speed);
+        bootstrap(&mut state)?;
         seed(&mut state, &cfg.scenario)?;
         let sim = Arc::new(Sim {
             state: Mutex::new(state),
@@ -324,6 +329,17 @@ fn unsettled(st: &State) -> Vec<String> {
         }
     }
     out
+}
+
+/// What every cluster has before any scenario: the `cluster-admin` ClusterRole bound to
+/// `system:masters`.
+fn bootstrap(st: &mut State) -> anyhow::Result<()> {
+    for obj in rbac::bootstrap_objects() {
+        let def = by_kind(str_at(&obj, "/kind")).context("bootstrap kind")?;
+        api::create(st, def, None, obj, false)
+            .map_err(|e| anyhow::anyhow!("bootstrapping RBAC: {}", e.message))?;
+    }
+    Ok(())
 }
 
 fn seed(st: &mut State, scenario: &Scenario) -> anyhow::Result<()> {

@@ -26,6 +26,12 @@ pub struct ResourceDef {
     /// Whether `/status` is a separate subresource (then the main resource ignores status writes).
     pub has_status: bool,
     pub subresources: &'static [SubDef],
+    /// The verbs discovery advertises (and the only ones served).
+    pub verbs: &'static [&'static str],
+    /// Registered at run time from a CustomResourceDefinition (see `crd.rs`): unknown fields
+    /// are pruned by its schema, `generation` counts every change outside metadata and
+    /// status, strategic merge patch is refused.
+    pub custom: bool,
 }
 
 impl ResourceDef {
@@ -89,6 +95,33 @@ const SCALE: SubDef = SubDef {
 };
 
 pub const VERBS_ALL: &[&str] = VERBS;
+/// What a custom resource with a `/status` subresource advertises.
+pub static STATUS_SUBS: &[SubDef] = &[STATUS];
+const CREATE_ONLY: &[&str] = &["create"];
+
+/// A create-only, cluster-scoped review type (access reviews, `selfsubjectreviews`).
+const fn review(
+    group: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> ResourceDef {
+    ResourceDef {
+        group,
+        version: "v1",
+        plural,
+        singular,
+        kind,
+        namespaced,
+        short_names: &[],
+        categories: &[],
+        has_status: false,
+        subresources: &[],
+        verbs: CREATE_ONLY,
+        custom: false,
+    }
+}
 
 macro_rules! res {
     ($g:expr, $v:expr, $plural:expr, $singular:expr, $kind:expr, $ns:expr, $short:expr, $cat:expr, $status:expr, $subs:expr) => {
@@ -103,6 +136,8 @@ macro_rules! res {
             categories: $cat,
             has_status: $status,
             subresources: $subs,
+            verbs: VERBS,
+            custom: false,
         }
     };
 }
@@ -229,7 +264,13 @@ pub static RESOURCES: &[ResourceDef] = &[
         &["sa"],
         NONE,
         false,
-        &[]
+        &[SubDef {
+            name: "token",
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
+        }]
     ),
     res!(
         "",
@@ -412,6 +453,94 @@ pub static RESOURCES: &[ResourceDef] = &[
         false,
         &[]
     ),
+    res!(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        "CustomResourceDefinition",
+        false,
+        &["crd", "crds"],
+        &["api-extensions"],
+        true,
+        &[STATUS]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "role",
+        "Role",
+        true,
+        NONE,
+        NONE,
+        false,
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        NONE,
+        NONE,
+        false,
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        NONE,
+        NONE,
+        false,
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        NONE,
+        NONE,
+        false,
+        &[]
+    ),
+    review(
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        "SubjectAccessReview",
+        false,
+    ),
+    review(
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+    review(
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        "LocalSubjectAccessReview",
+        true,
+    ),
+    review(
+        "authentication.k8s.io",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+        false,
+    ),
 ];
 
 /// The resource served at `group/version/plural`, if any.
@@ -431,10 +560,10 @@ pub fn by_kind(kind: &str) -> Option<&'static ResourceDef> {
     RESOURCES.iter().find(|r| r.kind == kind)
 }
 
-/// Distinct `(group, version)` pairs in discovery order, core first.
-pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+/// Distinct `(group, version)` pairs of `defs` in discovery order, core first.
+pub fn group_versions(defs: &[&'static ResourceDef]) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES {
+    for r in defs {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }

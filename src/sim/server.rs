@@ -14,12 +14,15 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::api::{self, DeleteOpts};
+use super::auth::{self, User};
+use super::crd::{self, CustomType};
 use super::discovery;
 use super::errors::{success_status, ApiError};
 use super::faults::Faults;
 use super::metrics;
 use super::patch::PatchType;
-use super::resources::{lookup, ResourceDef};
+use super::rbac::{self, Attrs};
+use super::resources::ResourceDef;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{key_of, str_at, EventType, State, WatchEvent};
 use super::table;
@@ -75,7 +78,8 @@ struct Target {
 }
 
 /// Parses `/api/v1/...` or `/apis/G/V/...` past the group-version into a [`Target`].
-fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+fn parse_target(st: &State, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+    let lookup = |g: &str, v: &str, p: &str| st.lookup(g, v, p);
     let not_found = || {
         ApiError::new(
             404,
@@ -174,8 +178,14 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         .unwrap_or_default();
     let path = parts.uri.path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let user = match authenticate(&sim, &parts, &path, &query) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    let defs = sim.lock().served_defs();
+    let defs = defs.as_slice();
     match segs.as_slice() {
-        [] => return value_response(200, &discovery::root_paths()),
+        [] => return value_response(200, &discovery::root_paths(defs)),
         ["version"] => return value_response(200, &discovery::version()),
         ["healthz"] | ["livez"] | ["readyz"] => return "ok".into_response(),
         // Not Kubernetes: the simulated cluster's record of client writes, for tests and
@@ -188,11 +198,11 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
             );
         }
         ["api"] => return value_response(200, &discovery::core_versions(sim.addr)),
-        ["apis"] => return value_response(200, &discovery::group_list()),
-        ["api", "v1"] => return value_response(200, &discovery::resource_list("", "v1")),
+        ["apis"] => return value_response(200, &discovery::group_list(defs)),
+        ["api", "v1"] => return value_response(200, &discovery::resource_list(defs, "", "v1")),
         ["apis", metrics::GROUP] => return value_response(200, &metrics::group()),
         ["apis", g] => {
-            return match discovery::group(g) {
+            return match discovery::group(defs, g) {
                 Some(v) => value_response(200, &v),
                 None => ApiError::new(
                     404,
@@ -202,19 +212,19 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
                 .into_response(),
             }
         }
-        ["openapi", "v3"] => return value_response(200, &discovery::openapi_v3_root()),
+        ["openapi", "v3"] => return value_response(200, &discovery::openapi_v3_root(defs)),
         ["openapi", "v3", "api", v] | ["openapi", "v3", "apis", "", v] => {
-            if let Some(doc) = discovery::openapi_v3_doc("", v) {
+            if let Some(doc) = discovery::openapi_v3_doc(defs, "", v) {
                 return value_response(200, &doc);
             }
         }
         ["openapi", "v3", "apis", g, v] => {
-            if let Some(doc) = discovery::openapi_v3_doc(g, v) {
+            if let Some(doc) = discovery::openapi_v3_doc(defs, g, v) {
                 return value_response(200, &doc);
             }
         }
-        ["apis", g, v] if discovery::serves(g, v) => {
-            return value_response(200, &discovery::resource_list(g, v))
+        ["apis", g, v] if discovery::serves(defs, g, v) => {
+            return value_response(200, &discovery::resource_list(defs, g, v))
         }
         // The resource metrics API, computed on every read (`metrics.rs`).
         ["apis", metrics::GROUP, metrics::VERSION, rest @ ..] => {
@@ -243,8 +253,8 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         _ => {}
     }
     let target = match segs.as_slice() {
-        ["api", "v1", rest @ ..] => parse_target("", "v1", rest),
-        ["apis", g, v, rest @ ..] => parse_target(g, v, rest),
+        ["api", "v1", rest @ ..] => parse_target(&sim.lock(), "", "v1", rest),
+        ["apis", g, v, rest @ ..] => parse_target(&sim.lock(), g, v, rest),
         _ => Err(ApiError::new(
             404,
             "NotFound",
@@ -260,7 +270,7 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         (&Method::GET, false, _) if watching => "watch",
         (&Method::GET, false, _) => "list",
         (&Method::GET, true, _) => "get",
-        (&Method::POST, true, Some("eviction")) => "create",
+        (&Method::POST, true, Some("eviction" | "token")) => "create",
         (&Method::POST, false, _) => "create",
         (&Method::PUT, true, _) => "update",
         (&Method::PATCH, true, _) => "patch",
@@ -287,6 +297,7 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         namespace: namespace_of(&target).to_string(),
         name: target.name.clone().unwrap_or_default(),
         dry_run: asks_dry_run(verb, target.sub.as_deref(), &query, &body),
+        user: user.name.clone(),
         status: 0,
         started,
         finished: started,
@@ -294,7 +305,7 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
         finished_at: started_at,
         body: Write::body_prefix(&body),
     });
-    let response = respond(&sim, verb, target, &fault_res, &parts, &query, &body).await;
+    let response = respond(&sim, verb, target, &fault_res, &parts, &query, &body, &user).await;
     if let Some(write) = write {
         sim.writes.record(Write {
             status: response.status().as_u16(),
@@ -306,8 +317,31 @@ async fn handle(AxState(sim): AxState<Arc<Sim>>, req: Request) -> Response {
     response
 }
 
+/// Authentication, impersonation and authorization of a request, in the API server's order:
+/// the user it acts as, or the `401`/`403` to answer.
+fn authenticate(
+    sim: &Sim,
+    parts: &http::request::Parts,
+    path: &str,
+    query: &HashMap<String, String>,
+) -> Result<User, ApiError> {
+    let credentials = parts.headers.contains_key(http::header::AUTHORIZATION);
+    if !credentials && !auth::impersonates(&parts.headers) {
+        return Ok(User::admin());
+    }
+    let st = sim.lock();
+    let user = auth::authenticate(&st, &parts.headers)?;
+    let user = auth::impersonate(&st, user, &parts.headers)?;
+    if !user.is_master() {
+        let path = if path.is_empty() { "/" } else { path };
+        rbac::check(&st, &Attrs::of_request(&user, &parts.method, path, query))?;
+    }
+    Ok(user)
+}
+
 /// Serves a request whose resource and verb are known: injected faults first, then the verb.
 /// A watch suffers its fault here, when it is opened, like any other request.
+#[allow(clippy::too_many_arguments)]
 async fn respond(
     sim: &Arc<Sim>,
     verb: &'static str,
@@ -316,6 +350,7 @@ async fn respond(
     parts: &http::request::Parts,
     query: &HashMap<String, String>,
     body: &Bytes,
+    user: &User,
 ) -> Response {
     let injected = sim.faults.check(verb, fault_res);
     if !injected.latency.is_zero() {
@@ -367,7 +402,7 @@ async fn respond(
         .unwrap_or("unknown")
         .to_string();
     let manager = query.get("fieldManager").cloned().unwrap_or(agent);
-    match serve(sim, verb, &target, query, &ct, body, table, &manager) {
+    match serve(sim, verb, &target, query, &ct, body, table, &manager, user) {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -391,6 +426,7 @@ fn serve(
     body: &Bytes,
     table: bool,
     manager: &str,
+    user: &User,
 ) -> Result<Response, ApiError> {
     let def = t.def;
     let writer = |operation: &'static str| api::Writer {
@@ -402,6 +438,11 @@ fn serve(
     let name = t.name.as_deref().unwrap_or("");
     let dry = is_dry_run(q);
     let sub = t.sub.as_deref();
+    if sub.is_none() && !def.verbs.contains(&verb) {
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
     if def.namespaced && t.ns.is_none() && !matches!(verb, "list" | "deletecollection") {
         return Err(ApiError::new(
             404,
@@ -423,13 +464,17 @@ fn serve(
                 _ => st.list(def.plural, t.ns.as_deref()),
             };
             let rv = st.rv();
+            let custom = st.custom_type(def).cloned();
             drop(st);
             let items: Vec<Arc<Value>> = items
                 .into_iter()
                 .filter(|o| label.matches_obj(o) && field.matches(o))
                 .collect();
             if table {
-                return Ok(value_response(200, &table::table(def, &items, rv)));
+                return Ok(value_response(
+                    200,
+                    &render_table(custom.as_ref(), def, &items, rv),
+                ));
             }
             Ok(json_response(200, list_bytes(def, &items, rv)))
         }
@@ -440,14 +485,15 @@ fn serve(
                 .cloned()
                 .ok_or_else(|| ApiError::not_found(def, name))?;
             let rv = st.rv();
+            let custom = st.custom_type(def).cloned();
             drop(st);
             if table {
-                return Ok(value_response(200, &table::table(def, &[obj], rv)));
+                return Ok(value_response(
+                    200,
+                    &render_table(custom.as_ref(), def, &[obj], rv),
+                ));
             }
-            Ok(json_response(
-                200,
-                serde_json::to_vec(&*obj).unwrap_or_default(),
-            ))
+            Ok(value_response(200, &crd::present(def, &obj)))
         }
         ("get", Some("status" | "ephemeralcontainers")) => {
             let st = sim.lock();
@@ -455,7 +501,7 @@ fn serve(
                 .get(def.plural, ns, name)
                 .cloned()
                 .ok_or_else(|| ApiError::not_found(def, name))?;
-            Ok(value_response(200, &obj))
+            Ok(value_response(200, &crd::present(def, &obj)))
         }
         ("get", Some("scale")) => {
             let st = sim.lock();
@@ -474,13 +520,37 @@ fn serve(
             )
                 .into_response())
         }
+        ("create", None)
+            if matches!(
+                def.kind,
+                "SubjectAccessReview"
+                    | "SelfSubjectAccessReview"
+                    | "LocalSubjectAccessReview"
+                    | "SelfSubjectReview"
+            ) =>
+        {
+            let review = parse_body(body)?;
+            let st = sim.lock();
+            Ok(value_response(
+                201,
+                &rbac::review(&st, def.kind, ns, review, user)?,
+            ))
+        }
         ("create", None) => {
             let obj = parse_body(body)?;
             let mut st = sim.lock();
             st.writer = Some(writer("Update"));
             let created = api::create(&mut st, def, t.ns.as_deref(), obj, dry);
             st.writer = None;
-            Ok(value_response(201, &created?))
+            Ok(value_response(201, &crd::present(def, &created?)))
+        }
+        ("create", Some("token")) => {
+            let request = parse_body(body)?;
+            let mut st = sim.lock();
+            Ok(value_response(
+                201,
+                &auth::token_request(&mut st, ns, name, &request, dry)?,
+            ))
         }
         ("create", Some("eviction")) => {
             let ev = parse_body(body)?;
@@ -499,7 +569,7 @@ fn serve(
             st.writer = Some(writer("Update"));
             let out = api::update(&mut st, def, ns, name, sub, obj, dry);
             st.writer = None;
-            Ok(value_response(200, &out?))
+            Ok(value_response(200, &crd::present(def, &out?)))
         }
         ("patch", _) => {
             let pt = PatchType::from_content_type(ct).ok_or_else(|| {
@@ -519,7 +589,7 @@ fn serve(
             let patched = api::patch(&mut st, def, ns, name, sub, pt, body, dry);
             st.writer = None;
             let (code, out) = patched?;
-            Ok(value_response(code, &out))
+            Ok(value_response(code, &crd::present(def, &out)))
         }
         ("delete", None) => {
             let opts = DeleteOpts::parse(body, q)?;
@@ -555,6 +625,19 @@ fn serve(
     }
 }
 
+/// A `kubectl get` table: a custom type's printer columns, or the built-in columns.
+fn render_table(
+    custom: Option<&CustomType>,
+    def: &ResourceDef,
+    items: &[Arc<Value>],
+    rv: u64,
+) -> Value {
+    match custom {
+        Some(c) => crd::table(c, def, items, rv),
+        None => table::table(def, items, rv),
+    }
+}
+
 /// `{"kind":"PodList",...,"items":[...]}` written straight from the stored objects.
 fn list_bytes(def: &ResourceDef, items: &[Arc<Value>], rv: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + items.len() * 1024);
@@ -571,7 +654,11 @@ fn list_bytes(def: &ResourceDef, items: &[Arc<Value>], rv: u64) -> Vec<u8> {
         if i > 0 {
             out.push(b',');
         }
-        let _ = serde_json::to_writer(&mut out, &**it);
+        if def.custom {
+            let _ = serde_json::to_writer(&mut out, &crd::present(def, it));
+        } else {
+            let _ = serde_json::to_writer(&mut out, &**it);
+        }
     }
     out.extend_from_slice(b"]}");
     out
@@ -692,10 +779,14 @@ fn watch(sim: Arc<Sim>, t: Target, q: &HashMap<String, String>, table: bool) -> 
             && label.matches_obj(o)
             && field.matches(o)
     };
+    let custom = sim.lock().custom_type(def).cloned();
     let encode = move |etype: &str, o: &Value| -> Bytes {
         if table {
             let rv = str_at(o, "/metadata/resourceVersion").parse().unwrap_or(0);
-            event_line(etype, &table::table(def, &[Arc::new(o.clone())], rv))
+            let rows = render_table(custom.as_ref(), def, &[Arc::new(o.clone())], rv);
+            event_line(etype, &rows)
+        } else if def.custom {
+            event_line(etype, &crd::present(def, o))
         } else {
             event_line(etype, o)
         }
@@ -854,7 +945,9 @@ mod tests {
 
     #[test]
     fn paths_parse_into_resource_namespace_name_and_subresource() {
+        let st = State::new(1.0);
         let t = parse_target(
+            &st,
             "apps",
             "v1",
             &["namespaces", "prod", "deployments", "web", "scale"],
@@ -869,15 +962,17 @@ mod tests {
             ),
             ("deployments", Some("prod"), Some("web"), Some("scale"))
         );
-        let t = parse_target("", "v1", &["namespaces", "prod"]).unwrap();
+        let t = parse_target(&st, "", "v1", &["namespaces", "prod"]).unwrap();
         assert_eq!(
             (t.def.plural, t.name.as_deref()),
             ("namespaces", Some("prod"))
         );
-        let t = parse_target("", "v1", &["pods"]).unwrap();
+        let t = parse_target(&st, "", "v1", &["pods"]).unwrap();
         assert_eq!((t.def.plural, t.ns), ("pods", None));
-        assert!(parse_target("", "v1", &["namespaces", "prod", "pods", "p", "exec"]).is_err());
-        assert!(parse_target("", "v1", &["widgets"]).is_err());
-        assert!(parse_target("", "v1", &["namespaces", "a", "pods", "b", "log", "x"]).is_err());
+        assert!(parse_target(&st, "", "v1", &["namespaces", "prod", "pods", "p", "exec"]).is_err());
+        assert!(parse_target(&st, "", "v1", &["widgets"]).is_err());
+        assert!(
+            parse_target(&st, "", "v1", &["namespaces", "a", "pods", "b", "log", "x"]).is_err()
+        );
     }
 }

@@ -83,6 +83,10 @@ pub struct State {
     pub rt: Runtime,
     /// The client whose write is being served, for `managedFields`; none for controllers.
     pub writer: Option<crate::sim::api::Writer>,
+    /// Types registered by this cluster's CustomResourceDefinitions (`crd.rs`).
+    pub custom: Vec<crate::sim::crd::CustomType>,
+    /// ServiceAccount tokens issued through TokenRequest (`auth.rs`).
+    pub tokens: crate::sim::auth::Tokens,
 }
 
 /// The backlog of a resumed watch and the receiver for what follows it.
@@ -172,7 +176,23 @@ impl State {
             speed,
             rt: Runtime::default(),
             writer: None,
+            custom: Vec::new(),
+            tokens: Default::default(),
         }
+    }
+
+    /// Starts serving objects under `plural` (a custom type being registered).
+    pub fn open_plural(&mut self, plural: &'static str) {
+        self.objects.entry(plural).or_default();
+    }
+
+    /// Stops serving `plural`, removing every object of it (each with a DELETED event).
+    pub fn close_plural(&mut self, def: &'static ResourceDef) {
+        for obj in self.list(def.plural, None) {
+            let (ns, name) = key_of(&obj);
+            self.remove(def, &ns, &name);
+        }
+        self.objects.remove(def.plural);
     }
 
     pub fn rv(&self) -> u64 {
@@ -246,7 +266,7 @@ impl State {
         );
         set_at(obj, "/metadata/creationTimestamp", json!(now_str()));
         // Only kinds with a spec count its generations (ConfigMaps, Secrets… carry none).
-        if obj.get("spec").is_some() || HAS_SPEC.contains(&def.kind) {
+        if obj.get("spec").is_some() || def.custom || HAS_SPEC.contains(&def.kind) {
             set_at(obj, "/metadata/generation", json!(1));
         } else if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("generation");

@@ -30,6 +30,9 @@ pub struct Write {
     pub name: String,
     /// `dryRun=All`: answered, nothing stored.
     pub dry_run: bool,
+    /// The user the request acted as, after impersonation (`admin` without credentials,
+    /// `system:serviceaccount:NS:NAME` for a ServiceAccount token).
+    pub user: String,
     /// The HTTP status of the answer (an injected fault's included).
     pub status: u16,
     /// When the request arrived and when it was answered.
@@ -56,6 +59,7 @@ impl Write {
             "namespace": self.namespace,
             "name": self.name,
             "dryRun": self.dry_run,
+            "user": self.user,
             "status": self.status,
             "startedAt": self.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             "finishedAt": self.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -135,6 +139,7 @@ mod tests {
             namespace: "default".to_string(),
             name: name.to_string(),
             dry_run: false,
+            user: "admin".to_string(),
             status,
             started: now,
             finished: now,

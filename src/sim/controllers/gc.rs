@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::is_terminating;
 use crate::sim::api::{self, DeleteOpts};
-use crate::sim::resources::{by_plural, ResourceDef, RESOURCES};
+use crate::sim::resources::{by_plural, ResourceDef};
 use crate::sim::store::{str_at, State};
 
 const FOREGROUND: &str = "foregroundDeletion";
@@ -20,7 +20,7 @@ pub fn run(st: &mut State) {
     let mut uids: HashSet<String> = HashSet::new();
     let mut dependents: HashMap<String, Vec<Dependent>> = HashMap::new();
     let mut foreground: Vec<(&'static ResourceDef, Value)> = Vec::new();
-    for def in RESOURCES {
+    for def in st.defs() {
         if def.plural == "events" {
             continue;
         }
@@ -124,7 +124,7 @@ fn namespaces(st: &mut State) {
             continue;
         }
         let mut left = 0;
-        for def in RESOURCES.iter().filter(|d| d.namespaced) {
+        for def in st.defs().into_iter().filter(|d| d.namespaced) {
             for o in st.list(def.plural, Some(&name)) {
                 left += 1;
                 if !is_terminating(&o) {
