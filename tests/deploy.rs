@@ -1,9 +1,5 @@
 //! `deploy/` renders with `kubectl kustomize`, is least-privilege, and the API server accepts it
 //! in a server-side dry run that persists nothing.
-//!
-//! Caveat of the simulated cluster: it has no `rbac.authorization.k8s.io` group (nor its
-//! OpenAPI), so the ClusterRole and ClusterRoleBinding are checked statically here, and their
-//! server-side dry run is only required to succeed once the simulated cluster serves that group.
 
 mod common;
 
@@ -211,9 +207,17 @@ fn the_cluster_role_grants_only_named_verbs_on_named_resources() {
     ] {
         assert!(all.iter().any(|g| g == needed), "missing: {needed}");
     }
-    let scale = grants(named("ClusterRole", "executor-service-action-scale-deployment"));
+    let scale = grants(named(
+        "ClusterRole",
+        "executor-service-action-scale-deployment",
+    ));
     assert!(scale.iter().any(|g| g == "patch deployments/scale"));
-    assert!(!scale.iter().any(|g| g == "delete pods" || g == "patch nodes"), "{scale:?}");
+    assert!(
+        !scale
+            .iter()
+            .any(|g| g == "delete pods" || g == "patch nodes"),
+        "{scale:?}"
+    );
     // Secrets only for rotate_secrets, whose role no default binding grants anywhere.
     for role in &action_roles {
         let secrets = grants(role).iter().any(|g| g.ends_with(" secrets"));
@@ -513,7 +517,7 @@ async fn the_manifests_pass_a_server_side_dry_run_that_persists_nothing() {
         .collect();
     assert!(persisted.is_empty(), "the dry run persisted {persisted:?}");
 
-    // Without client-side validation: it would fail first, on the group's missing OpenAPI.
+    // The roles and bindings, dry-run too: the API server accepts them and keeps none.
     let out = tokio::task::block_in_place(|| {
         kubectl_with_stdin(
             kubeconfig,
@@ -521,21 +525,21 @@ async fn the_manifests_pass_a_server_side_dry_run_that_persists_nothing() {
             &to_yaml(&rbac),
         )
     });
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        // The simulated cluster does not serve rbac.authorization.k8s.io (yet).
-        assert!(
-            stderr.contains("no matches for kind \"ClusterRole\""),
-            "{stderr}"
-        );
-    } else {
-        let left = tokio::task::block_in_place(|| {
-            kubectl(kubeconfig, &["get", "clusterrole", "executor-service"])
-        });
-        assert!(
-            !left.status.success(),
-            "the dry run created the ClusterRole"
-        );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (kind_, name) in [
+        ("clusterrole", "executor-service"),
+        ("clusterrole", "executor-service-action-scale-deployment"),
+        (
+            "customresourcedefinition",
+            "kubernetesexecutions.executor-service.io",
+        ),
+    ] {
+        let left = tokio::task::block_in_place(|| kubectl(kubeconfig, &["get", kind_, name]));
+        assert!(!left.status.success(), "the dry run created {kind_} {name}");
     }
     sim.shutdown().await;
 }

@@ -334,7 +334,10 @@ mod tests {
                 assert_eq!(binding["metadata"]["namespace"], "apis");
             }
             assert_eq!(binding["roleRef"]["name"], cluster_role(name).as_str());
-            assert_eq!(binding["subjects"][0]["name"], service_account(name).as_str());
+            assert_eq!(
+                binding["subjects"][0]["name"],
+                service_account(name).as_str()
+            );
             assert_eq!(binding["subjects"][0]["namespace"], "executor-service");
         }
         let [role, binding] = rest else {

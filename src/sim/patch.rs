@@ -51,7 +51,19 @@ pub fn apply(pt: PatchType, target: &Value, body: &[u8]) -> Result<Value, String
         PatchType::Json => {
             let p: json_patch::Patch = serde_json::from_slice(body).map_err(|e| e.to_string())?;
             let mut t = target.clone();
-            json_patch::patch(&mut t, &p).map_err(|e| e.to_string())?;
+            // The API server's JSON patch (evanphx/json-patch) lets `test` of a missing path
+            // against null pass: kube-runtime's finalizer helper relies on it (`test
+            // /metadata/finalizers null`, then `add`).
+            let ops: Vec<json_patch::PatchOperation> =
+                p.0.into_iter()
+                    .filter(|op| match op {
+                        json_patch::PatchOperation::Test(test) => {
+                            !(test.value.is_null() && t.pointer(test.path.as_str()).is_none())
+                        }
+                        _ => true,
+                    })
+                    .collect();
+            json_patch::patch(&mut t, &ops).map_err(|e| e.to_string())?;
             Ok(t)
         }
         PatchType::Strategic => {
@@ -243,6 +255,17 @@ mod tests {
 
     fn smp(t: Value, p: Value) -> Value {
         apply(PatchType::Strategic, &t, p.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_json_patch_test_of_a_missing_path_against_null_passes_as_on_the_api_server() {
+        let target = json!({"metadata": {"name": "a"}});
+        let body = br#"[{"op":"test","path":"/metadata/finalizers","value":null},
+                        {"op":"add","path":"/metadata/finalizers","value":["f"]}]"#;
+        let out = apply(PatchType::Json, &target, body).unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["f"]));
+        let present = json!({"metadata": {"name": "a", "finalizers": ["g"]}});
+        assert!(apply(PatchType::Json, &present, body).is_err());
     }
 
     #[test]

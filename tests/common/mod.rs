@@ -60,11 +60,51 @@ pub struct Harness {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// `scenario` with deploy/'s identities for the actions: each action's ServiceAccount,
+/// generated ClusterRole and binding, and `rotate_secrets`'s opt-in binding in `production`.
+pub fn with_action_roles(scenario: Scenario) -> Scenario {
+    use executor_service::actions::access;
+    let generated = access::rbac_manifest(access::DEPLOY_NAMESPACE, &Registry::builtin().specs());
+    let opt_in = std::fs::read_to_string(repo_root().join("deploy/rbac-rotate-secrets.yaml"))
+        .expect("deploy/rbac-rotate-secrets.yaml");
+    let mut namespaces: Vec<String> = scenario
+        .objects()
+        .iter()
+        .filter(|o| o["kind"] == "Namespace")
+        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    let mut scenario = scenario;
+    for text in [generated, opt_in] {
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let object: serde_json::Value =
+                serde::Deserialize::deserialize(document).expect("a YAML document");
+            if object.is_null() {
+                continue;
+            }
+            // The bindings' namespaces, where the scenario has none of its own.
+            if let Some(ns) = object["metadata"]["namespace"].as_str() {
+                if !namespaces.iter().any(|n| n == ns) {
+                    namespaces.push(ns.to_string());
+                    scenario = scenario.with(executor_service::sim::mk_namespace(ns));
+                }
+            }
+            scenario = scenario.with(object);
+        }
+    }
+    scenario
+}
+
 impl Harness {
-    pub async fn start(config: EngineConfig, scenario: Scenario) -> Harness {
+    /// Every action runs as its own ServiceAccount with only its generated role (as
+    /// `deploy/` sets it up), so every test of an action also proves its role grants enough.
+    pub async fn start(mut config: EngineConfig, scenario: Scenario) -> Harness {
+        if config.action_identities.is_none() {
+            config.action_identities =
+                Some(executor_service::actions::access::DEPLOY_NAMESPACE.to_string());
+        }
         let sim = SimCluster::start(SimConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            scenario,
+            scenario: with_action_roles(scenario),
             speed: TEST_SPEED,
         })
         .await
