@@ -212,6 +212,40 @@ impl SimCluster {
         Ok(())
     }
 
+    /// [`kubeconfig`](Self::kubeconfig) whose user authenticates with `Authorization:
+    /// Bearer TOKEN` (a token from [`issue_token`](Self::issue_token) or `kubectl create
+    /// token`), so its requests are authorized by RBAC.
+    pub fn kubeconfig_with_token(&self, token: &str) -> kube::config::Kubeconfig {
+        let mut v = self.kubeconfig_json();
+        v["users"][0]["user"] = json!({ "token": token });
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    /// Writes [`kubeconfig_with_token`](Self::kubeconfig_with_token) as YAML to `path`.
+    ///
+    /// # Errors
+    /// I/O errors writing the file.
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) -> anyhow::Result<()> {
+        let mut v = self.kubeconfig_json();
+        v["users"][0]["user"] = json!({ "token": token });
+        std::fs::write(path, serde_yaml::to_string(&v)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Issues a token for ServiceAccount `ns`/`name`, valid `ttl` (at least ten minutes), as
+    /// `kubectl create token` does through the TokenRequest subresource.
+    ///
+    /// # Errors
+    /// The API's error: a missing ServiceAccount, a too short `ttl`.
+    pub fn issue_token(&self, ns: &str, name: &str, ttl: Duration) -> anyhow::Result<String> {
+        let mut st = self.sim.lock();
+        let body = json!({"spec": {"expirationSeconds": ttl.as_secs()}});
+        let answer = auth::token_request(&mut st, ns, name, &body, false)
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        Ok(str_at(&answer, "/status/token").to_string())
+    }
+
     /// A kube-rs client for this cluster (default namespace `default`).
     ///
     /// # Errors
