@@ -59,6 +59,7 @@ pub mod errors;
 pub mod faults;
 pub mod metrics;
 pub mod patch;
+pub mod proto;
 pub mod rbac;
 pub mod resources;
 pub mod scenario;
