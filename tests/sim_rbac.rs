@@ -103,6 +103,19 @@ impl Env {
         env
     }
 
+    /// Serves the cluster over TLS with a fresh self-signed certificate for 127.0.0.1:
+    /// the `https://` URL and the certificate (PEM) to trust.
+    async fn serve_tls(&mut self) -> (String, String) {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+        let cert_path = self.dir.path().join("tls.crt");
+        let key_path = self.dir.path().join("tls.key");
+        std::fs::write(&cert_path, &cert).unwrap();
+        std::fs::write(&key_path, &key).unwrap();
+        let url = self.cluster.serve_tls(&cert_path, &key_path).await.unwrap();
+        (url, cert)
+    }
+
     fn file(&self, name: &str, text: &str) -> String {
         let p = self.dir.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -278,16 +291,18 @@ async fn a_role_allows_one_scale_and_refuses_another_with_the_api_servers_messag
 
 #[tokio::test]
 async fn a_token_from_kubectl_create_token_is_limited_by_rbac_and_impersonation_needs_its_verb() {
-    let env = Env::start().await;
+    let mut env = Env::start().await;
     let token = env
         .ok(&["create", "token", "action-scale", "-n", "executor"])
         .await
         .trim()
         .to_string();
     assert!(!token.is_empty());
+    // kubectl sends bearer tokens only over TLS: serve the cluster over TLS too.
+    let (https, ca) = env.serve_tls().await;
     let tok = env.dir.path().join("token.kubeconfig");
     env.cluster
-        .write_kubeconfig_with_token(&tok, &token)
+        .write_kubeconfig_tls(&tok, &https, &ca, Some(&token))
         .unwrap();
     let ok = |out: Output| {
         assert!(
@@ -353,7 +368,7 @@ async fn a_token_from_kubectl_create_token_is_limited_by_rbac_and_impersonation_
     // A token the cluster never issued: 401.
     let bogus = env.dir.path().join("bogus.kubeconfig");
     env.cluster
-        .write_kubeconfig_with_token(&bogus, "not-a-token")
+        .write_kubeconfig_tls(&bogus, &https, &ca, Some("not-a-token"))
         .unwrap();
     let e = err(env.kubectl_with(&bogus, &["get", "pods"]).await);
     assert!(
