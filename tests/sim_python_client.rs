@@ -20,3 +20,15 @@ fn the_official_python_client_creates_patches_watches_and_deletes_on_the_simulat
     );
     assert!(printed.contains("all checks passed"), "{printed}");
 }
+
+#[test]
+fn the_official_python_client_drives_custom_objects_of_a_crd() {
+    let sim = SimProcess::start(&[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kube_crd.py");
+    let printed = run_ok(
+        Command::new(tool("python"))
+            .arg(script)
+            .arg(&sim.kubeconfig),
+    );
+    assert!(printed.contains("all checks passed"), "{printed}");
+}

@@ -59,6 +59,7 @@ pub mod errors;
 pub mod faults;
 pub mod metrics;
 pub mod patch;
+pub mod proto;
 pub mod rbac;
 pub mod resources;
 pub mod scenario;
@@ -210,6 +211,95 @@ impl SimCluster {
         let yaml = serde_yaml::to_string(&self.kubeconfig_json())?;
         std::fs::write(path, yaml).with_context(|| format!("writing {}", path.display()))?;
         Ok(())
+    }
+
+    /// [`kubeconfig`](Self::kubeconfig) whose user authenticates with `Authorization:
+    /// Bearer TOKEN` (a token from [`issue_token`](Self::issue_token) or `kubectl create
+    /// token`), so its requests are authorized by RBAC. For kube-rs and other clients that
+    /// send tokens over plain HTTP; kubectl does not (use
+    /// [`write_kubeconfig_tls`](Self::write_kubeconfig_tls)).
+    pub fn kubeconfig_with_token(&self, token: &str) -> kube::config::Kubeconfig {
+        let mut v = self.kubeconfig_json();
+        v["users"][0]["user"] = json!({ "token": token });
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    /// Writes [`kubeconfig_with_token`](Self::kubeconfig_with_token) as YAML to `path`.
+    ///
+    /// # Errors
+    /// I/O errors writing the file.
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) -> anyhow::Result<()> {
+        let mut v = self.kubeconfig_json();
+        v["users"][0]["user"] = json!({ "token": token });
+        std::fs::write(path, serde_yaml::to_string(&v)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Also serves the API over TLS, on a free port of the same loopback address, with the
+    /// certificate chain and key in the PEM files `cert` and `key` (the files the service's
+    /// own `--tls-cert`/`--tls-key` take). Returns `https://127.0.0.1:PORT`. kubectl sends
+    /// bearer tokens only over TLS, so this is how a test drives kubectl with a
+    /// ServiceAccount token (see [`write_kubeconfig_tls`](Self::write_kubeconfig_tls)).
+    ///
+    /// # Errors
+    /// Unreadable or unusable PEM files, or a bind failure.
+    pub async fn serve_tls(&mut self, cert: &Path, key: &Path) -> anyhow::Result<String> {
+        let tls = crate::api::tls::Tls::load(cert, key, None)?;
+        let listener = tokio::net::TcpListener::bind((self.sim.addr.ip(), 0))
+            .await
+            .context("binding the TLS port")?;
+        let addr = listener.local_addr()?;
+        let router = server::router(self.sim.clone());
+        let token = self.sim.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let stop = async move { token.cancelled().await };
+            if let Err(e) = tls.serve_http(listener, router, stop).await {
+                tracing::warn!(error = %e, "simulated API server (TLS) stopped");
+            }
+        }));
+        Ok(format!("https://{addr}"))
+    }
+
+    /// Writes a kubeconfig for `server` (an `https://` URL from
+    /// [`serve_tls`](Self::serve_tls)) trusting `ca_pem`, whose user sends `token` (none:
+    /// no credentials, the `admin` user).
+    ///
+    /// # Errors
+    /// I/O errors writing the file.
+    pub fn write_kubeconfig_tls(
+        &self,
+        path: &Path,
+        server: &str,
+        ca_pem: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<()> {
+        use base64::Engine as _;
+        let mut v = self.kubeconfig_json();
+        v["clusters"][0]["cluster"] = json!({
+            "server": server,
+            "certificate-authority-data":
+                base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes()),
+        });
+        if let Some(t) = token {
+            v["users"][0]["user"] = json!({ "token": t });
+        }
+        std::fs::write(path, serde_yaml::to_string(&v)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Issues a token for ServiceAccount `ns`/`name`, valid `ttl` (at least ten minutes), as
+    /// `kubectl create token` does through the TokenRequest subresource.
+    ///
+    /// # Errors
+    /// The API's error: a missing ServiceAccount, a too short `ttl`.
+    pub fn issue_token(&self, ns: &str, name: &str, ttl: Duration) -> anyhow::Result<String> {
+        let mut st = self.sim.lock();
+        let body = json!({"spec": {"expirationSeconds": ttl.as_secs()}});
+        let answer = auth::token_request(&mut st, ns, name, &body, false)
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        Ok(str_at(&answer, "/status/token").to_string())
     }
 
     /// A kube-rs client for this cluster (default namespace `default`).

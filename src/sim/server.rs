@@ -21,6 +21,7 @@ use super::errors::{success_status, ApiError};
 use super::faults::Faults;
 use super::metrics;
 use super::patch::PatchType;
+use super::proto;
 use super::rbac::{self, Attrs};
 use super::resources::ResourceDef;
 use super::selectors::{FieldSelector, LabelSelector};
@@ -360,12 +361,17 @@ async fn respond(
     if let Some(err) = injected.error(target.def, fault_res, verb, namespace_of(&target), name) {
         return err.into_response();
     }
+    // kubectl's typed clients send TokenRequests and access reviews as protobuf.
+    let mut decoded: Option<Bytes> = None;
     if let Some(ct) = parts
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
     {
-        if ct.contains("protobuf") || ct.contains("cbor") {
+        if ct.contains("protobuf") && verb == "create" {
+            decoded = proto::decode(body).map(|v| Bytes::from(v.to_string()));
+        }
+        if decoded.is_none() && (ct.contains("protobuf") || ct.contains("cbor")) {
             // Clients that prefer binary encodings fall back to JSON on 415.
             return ApiError::new(
                 415,
@@ -389,8 +395,10 @@ async fn respond(
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
+        .filter(|_| decoded.is_none())
         .unwrap_or("application/json")
         .to_string();
+    let body = decoded.as_ref().unwrap_or(body);
     // The field manager a write is recorded under: the request's, else the client's name
     // from its User-Agent, as the API server derives it.
     let agent = parts

@@ -409,6 +409,49 @@ fn columns_and_cells(def: &ResourceDef, o: &Value) -> (Vec<Value>, Vec<Value>) {
                 age,
             ],
         ),
+        "Role" | "ClusterRole" | "CustomResourceDefinition" => (
+            vec![col("Name", "string", 0), col("Created At", "date", 0)],
+            vec![name, json!(str_at(o, "/metadata/creationTimestamp"))],
+        ),
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let subjects = |kind: &str| -> Value {
+                let names: Vec<String> = o
+                    .get("subjects")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| str_at(s, "/kind") == kind)
+                    .map(|s| match (kind, str_at(s, "/namespace")) {
+                        ("ServiceAccount", ns) => format!("{ns}/{}", str_at(s, "/name")),
+                        _ => str_at(s, "/name").to_string(),
+                    })
+                    .collect();
+                json!(names.join(", "))
+            };
+            let role = format!(
+                "{}/{}",
+                str_at(o, "/roleRef/kind"),
+                str_at(o, "/roleRef/name")
+            );
+            (
+                vec![
+                    col("Name", "string", 0),
+                    col("Role", "string", 0),
+                    col("Age", "string", 0),
+                    col("Users", "string", 1),
+                    col("Groups", "string", 1),
+                    col("ServiceAccounts", "string", 1),
+                ],
+                vec![
+                    name,
+                    json!(role),
+                    age,
+                    subjects("User"),
+                    subjects("Group"),
+                    subjects("ServiceAccount"),
+                ],
+            )
+        }
         _ => (
             vec![col("Name", "string", 0), col("Age", "string", 0)],
             vec![name, age],
