@@ -280,6 +280,21 @@ async fn kubectl_installs_a_crd_and_serves_its_objects_with_printer_columns() {
         "{err}"
     );
 
+    // Unknown fields: refused under kubectl's default strict validation, pruned without.
+    let extra = env.file(
+        "extra.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w3\nspec:\n  size: small\n  color: red\n",
+    );
+    let err = env.fails(&["apply", "-f", &extra]).await;
+    assert!(
+        err.contains(r#"strict decoding error: unknown field "spec.color""#),
+        "{err}"
+    );
+    env.ok(&["apply", "--validate=false", "-f", &extra]).await;
+    let w3 = env.json(&["get", "widget", "w3"]).await;
+    assert_eq!(w3["spec"], json!({"size": "small"}));
+    env.ok(&["delete", "widget", "w3"]).await;
+
     let deleted = env.ok(&["delete", "widget", "w2"]).await;
     assert!(
         deleted.contains("widget.example.com \"w2\" deleted"),

@@ -95,6 +95,7 @@ pub fn create(
         str_at(&obj, "/metadata/name").to_string(),
     );
     State::prepare_new(def, &mut obj);
+    strict_fields(st, def, &obj)?;
     admission::default(def, &mut obj, st);
     admission::validate(def, &obj, None, st)?;
     if st.get(def.plural, &ons, &oname).is_some() {
@@ -107,6 +108,29 @@ pub fn create(
     let out = (*st.insert(def, obj)).clone();
     after_write(st, def);
     Ok(out)
+}
+
+/// Under `fieldValidation=Strict`, the fields a custom object's schema would prune are a
+/// `400 BadRequest` (as the API server's strict decoding answers).
+fn strict_fields(st: &State, def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
+    if !def.custom || !st.writer.as_ref().is_some_and(|w| w.strict) {
+        return Ok(());
+    }
+    let unknown = crd::unknown_fields(st, def, obj);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+        def.kind,
+        def.version,
+        def.kind,
+        list.join(", ")
+    )))
 }
 
 /// A CRD written or removed changes the types the cluster serves.
@@ -177,6 +201,7 @@ pub fn commit_update(
     mut new: Value,
     dry: bool,
 ) -> Result<Value, ApiError> {
+    strict_fields(st, def, &new)?;
     admission::default(def, &mut new, st);
     admission::validate(def, &new, Some(old), st)?;
     if bumps_generation(def, old, &new) {
@@ -259,6 +284,8 @@ pub struct Writer {
     pub manager: String,
     pub operation: &'static str,
     pub subresource: String,
+    /// `fieldValidation=Strict`: unknown fields of a custom object are an error, not pruned.
+    pub strict: bool,
 }
 
 fn check_rv(def: &ResourceDef, old: &Value, new: &Value, name: &str) -> Result<(), ApiError> {

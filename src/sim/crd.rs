@@ -303,6 +303,44 @@ pub fn default_custom(def: &ResourceDef, obj: &mut Value, st: &State) {
     }
 }
 
+/// The fields of `obj` its version's schema would prune (`spec.foo`, `junk`), in order.
+pub fn unknown_fields(st: &State, def: &ResourceDef, obj: &Value) -> Vec<String> {
+    let Some(s) = st.custom_type(def).and_then(|c| c.schemas.get(def.version)) else {
+        return Vec::new();
+    };
+    let mut pruned = obj.clone();
+    schema::prune_root(s, &mut pruned);
+    let mut out = Vec::new();
+    missing(obj, &pruned, "", &mut out);
+    out
+}
+
+fn missing(full: &Value, kept: &Value, path: &str, out: &mut Vec<String>) {
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (full, kept) {
+        (Value::Object(f), Value::Object(k)) => {
+            for (key, v) in f {
+                match k.get(key) {
+                    None => out.push(join(key)),
+                    Some(kv) => missing(v, kv, &join(key), out),
+                }
+            }
+        }
+        (Value::Array(f), Value::Array(k)) => {
+            for (i, (fv, kv)) in f.iter().zip(k).enumerate() {
+                missing(fv, kv, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Validation of a custom object against its version's schema.
 pub fn validate_custom(def: &ResourceDef, obj: &Value, st: &State) -> Causes {
     st.custom_type(def)

@@ -13,6 +13,14 @@
 //! - [`controllers`] run on a clock divided by [`SimConfig::speed`]: deployment,
 //!   replicaset, statefulset, daemonset, scheduler, kubelet, disruption (PDB), PVC, HPA
 //!   status, garbage collection.
+//! - Types: the built-ins are a static table ([`resources`]); CustomResourceDefinitions
+//!   register more at run time, in that cluster only ([`crd`]): their `ResourceDef`s are
+//!   leaked once per distinct definition in a process-wide intern table (so every verb keeps
+//!   taking `&'static ResourceDef`, reinstalling a CRD leaks nothing) and each cluster keeps
+//!   its own list in [`store::State::custom`]; lookup, discovery, tables and garbage
+//!   collection read built-ins plus that list.
+//! - Every request is authenticated ([`auth`]), impersonation applied, then authorized
+//!   ([`rbac`]) before anything else, as by the API server's filters.
 //!
 //! # Conventions
 //! - Image tag `:crashloop` makes a container crash forever (`CrashLoopBackOff`, never
@@ -26,6 +34,27 @@
 //! - PVC resize needs a StorageClass with `allowVolumeExpansion: true` (else `403
 //!   Forbidden`, as the real admission plugin); capacity follows after ~5 s (simulated).
 //! - There are no metrics: HPAs report status but never scale.
+//! - Users: no `Authorization` header (the sim's own kubeconfig) is `admin` in
+//!   `system:masters` — allowed everything. `Bearer T` with a token from the TokenRequest
+//!   subresource (`kubectl create token SA -n NS`, [`SimCluster::issue_token`]) is
+//!   `system:serviceaccount:NS:SA` (groups `system:serviceaccounts`,
+//!   `system:serviceaccounts:NS`, `system:authenticated`) until it expires or the
+//!   ServiceAccount is deleted; any other token is `401 Unauthorized`. At most 10 000 tokens
+//!   are kept (oldest dropped). `Impersonate-User`/`-Group`/`-Uid` need the `impersonate`
+//!   verb on `users` (a ServiceAccount user: `serviceaccounts` NAME in NS), `groups`, `uids`.
+//! - Authorization: `system:masters` may do anything; every authenticated user may read
+//!   discovery, `/version`, `/openapi/*`, health and `/sim/*` and create self reviews;
+//!   the rest is RBAC (Roles, ClusterRoles, RoleBindings, ClusterRoleBindings with User,
+//!   Group and ServiceAccount subjects; `*`, `res/sub`, `*/sub`, `resourceNames`). Refusals
+//!   are the API server's `403 Forbidden` Status, word for word. Every cluster starts with
+//!   the `cluster-admin` ClusterRole bound to `system:masters`. The record of writes names
+//!   the acting user ([`Write::user`]).
+//! - Custom objects: unknown fields pruned by the version's schema (a `400` under
+//!   `fieldValidation=Strict`, what kubectl sends by default), `type`/`required`/`enum`
+//!   violations `422 Invalid` naming the field; `generation` counts every change outside
+//!   metadata and status; with a `status` subresource the main resource ignores status and
+//!   `/status` everything else. Printer columns as declared (NAME first; AGE only when the
+//!   version declares no columns, as the real server).
 //!
 //! # Caveats
 //! - JSON (and YAML) only. kubectl's generated clients send protobuf bodies for
@@ -34,6 +63,20 @@
 //!   `scale`, `rollout`, `set`, `drain`, `delete`, `label`, `annotate` all speak JSON.
 //! - OpenAPI v3 documents are skeletal (enough for `kubectl apply` validation, not for
 //!   `kubectl explain`); there is no `/openapi/v2`.
+//! - kubectl sends bearer tokens only over TLS: [`SimCluster::serve_tls`] adds an HTTPS
+//!   port and [`SimCluster::write_kubeconfig_tls`] a kubeconfig for it. kube-rs and the
+//!   Python client send tokens over plain HTTP too ([`SimCluster::kubeconfig_with_token`]).
+//! - Protobuf bodies are read only for TokenRequest and the access reviews (what `kubectl
+//!   create token`, `auth can-i` and `auth whoami` send); answers are always JSON.
+//! - CRDs: no conversion (webhooks or otherwise; every served version is the same object,
+//!   its `apiVersion` the request's), no `scale` subresource, no defaults, formats, bounds
+//!   or CEL rules from the schema; a custom plural a built-in (or another CRD of the
+//!   cluster) already uses is refused (objects are stored by plural); deleting a CRD
+//!   removes its objects at once, finalizers notwithstanding; fault rules name built-in
+//!   plurals only. No aggregated discovery (kubectl falls back to the legacy documents).
+//! - RBAC: no escalation or bind checks on writing roles and bindings, no aggregated
+//!   ClusterRoles, no default roles beyond `cluster-admin`, no `selfsubjectrulesreviews`
+//!   (`kubectl auth can-i --list`).
 //! - kube-rs retries 429/503 by default, also a PDB-blocked eviction's 429 (the real server
 //!   answers the same way); build the client with `default_retry = false` to see them.
 //!
@@ -46,6 +89,10 @@
 //!   `selectors.rs` — label and field selectors; `table.rs` — `kubectl get` columns.
 //! - `controllers/` — one file per controller; `scenario.rs` — seeds and `mk_*` builders;
 //!   `faults.rs` — fault injection; `errors.rs` — `Status` errors.
+//! - `crd.rs` — CRD validation/status, custom types per cluster, their tables;
+//!   `schema.rs` — `openAPIV3Schema` pruning and validation.
+//! - `auth.rs` — users, tokens, impersonation; `rbac.rs` — request attributes, the RBAC
+//!   authorizer, 403s, access reviews; `proto.rs` — the protobuf bodies read.
 
 #![forbid(unsafe_code)]
 

@@ -441,6 +441,7 @@ fn serve(
         manager: manager.to_string(),
         operation,
         subresource: t.sub.clone().unwrap_or_default(),
+        strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
     };
     let ns = namespace_of(t);
     let name = t.name.as_deref().unwrap_or("");
