@@ -208,7 +208,10 @@ async fn apply_manifest_diffs_applies_and_rolls_back_a_custom_resource_and_a_dep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_and_delete_work_on_any_kind_and_the_policy_keeps_them_off_secrets() {
-    let h = Harness::start(
+    // With the service's own credentials: under its own account the API server already
+    // refuses (`secrets_are_out_of_reach_of_the_any_kind_actions_own_accounts`); here the
+    // policy must refuse by itself.
+    let h = Harness::start_as_configured(
         EngineConfig {
             policy: Some(std::sync::Arc::new(
                 Policy::builtin(&PolicyConfig::default()).unwrap(),
@@ -467,4 +470,41 @@ async fn run_job_runs_a_template_with_its_environment_reports_logs_and_cancellin
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_out_of_reach_of_the_any_kind_actions_own_accounts() {
+    // No policy at all: the generated role alone keeps patch_resource off Secrets.
+    let h = Harness::demo().await;
+    let mut client = h.grpc().await;
+    let denied = client
+        .execute(mk_request(
+            "patch_resource",
+            mk_target("production", "Secret", "api-credentials"),
+            json!({"patch": "{\"data\": {}}"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied.code(),
+        Code::PermissionDenied,
+        "{}",
+        denied.message()
+    );
+    assert!(
+        denied.message().contains(
+            "User \"system:serviceaccount:executor-service:action-patch-resource\" cannot get resource \"secrets\""
+        ),
+        "{}",
+        denied.message()
+    );
+    let secret =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.kube.clone(), "production")
+            .get("api-credentials")
+            .await
+            .unwrap();
+    assert!(
+        secret.data.is_some_and(|d| !d.is_empty()),
+        "the Secret is untouched"
+    );
 }

@@ -79,6 +79,10 @@ impl From<ActionError> for EngineError {
                     status.message
                 ))
             }
+            // The cluster's RBAC said no: a permission, not an outage to retry.
+            ActionError::Kube(kube::Error::Api(status)) if status.code == 403 => {
+                EngineError::PermissionDenied(format!("the API server refused: {}", status.message))
+            }
             ActionError::Rollout(e) => EngineError::FailedPrecondition(e.to_string()),
             ActionError::TargetLost(e) => EngineError::FailedPrecondition(e.to_string()),
             ActionError::Internal(e) => EngineError::Internal(e),

@@ -102,6 +102,12 @@ impl Harness {
             config.action_identities =
                 Some(executor_service::actions::access::DEPLOY_NAMESPACE.to_string());
         }
+        Harness::start_as_configured(config, scenario).await
+    }
+
+    /// [`Harness::start`] with `config`'s `action_identities` as given: `None` runs every
+    /// action with the service's own (here: the cluster admin's) credentials.
+    pub async fn start_as_configured(config: EngineConfig, scenario: Scenario) -> Harness {
         let sim = SimCluster::start(SimConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             scenario: with_action_roles(scenario),

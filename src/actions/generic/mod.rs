@@ -26,7 +26,7 @@ use super::{Access, ActionContext, ActionError};
 /// the common kinds explicitly, never a wildcard, each with the verbs the action's code uses.
 /// Secrets are not among them. Operators extend the list for their own kinds: a ClusterRole of
 /// their own bound to the action's ServiceAccount (`action-apply-manifest`, …).
-pub(super) const fn common_kinds(verbs: &'static [&'static str]) -> [Access; 7] {
+pub(super) const fn common_kinds(verbs: &'static [&'static str]) -> [Access; 8] {
     [
         Access::new("", &["configmaps", "services", "serviceaccounts"], verbs),
         Access::new(
@@ -42,6 +42,8 @@ pub(super) const fn common_kinds(verbs: &'static [&'static str]) -> [Access; 7] 
             verbs,
         ),
         Access::new("policy", &["poddisruptionbudgets"], verbs),
+        // CSI snapshots, the custom resource most clusters have.
+        Access::new("snapshot.storage.k8s.io", &["volumesnapshots"], verbs),
         // The executor's own custom resource.
         Access::new("executor-service.io", &["kubernetesexecutions"], verbs),
     ]
