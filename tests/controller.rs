@@ -543,3 +543,97 @@ spec:
         execution.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_one_postgresql_store_run_one_execution_per_object() {
+    use executor_service::api::proto::ListExecutionsRequest;
+    let sim = common::SimProcess::start(&[]);
+    let kc = sim.kubeconfig.clone();
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crd.yaml");
+    kubectl_ok(&kc, &["apply", "-f", crd.to_str().unwrap()]);
+    kubectl_ok(
+        &kc,
+        &[
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=30s",
+            "crd/kubernetesexecutions.executor-service.io",
+        ],
+    );
+    let database = common::fresh_postgres_database().await;
+    let replicas: Vec<ServeProcess> = (0..3)
+        .map(|_| ServeProcess::on_cluster(&kc, Path::new(&database), &["--controller"]))
+        .collect();
+    let names = ["one", "two", "three", "four"];
+    let objects: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            format!(
+                "apiVersion: executor-service.io/v1alpha1\nkind: KubernetesExecution\n\
+                 metadata: {{name: restart-{name}, namespace: production}}\n\
+                 spec:\n  action: {}\n  target: {{kind: Deployment, name: {}}}\n{}---\n",
+                if i % 2 == 0 {
+                    "rolling_restart_deployment"
+                } else {
+                    "scale_deployment"
+                },
+                ["web", "api", "worker", "web"][i],
+                if i % 2 == 0 {
+                    String::new()
+                } else {
+                    format!("  parameters: {{replicas: {}}}\n", i + 2)
+                },
+            )
+        })
+        .collect();
+    apply(&kc, &objects);
+    let mut ids = Vec::new();
+    for name in names {
+        let (_, obj) = tokio::task::spawn_blocking({
+            let kc = kc.clone();
+            let name = format!("restart-{name}");
+            move || {
+                until_phase(
+                    &kc,
+                    "production",
+                    &name,
+                    &[
+                        "Succeeded",
+                        "Failed",
+                        "Rejected",
+                        "RolledBack",
+                        "Interrupted",
+                    ],
+                    Duration::from_secs(120),
+                )
+            }
+        })
+        .await
+        .unwrap();
+        // Two executions on production/web: the second may wait for the first, never both.
+        assert_eq!(
+            obj["status"]["phase"], "Succeeded",
+            "{name}: {}",
+            obj["status"]
+        );
+        ids.push(obj["status"]["executionId"].as_str().unwrap().to_string());
+    }
+    // Each object became exactly one execution, whichever replicas reconciled it.
+    let mut grpc = connect(&replicas[2].addr).await;
+    let listed = grpc
+        .list_executions(ListExecutionsRequest {
+            namespace: "production".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .executions;
+    assert_eq!(listed.len(), names.len(), "{listed:?}");
+    let mut listed_ids: Vec<String> = listed.iter().map(|e| e.id.clone()).collect();
+    listed_ids.sort();
+    ids.sort();
+    assert_eq!(listed_ids, ids);
+}

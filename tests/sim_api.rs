@@ -742,3 +742,75 @@ async fn pods_of_a_deleted_node_are_collected_and_rescheduled() {
         .await
         .expect("workloads recover on 2 nodes");
 }
+
+#[tokio::test]
+async fn a_finished_job_with_a_ttl_is_deleted_with_its_pods() {
+    use k8s_openapi::api::batch::v1::Job;
+    let cluster = start(Scenario::empty()).await;
+    let client = cluster.client().await.unwrap();
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    let job = |name: &str, ttl: Option<i64>| -> Job {
+        let mut spec = json!({
+            "template": {"spec": {"restartPolicy": "Never",
+                                  "containers": [{"name": "c", "image": "busybox:1.36"}]}},
+        });
+        if let Some(ttl) = ttl {
+            spec["ttlSecondsAfterFinished"] = json!(ttl);
+        }
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    jobs.create(&PostParams::default(), &job("short-lived", Some(10)))
+        .await
+        .unwrap();
+    jobs.create(&PostParams::default(), &job("kept", None))
+        .await
+        .unwrap();
+    let complete = |j: &Job| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True")
+            })
+    };
+    // Both complete; the one with a TTL is then gone, pods and all (10 simulated seconds).
+    let mut saw_complete = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match jobs.get_opt("short-lived").await.unwrap() {
+            Some(j) => saw_complete |= complete(&j),
+            None => break,
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Job outlived its TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_complete, "deleted only after it finished");
+    let kept = jobs.get("kept").await.unwrap();
+    assert!(complete(&kept), "{:?}", kept.status);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = pods
+            .list(&ListParams::default().labels("job-name=short-lived"))
+            .await
+            .unwrap();
+        if left.items.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "its pods stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept_pods = pods
+        .list(&ListParams::default().labels("job-name=kept"))
+        .await
+        .unwrap();
+    assert_eq!(
+        kept_pods.items.len(),
+        1,
+        "a Job without a TTL keeps its pod"
+    );
+}

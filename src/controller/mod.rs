@@ -33,6 +33,10 @@ use crate::engine::Engine;
 /// requeue still comes), so a burst of events cannot grow memory.
 const TRIGGER_CAPACITY: usize = 1024;
 
+/// Reconciles running at once: each is short (a submit, a read, a status patch), and the
+/// engine's own queue bounds the executions behind them.
+const CONCURRENCY: u16 = 16;
+
 /// How the door runs.
 #[derive(Debug, Clone, Default)]
 pub struct ControllerConfig {
@@ -61,6 +65,7 @@ pub fn start(engine: Engine, client: kube::Client, config: ControllerConfig) {
         triggers,
     });
     let controller = Controller::new(api, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .reconcile_on(ReceiverStream::new(hints))
         .graceful_shutdown_on(async move { closing.cancelled().await })
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

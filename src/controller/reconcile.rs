@@ -245,7 +245,18 @@ async fn follow(
     ctx: &Context,
 ) -> Result<(KubernetesExecutionStatus, Action), ReconcileError> {
     let generation = obj.metadata.generation;
-    let (mut view, mut events) = ctx.engine.get(id, who).await?;
+    let (mut view, mut events) = match ctx.engine.get(id, who).await {
+        Ok(found) => found,
+        // Pruned from the history (or another store): the status keeps what it last saw.
+        Err(EngineError::NotFound(_)) => {
+            let mut status = status;
+            if !status::is_final(status.phase.as_deref()) {
+                status.message = Some(format!("execution {id} is no longer in the history"));
+            }
+            return Ok((status, Action::await_change()));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if view.state == ExecutionState::WaitingApproval {
         if let Some((approve, by)) = decision(obj) {
             let reason = obj

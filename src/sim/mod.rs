@@ -11,8 +11,8 @@
 //! - [`server`] parses REST paths and serves get/list/watch/create/update/patch/delete,
 //!   `/status`, `/scale`, `pods/eviction`, `pods/log`, with real `Status` errors.
 //! - [`controllers`] run on a clock divided by [`SimConfig::speed`]: deployment,
-//!   replicaset, statefulset, daemonset, scheduler, kubelet, disruption (PDB), PVC, HPA
-//!   status, garbage collection.
+//!   replicaset, statefulset, daemonset, job (with `ttlSecondsAfterFinished`), scheduler,
+//!   kubelet, disruption (PDB), PVC, HPA status, snapshots, garbage collection.
 //! - Types: the built-ins are a static table ([`resources`]); CustomResourceDefinitions
 //!   register more at run time, in that cluster only ([`crd`]): their `ResourceDef`s are
 //!   leaked once per distinct definition in a process-wide intern table (so every verb keeps

@@ -1,6 +1,8 @@
 //! The job controller: runs `parallelism` pods at a time until `completions` succeeded, or
 //! fails the Job once more than `backoffLimit` pods failed. Pods run to completion in the
-//! kubelet (a `:crashloop` image fails instead).
+//! kubelet (a `:crashloop` image fails instead). A finished Job with
+//! `ttlSecondsAfterFinished` is deleted that many simulated seconds later, its pods with it
+//! (background propagation, as the TTL-after-finished controller does).
 
 use serde_json::{json, Value};
 
@@ -14,6 +16,12 @@ const COMPONENT: &str = "job-controller";
 
 pub fn run(st: &mut State, pods: &mut PodsByOwner) {
     let jobs = st.list("jobs", None);
+    let uids: std::collections::HashSet<String> = jobs
+        .iter()
+        .map(|j| str_at(j, "/metadata/uid").to_string())
+        .collect();
+    // Timers of Jobs deleted by someone else go with them.
+    st.rt.job_finished.retain(|uid, _| uids.contains(uid));
     for job in jobs {
         if is_terminating(&job) {
             continue;
@@ -22,7 +30,45 @@ pub fn run(st: &mut State, pods: &mut PodsByOwner) {
             .remove(str_at(&job, "/metadata/uid"))
             .unwrap_or_default();
         reconcile(st, &job, &owned);
+        expire(st, &job);
     }
+}
+
+/// Deletes a finished Job whose `ttlSecondsAfterFinished` has passed since it finished.
+fn expire(st: &mut State, job: &Value) {
+    let Some(ttl) = job
+        .pointer("/spec/ttlSecondsAfterFinished")
+        .and_then(Value::as_f64)
+    else {
+        return;
+    };
+    // The Job as the reconcile just wrote it.
+    let name = str_at(job, "/metadata/name").to_string();
+    let ns = str_at(job, "/metadata/namespace").to_string();
+    let Some(current) = st.get("jobs", &ns, &name).cloned() else {
+        return;
+    };
+    if !finished(&current) {
+        return;
+    }
+    let uid = str_at(&current, "/metadata/uid").to_string();
+    let now = std::time::Instant::now();
+    let since = *st.rt.job_finished.entry(uid.clone()).or_insert(now);
+    if super::sim_elapsed(since, st.speed) < ttl {
+        return;
+    }
+    st.rt.job_finished.remove(&uid);
+    let Some(def) = by_plural("jobs") else {
+        return;
+    };
+    let opts = api::DeleteOpts {
+        grace_seconds: None,
+        propagation: Some("Background".into()),
+        precondition_uid: Some(uid),
+        precondition_rv: None,
+        dry_run: false,
+    };
+    let _ = api::delete(st, def, &ns, &name, &opts, false);
 }
 
 fn finished(job: &Value) -> bool {

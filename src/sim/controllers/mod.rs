@@ -57,6 +57,8 @@ pub struct Runtime {
     pub unschedulable: HashSet<String>,
     /// PVC uid → when a resize (or binding) started.
     pub pvc_timer: HashMap<String, Instant>,
+    /// Job uid → when the job controller saw a Job with `ttlSecondsAfterFinished` finished.
+    pub job_finished: HashMap<String, Instant>,
     /// Event de-duplication key → (namespace, event name).
     pub events: HashMap<String, (String, String)>,
     pub event_order: VecDeque<(String, String, String)>,
