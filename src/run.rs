@@ -51,7 +51,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         let sim = SimCluster::start(SimConfig {
             listen: args.sim_listen,
-            scenario: Scenario::demo(),
+            scenario: embedded_scenario(args.action_identities.as_deref()),
             speed: args.sim_speed,
         })
         .await?;
@@ -434,4 +434,39 @@ pub fn manifest(which: &str) -> String {
         ),
         other => format!("# unknown manifest {other:?}\n"),
     }
+}
+
+/// The embedded cluster's scenario: the demo, and with action identities the actions'
+/// accounts, roles and bindings as `deploy/rbac-actions.yaml` installs them, so every action
+/// runs under its own role there too.
+fn embedded_scenario(action_identities: Option<&str>) -> Scenario {
+    let mut scenario = Scenario::demo();
+    let Some(namespace) = action_identities else {
+        return scenario;
+    };
+    scenario = scenario.with(crate::sim::mk_namespace(namespace));
+    let manifest = crate::actions::access::rbac_manifest(namespace, &Registry::builtin().specs());
+    for document in serde_yaml::Deserializer::from_str(&manifest) {
+        if let Ok(object) = <serde_json::Value as serde::Deserialize>::deserialize(document) {
+            if !object.is_null() {
+                scenario = scenario.with(object);
+            }
+        }
+    }
+    // The demo's Secrets may be rotated, as deploy/rbac-rotate-secrets.yaml allows it.
+    scenario.with(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "executor-service-rotate-secrets", "namespace": "production"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": crate::actions::access::cluster_role("rotate_secrets"),
+        },
+        "subjects": [{
+            "kind": "ServiceAccount",
+            "name": crate::actions::access::service_account("rotate_secrets"),
+            "namespace": namespace,
+        }],
+    }))
 }

@@ -356,3 +356,56 @@ async fn the_service_with_only_its_own_role_changes_the_cluster_only_through_the
     );
     drop(serve);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_action_identities_on_its_embedded_cluster_runs_each_action_as_its_account() {
+    let serve = ServeProcess::start(&["--action-identities", "executor-service"]);
+    let mut grpc = ExecutorServiceClient::connect(format!("http://{}", serve.addr))
+        .await
+        .unwrap();
+    for (action, kind, name, params) in [
+        (
+            "scale_deployment",
+            "Deployment",
+            "web",
+            json!({"replicas": 4}),
+        ),
+        ("rolling_restart_deployment", "Deployment", "api", json!({})),
+    ] {
+        let done = run_to_end(
+            &mut grpc,
+            action,
+            mk_target("production", kind, name),
+            params,
+        )
+        .await;
+        assert_eq!(
+            done.state(),
+            ExecutionState::Succeeded,
+            "{action}: {}",
+            done.message
+        );
+    }
+    let record = common::sim_writes(&common::sim_url(&serve.kubeconfig)).await;
+    let applied = common::applied_writes(&record);
+    let by = |resource: &str| -> Vec<String> {
+        applied
+            .iter()
+            .filter(|w| w["resource"] == resource)
+            .map(|w| w["user"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert!(!by("deployments/scale").is_empty());
+    assert!(
+        by("deployments/scale").iter().all(|u| u == SCALER),
+        "{record}"
+    );
+    let restarts = by("deployments");
+    assert!(!restarts.is_empty());
+    assert!(
+        restarts.iter().all(
+            |u| u == "system:serviceaccount:executor-service:action-rolling-restart-deployment"
+        ),
+        "{record}"
+    );
+}

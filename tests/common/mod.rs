@@ -213,6 +213,12 @@ impl ServeProcess {
             } else {
                 &["--cooldown", "0s"][..]
             })
+            // Each action as its own account with its generated role, as deploy/ runs it.
+            .args(if extra.contains(&"--action-identities") {
+                &[][..]
+            } else {
+                &["--action-identities", "executor-service"][..]
+            })
             .args(extra)
             .env_remove("KUBECONFIG")
             .env_remove("KUBERNETES_SERVICE_HOST")
