@@ -231,6 +231,9 @@ impl Engine {
         let v = self.validate(&request)?;
         let requester = requester_of(&request);
         self.inner.limits.admit(&requester)?;
+        // The history writer's backlog is bounded here: running executions may still add to
+        // it, new ones wait until the store catches up.
+        super::persist::has_room(self.inner.persister.backlog())?;
         let fingerprint = fingerprint(&request, &v);
         let _same_request = match request.request_id.as_str() {
             "" => None,

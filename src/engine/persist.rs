@@ -2,8 +2,17 @@
 //! a round at a time in one transaction (group commit), so recording never blocks on the
 //! database and one sync to disk serves every caller in the round. An event is published to readers only once it is
 //! stored: whatever a subscriber saw survives a crash. `flush` waits for everything sent so far.
+//!
+//! # Bound
+//! The channel itself cannot refuse (an event must never be dropped, and it is sent under the
+//! execution's lock, in order); it is bounded by admission instead: the writes waiting are
+//! counted ([`Persister::backlog`]), and above [`MAX_BACKLOG`] the engine takes no new
+//! execution, so only those already running can add to it.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,6 +24,9 @@ use crate::{
 
 /// Writes batched per round trip at most.
 const BATCH: usize = 256;
+/// Writes waiting for the store above which new executions are refused: at ~1 KiB each
+/// about 100 MiB, minutes of a database that stopped answering under full load.
+pub const MAX_BACKLOG: usize = 100_000;
 /// Attempts at writing one round before its writes are given up.
 const ROUND_ATTEMPTS: u32 = 5;
 /// First wait before a round is tried again; doubled each time.
@@ -38,6 +50,8 @@ enum Write {
 #[derive(Clone, Default)]
 pub struct Persister {
     tx: Option<mpsc::UnboundedSender<Write>>,
+    /// Writes sent and not yet through a round.
+    queued: Arc<AtomicUsize>,
     /// Set for an execution this replica runs under a lease: its writes carry the token.
     fence: Option<Arc<Fence>>,
 }
@@ -46,9 +60,12 @@ impl Persister {
     /// Starts the writer task for `store`.
     pub fn start(store: Arc<dyn Store>) -> Persister {
         let (tx, mut rx) = mpsc::unbounded_channel::<Write>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&queued);
         tokio::spawn(async move {
             let mut pending = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut pending, BATCH).await > 0 {
+                let round = pending.len();
                 let mut inserts = Vec::new();
                 let mut inserted = Vec::new();
                 let mut events: Vec<Batch> = Vec::new();
@@ -145,6 +162,7 @@ impl Persister {
                         batch.log.publish(last.sequence);
                     }
                 }
+                counted.fetch_sub(round, Ordering::Relaxed);
                 for done in flushes {
                     let _ = done.send(());
                 }
@@ -152,14 +170,31 @@ impl Persister {
         });
         Persister {
             tx: Some(tx),
+            queued,
             fence: None,
         }
+    }
+
+    /// Writes sent to the store and not yet through a round.
+    pub fn backlog(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Sends `write`, counted in the backlog.
+    fn send(&self, tx: &mpsc::UnboundedSender<Write>, write: Write) -> bool {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if tx.send(write).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// This persister for an execution run under `fence`.
     pub(super) fn fenced(&self, fence: Arc<Fence>) -> Persister {
         Persister {
             tx: self.tx.clone(),
+            queued: Arc::clone(&self.queued),
             fence: Some(fence),
         }
     }
@@ -185,8 +220,9 @@ impl Persister {
             return Ok(());
         };
         let (done, outcome) = oneshot::channel();
-        tx.send(Write::Insert(Box::new(new), done))
-            .map_err(|_| StoreError::Backend("the history writer has stopped".into()))?;
+        if !self.send(tx, Write::Insert(Box::new(new), done)) {
+            return Err(StoreError::Backend("the history writer has stopped".into()));
+        }
         outcome
             .await
             .unwrap_or_else(|_| Err(StoreError::Backend("the history writer has stopped".into())))
@@ -201,16 +237,14 @@ impl Persister {
         snapshot: Option<ExecutionView>,
     ) {
         if let Some(tx) = &self.tx {
-            if tx
-                .send(Write::Event(
-                    id.to_string(),
-                    event.clone(),
-                    log.clone(),
-                    self.fence.clone(),
-                    snapshot.map(Box::new),
-                ))
-                .is_err()
-            {
+            let write = Write::Event(
+                id.to_string(),
+                event.clone(),
+                log.clone(),
+                self.fence.clone(),
+                snapshot.map(Box::new),
+            );
+            if !self.send(tx, write) {
                 log.publish(event.sequence);
             }
         }
@@ -218,7 +252,7 @@ impl Persister {
 
     pub fn snapshot(&self, view: ExecutionView) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Write::Snapshot(Box::new(view), self.fence.clone()));
+            self.send(tx, Write::Snapshot(Box::new(view), self.fence.clone()));
         }
     }
 
@@ -226,11 +260,27 @@ impl Persister {
     pub async fn flush(&self) {
         if let Some(tx) = &self.tx {
             let (done, wait) = oneshot::channel();
-            if tx.send(Write::Flush(done)).is_ok() {
+            if self.send(tx, Write::Flush(done)) {
                 let _ = wait.await;
             }
         }
     }
+}
+
+/// Whether the engine may take a new execution with `backlog` writes waiting for the store.
+///
+/// # Errors
+/// [`EngineError::Exhausted`](super::EngineError::Exhausted) above [`MAX_BACKLOG`].
+pub(super) fn has_room(backlog: usize) -> Result<(), super::EngineError> {
+    if backlog <= MAX_BACKLOG {
+        return Ok(());
+    }
+    Err(super::EngineError::Exhausted {
+        message: format!(
+            "the history store is {backlog} writes behind: no new execution until it catches up; retry later"
+        ),
+        retry_after: Some(std::time::Duration::from_secs(1)),
+    })
 }
 
 /// The latest snapshot of an execution supersedes earlier ones in a round.
@@ -246,4 +296,39 @@ struct Batch {
     id: String,
     events: Vec<Event>,
     log: Arc<EventLog>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_backlog_counts_writes_until_their_round_is_through() {
+        let persister = Persister::start(Arc::new(crate::store::MemoryStore::new()));
+        assert_eq!(persister.backlog(), 0);
+        // Sent without a runtime turn in between: the writer has not taken them yet.
+        for _ in 0..3 {
+            let (done, _wait) = oneshot::channel();
+            let tx = persister.tx.clone().unwrap();
+            assert!(persister.send(&tx, Write::Flush(done)));
+        }
+        assert_eq!(persister.backlog(), 3);
+        persister.flush().await;
+        assert_eq!(persister.backlog(), 0);
+    }
+
+    #[test]
+    fn new_executions_are_refused_only_above_the_bound() {
+        assert!(has_room(0).is_ok());
+        assert!(has_room(MAX_BACKLOG).is_ok());
+        let Err(super::super::EngineError::Exhausted {
+            message,
+            retry_after,
+        }) = has_room(MAX_BACKLOG + 1)
+        else {
+            panic!("refused above the bound")
+        };
+        assert!(message.contains("writes behind"), "{message}");
+        assert!(retry_after.is_some());
+    }
 }
