@@ -51,7 +51,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         let sim = SimCluster::start(SimConfig {
             listen: args.sim_listen,
-            scenario: embedded_scenario(args.action_identities.as_deref()),
+            scenario: embedded_scenario(args.action_identities.as_deref(), &args.code_namespace),
             speed: args.sim_speed,
         })
         .await?;
@@ -102,6 +102,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             client,
             crate::controller::ControllerConfig {
                 identity: args.controller_identity.clone(),
+                approver: args.controller_approver.clone(),
                 namespace: args.controller_namespace.clone(),
             },
         );
@@ -439,13 +440,17 @@ pub fn manifest(which: &str) -> String {
 /// The embedded cluster's scenario: the demo, and with action identities the actions'
 /// accounts, roles and bindings as `deploy/rbac-actions.yaml` installs them, so every action
 /// runs under its own role there too.
-fn embedded_scenario(action_identities: Option<&str>) -> Scenario {
+fn embedded_scenario(action_identities: Option<&str>, code_namespace: &str) -> Scenario {
     let mut scenario = Scenario::demo();
     let Some(namespace) = action_identities else {
         return scenario;
     };
     scenario = scenario.with(crate::sim::mk_namespace(namespace));
-    let manifest = crate::actions::access::rbac_manifest(namespace, &Registry::builtin().specs());
+    let manifest = crate::actions::access::rbac_manifest_for_code_in(
+        namespace,
+        code_namespace,
+        &Registry::builtin().specs(),
+    );
     for document in serde_yaml::Deserializer::from_str(&manifest) {
         if let Ok(object) = <serde_json::Value as serde::Deserialize>::deserialize(document) {
             if !object.is_null() {

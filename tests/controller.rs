@@ -459,8 +459,16 @@ spec:
     assert_eq!(obj["status"]["phase"], "Succeeded", "{}", obj["status"]);
     let approved = condition(&obj, "Approved");
     assert_eq!(approved["status"], "True");
-    assert_eq!(approved["message"], "approved by alice");
-    assert_eq!(obj["status"]["approval"]["reason"], "INC-7 bridge call");
+    // The annotation's value is a claim: the approver is the namespace's annotators, the
+    // claim and the reason are kept.
+    assert_eq!(
+        approved["message"],
+        "approved by kubernetesexecution-approver:production"
+    );
+    assert_eq!(
+        obj["status"]["approval"]["reason"],
+        "executor-service.io/approve=alice: INC-7 bridge call"
+    );
     assert_eq!(mode(&kc), "degraded");
 }
 

@@ -68,8 +68,8 @@ pub const DEPLOY_NAMESPACE: &str = "executor-service";
 enum Binding {
     /// Everywhere: a ClusterRoleBinding.
     Cluster,
-    /// In one namespace only: a RoleBinding there.
-    Namespace(&'static str),
+    /// In the namespace of the code only: a RoleBinding there.
+    CodeNamespace,
     /// Nowhere by default: each namespace opts in with a RoleBinding of its own.
     ByOperator,
 }
@@ -88,16 +88,14 @@ fn binding(spec: &ActionSpec) -> Binding {
     match spec.name {
         // Secrets are read and rewritten: a namespace opts in (deploy/rbac-rotate-secrets.yaml).
         "rotate_secrets" => Binding::ByOperator,
-        name if CODE_ACTIONS.contains(&name) => {
-            Binding::Namespace(crate::domain::DEFAULT_CODE_NAMESPACE)
-        }
+        name if CODE_ACTIONS.contains(&name) => Binding::CodeNamespace,
         _ => Binding::Cluster,
     }
 }
 
 /// The objects of one action: its ServiceAccount, its ClusterRole and, unless a namespace
 /// must opt in, the binding between them.
-fn objects(namespace: &str, spec: &ActionSpec) -> Vec<Value> {
+fn objects(namespace: &str, code_namespace: &str, spec: &ActionSpec) -> Vec<Value> {
     let account = service_account(spec.name);
     let role = cluster_role(spec.name);
     let mut objects = vec![
@@ -133,9 +131,9 @@ fn objects(namespace: &str, spec: &ActionSpec) -> Vec<Value> {
             "ClusterRoleBinding",
             json!({ "name": role, "labels": labels(spec.name) }),
         )),
-        Binding::Namespace(ns) => objects.push(bind(
+        Binding::CodeNamespace => objects.push(bind(
             "RoleBinding",
-            json!({ "name": role, "namespace": ns, "labels": labels(spec.name) }),
+            json!({ "name": role, "namespace": code_namespace, "labels": labels(spec.name) }),
         )),
         Binding::ByOperator => {}
     }
@@ -177,11 +175,20 @@ fn impersonation(namespace: &str, actions: &[&ActionSpec]) -> [Value; 2] {
 /// accounts. YAML documents separated by `---`, after [`HEADER`]; the same input always
 /// gives the same text.
 pub fn rbac_manifest(namespace: &str, actions: &[ActionSpec]) -> String {
+    rbac_manifest_for_code_in(namespace, crate::domain::DEFAULT_CODE_NAMESPACE, actions)
+}
+
+/// [`rbac_manifest`] with the code actions bound in `code_namespace` (`--code-namespace`).
+pub fn rbac_manifest_for_code_in(
+    namespace: &str,
+    code_namespace: &str,
+    actions: &[ActionSpec],
+) -> String {
     let mut sorted: Vec<&ActionSpec> = actions.iter().collect();
     sorted.sort_by_key(|spec| spec.name);
     let documents: Vec<String> = sorted
         .iter()
-        .flat_map(|spec| objects(namespace, spec))
+        .flat_map(|spec| objects(namespace, code_namespace, spec))
         .chain(impersonation(namespace, &sorted))
         .map(|object| serde_yaml::to_string(&object).unwrap_or_default())
         .collect();
@@ -348,6 +355,22 @@ mod tests {
         let accounts: Vec<String> = names.iter().map(|n| service_account(n)).collect();
         assert_eq!(role["rules"][0]["resourceNames"], json!(accounts));
         assert_eq!(binding["subjects"][0]["name"], SERVICE_ACCOUNT);
+    }
+
+    #[test]
+    fn the_code_actions_are_bound_in_the_namespace_the_code_is_deployed_to() {
+        let text = rbac_manifest_for_code_in("executor-service", "tenant-apis", &specs());
+        let documents: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let bindings: Vec<&serde_json::Value> = documents
+            .iter()
+            .filter(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "ClusterRole")
+            .collect();
+        assert_eq!(bindings.len(), CODE_ACTIONS.len());
+        assert!(bindings
+            .iter()
+            .all(|b| b["metadata"]["namespace"] == "tenant-apis"));
     }
 
     #[test]

@@ -216,6 +216,10 @@ pub struct ServeArgs {
     /// by default `kubernetesexecution:<the object's namespace>`.
     #[arg(long, env = "EXECUTOR_CONTROLLER_IDENTITY")]
     pub controller_identity: Option<String>,
+    /// The approver of approvals given by annotating a KubernetesExecution (whose value is
+    /// kept in the reason); by default `kubernetesexecution-approver:<the object's namespace>`.
+    #[arg(long, env = "EXECUTOR_CONTROLLER_APPROVER")]
+    pub controller_approver: Option<String>,
     /// Reconcile KubernetesExecutions of this namespace only; all namespaces by default.
     #[arg(long, env = "EXECUTOR_CONTROLLER_NAMESPACE")]
     pub controller_namespace: Option<String>,

@@ -7,7 +7,7 @@
 //!   uid and generation, mirror, approve by annotation, cancel on delete (finalizer).
 //! - [`status`]: phases, conditions, and how an engine refusal reads in the status.
 //!
-//! Every replica may run it: the engine's request_id (`kubernetesexecution/<uid>/<generation>`)
+//! Every replica may run it: the engine's request_id (`kubernetesexecution/<uid>`)
 //! makes two replicas' reconciles of one object land on one execution, and each writes the
 //! same status from the shared history.
 
@@ -44,6 +44,9 @@ pub struct ControllerConfig {
     /// `kubernetesexecution:<namespace>`, so authorization rules can grant per namespace what
     /// Kubernetes RBAC lets someone create there.
     pub identity: Option<String>,
+    /// The approver of approvals given by annotation; `None` =
+    /// `kubernetesexecution-approver:<namespace>`.
+    pub approver: Option<String>,
     /// Watch only this namespace; `None` = all.
     pub namespace: Option<String>,
 }

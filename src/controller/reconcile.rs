@@ -71,7 +71,7 @@ pub async fn reconcile(
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(&api, &obj, &ctx).await,
-            Finalizer::Cleanup(obj) => cleanup(&obj, &ctx).await,
+            Finalizer::Cleanup(obj) => cleanup(&api, &obj, &ctx).await,
         }
     })
     .await
@@ -80,6 +80,15 @@ pub async fn reconcile(
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => ReconcileError::Finalizer(other.to_string()),
     })
+}
+
+/// Who approves by annotation in `namespace`: whoever may annotate KubernetesExecutions
+/// there, as one identity for the authorization rules.
+fn approver(ctx: &Context, namespace: &str) -> String {
+    ctx.config
+        .approver
+        .clone()
+        .unwrap_or_else(|| format!("kubernetesexecution-approver:{namespace}"))
 }
 
 /// The requester recorded for executions of objects in `namespace`.
@@ -124,7 +133,6 @@ fn request(obj: &KubernetesExecution, who: &str) -> ExecutionRequest {
     let spec = &obj.spec;
     let namespace = obj.namespace().unwrap_or_default();
     let uid = obj.uid().unwrap_or_default();
-    let generation = obj.metadata.generation.unwrap_or(0);
     let metadata = spec.request.clone().unwrap_or_default();
     ExecutionRequest {
         action: spec.action.clone(),
@@ -140,7 +148,9 @@ fn request(obj: &KubernetesExecution, who: &str) -> ExecutionRequest {
             name: spec.target.name.clone(),
         },
         parameters: spec.parameters.clone(),
-        request_id: format!("kubernetesexecution/{uid}/{generation}"),
+        // The object, not its generation: whatever a spec edit racing the first status write
+        // does, one object never becomes two executions.
+        request_id: format!("kubernetesexecution/{uid}"),
         timeout: spec
             .timeout_seconds
             .map(|s| Duration::from_secs(u64::from(s))),
@@ -259,21 +269,26 @@ async fn follow(
     };
     if view.state == ExecutionState::WaitingApproval {
         if let Some((approve, by)) = decision(obj) {
-            let reason = obj
+            // The annotation's value is a claim anyone allowed to annotate the object can make:
+            // it goes into the reason; the approver is that namespace's annotators, whom
+            // Kubernetes RBAC (patch on kubernetesexecutions) and the authorization rules name.
+            let annotation = if approve {
+                APPROVE_ANNOTATION
+            } else {
+                REJECT_ANNOTATION
+            };
+            let given = obj
                 .annotations()
                 .get(REASON_ANNOTATION)
-                .cloned()
-                .unwrap_or_else(|| {
-                    format!(
-                        "annotated {}",
-                        if approve {
-                            APPROVE_ANNOTATION
-                        } else {
-                            REJECT_ANNOTATION
-                        }
-                    )
-                });
-            match ctx.engine.decide_approval(id, approve, &by, &reason).await {
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            let reason = format!("{annotation}={by}{given}");
+            let approver = approver(ctx, &obj.namespace().unwrap_or_default());
+            match ctx
+                .engine
+                .decide_approval(id, approve, &approver, &reason)
+                .await
+            {
                 Ok(_) => (view, events) = ctx.engine.get(id, who).await?,
                 Err(e) => {
                     tracing::warn!(execution_id = %id, error = %e, "approval by annotation refused")
@@ -357,11 +372,38 @@ fn watch_until_final(
 
 /// The object is being deleted: an execution that may still run is cancelled first; its
 /// history stays in the store.
-async fn cleanup(obj: &KubernetesExecution, ctx: &Context) -> Result<Action, ReconcileError> {
+async fn cleanup(
+    api: &Api<KubernetesExecution>,
+    obj: &KubernetesExecution,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    // The cache may not have the status written a moment ago (created, accepted, deleted at
+    // once): without an execution there, read the object itself before letting it go.
+    let fresh;
+    let obj = if obj
+        .status
+        .as_ref()
+        .is_some_and(|s| s.execution_id.is_some())
+    {
+        obj
+    } else {
+        match api.get_opt(&obj.name_any()).await? {
+            Some(current) => {
+                fresh = current;
+                &fresh
+            }
+            None => obj,
+        }
+    };
     let Some(id) = obj.status.as_ref().and_then(|s| s.execution_id.clone()) else {
         return Ok(Action::await_change());
     };
-    let who = requester(ctx, &obj.namespace().unwrap_or_default());
+    // As the requester it was submitted as (the configured identity may have changed since).
+    let who = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.requester.clone())
+        .unwrap_or_else(|| requester(ctx, &obj.namespace().unwrap_or_default()));
     match ctx
         .engine
         .cancel(&id, "the KubernetesExecution was deleted", &who)
@@ -372,6 +414,11 @@ async fn cleanup(obj: &KubernetesExecution, ctx: &Context) -> Result<Action, Rec
         }
         // Already over (or forgotten): nothing to stop.
         Err(EngineError::FailedPrecondition(_) | EngineError::NotFound(_)) => {}
+        // Refused by the rules: the object still goes, or it could never be deleted; the
+        // execution runs to its end.
+        Err(EngineError::PermissionDenied(why)) => {
+            tracing::warn!(execution_id = %id, %why, "KubernetesExecution deleted; its execution could not be cancelled")
+        }
         Err(e) => return Err(e.into()),
     }
     Ok(Action::await_change())

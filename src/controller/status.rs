@@ -113,7 +113,9 @@ pub fn mirror(
         });
     }
     let accepted = status.accepted_generation;
-    if view.state == ExecutionState::Rejected {
+    // Rejected by the policy at admission; a rejected or expired approval is the `Approved`
+    // condition's to tell, the request itself was accepted.
+    if view.state == ExecutionState::Rejected && view.policy["decision"] == "deny" {
         set_condition(
             &mut status,
             ACCEPTED,

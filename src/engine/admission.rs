@@ -231,9 +231,6 @@ impl Engine {
         let v = self.validate(&request)?;
         let requester = requester_of(&request);
         self.inner.limits.admit(&requester)?;
-        // The history writer's backlog is bounded here: running executions may still add to
-        // it, new ones wait until the store catches up.
-        super::persist::has_room(self.inner.persister.backlog())?;
         let fingerprint = fingerprint(&request, &v);
         let _same_request = match request.request_id.as_str() {
             "" => None,
@@ -242,6 +239,9 @@ impl Engine {
         if let Some(existing) = self.find_request(&request.request_id, &fingerprint).await? {
             return Ok(existing);
         }
+        // The history writer's backlog is bounded here (a retry of an accepted request above
+        // still gets its execution): running executions may add to it, new ones wait.
+        super::persist::has_room(self.inner.persister.backlog())?;
         // With replicas the queue is the database's, bounded there.
         let queue_slot = match self.coordination() {
             Some(_) => None,
