@@ -645,3 +645,100 @@ async fn three_replicas_on_one_postgresql_store_run_one_execution_per_object() {
     ids.sort();
     assert_eq!(listed_ids, ids);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_plans_without_changing_and_turning_it_off_runs_it_for_real() {
+    let serve = start();
+    let kc = serve.kubeconfig.clone();
+    apply(
+        &kc,
+        r#"
+apiVersion: executor-service.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: plan-first, namespace: production}
+spec:
+  action: scale_deployment
+  target: {kind: Deployment, name: api}
+  parameters: {replicas: 4}
+  dryRun: true
+"#,
+    );
+    let wait = |kc: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            until_phase(
+                &kc,
+                "production",
+                "plan-first",
+                &["Succeeded", "Failed", "Rejected"],
+                Duration::from_secs(60),
+            )
+        })
+    };
+    let (_, planned) = wait(kc.clone()).await.unwrap();
+    assert_eq!(
+        planned["status"]["phase"], "Succeeded",
+        "{}",
+        planned["status"]
+    );
+    assert_eq!(condition(&planned, "DryRun")["status"], "True");
+    assert!(planned["status"]["executionId"].is_null());
+    let plan = planned["status"]["result"].to_string();
+    assert!(
+        plan.contains("replicas"),
+        "the plan shows the change: {plan}"
+    );
+    let replicas = |kc: &Path| {
+        kubectl_ok(
+            kc,
+            &[
+                "get",
+                "deploy",
+                "api",
+                "-n",
+                "production",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+        )
+    };
+    assert_eq!(replicas(&kc), "2", "a dry run changes nothing");
+    // The same object, for real: a new generation is a new request.
+    kubectl_ok(
+        &kc,
+        &[
+            "patch",
+            "kex",
+            "plan-first",
+            "-n",
+            "production",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"dryRun":false}}"#,
+        ],
+    );
+    let start = Instant::now();
+    let done = loop {
+        let obj = object(&kc, "production", "plan-first");
+        if obj["status"]["executionId"].is_string() && obj["status"]["phase"] == "Succeeded" {
+            break obj;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            obj["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(replicas(&kc), "4");
+    let conditions = done["status"]["conditions"].as_array().unwrap();
+    assert!(
+        !conditions.iter().any(|c| c["type"] == "DryRun"),
+        "the dry run's condition is gone: {conditions:?}"
+    );
+    assert_ne!(
+        done["status"]["result"].to_string(),
+        plan,
+        "the plan is gone"
+    );
+}

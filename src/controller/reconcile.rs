@@ -116,8 +116,21 @@ async fn apply(
         }
         None => accept(obj, &who, old.clone(), ctx).await?,
     };
-    if new != old {
-        let patch = json!({ "status": new });
+    // A replica whose view is behind never takes a finished object back to running.
+    let backwards = status::is_final(old.phase.as_deref())
+        && !status::is_final(new.phase.as_deref())
+        && old.execution_id == new.execution_id;
+    if new != old && !backwards {
+        // Fields the new status no longer has are cleared: a merge patch keeps what it omits.
+        let mut status = serde_json::to_value(&new).unwrap_or_default();
+        if let (Some(now), Ok(serde_json::Value::Object(before))) =
+            (status.as_object_mut(), serde_json::to_value(&old))
+        {
+            for key in before.keys() {
+                now.entry(key.clone()).or_insert(serde_json::Value::Null);
+            }
+        }
+        let patch = json!({ "status": status });
         api.patch_status(
             &obj.name_any(),
             &PatchParams::default(),
@@ -215,6 +228,9 @@ async fn accept(
     match ctx.engine.submit(request).await {
         Ok(view) => {
             status.accepted_generation = generation;
+            // What a dry run of an earlier generation left is not this execution's.
+            status.conditions.retain(|c| c.type_ != DRY_RUN);
+            status.result = None;
             let events = ctx
                 .engine
                 .get(&view.id, who)
@@ -255,6 +271,7 @@ async fn follow(
     ctx: &Context,
 ) -> Result<(KubernetesExecutionStatus, Action), ReconcileError> {
     let generation = obj.metadata.generation;
+    let mut refused_approval = None;
     let (mut view, mut events) = match ctx.engine.get(id, who).await {
         Ok(found) => found,
         // Pruned from the history (or another store): the status keeps what it last saw.
@@ -291,12 +308,24 @@ async fn follow(
             {
                 Ok(_) => (view, events) = ctx.engine.get(id, who).await?,
                 Err(e) => {
-                    tracing::warn!(execution_id = %id, error = %e, "approval by annotation refused")
+                    tracing::warn!(execution_id = %id, error = %e, "approval by annotation refused");
+                    refused_approval = Some(e.to_string());
                 }
             }
         }
     }
     let mut status = status::mirror(status, &view, events.last().map(|e| &**e), generation);
+    if let Some(why) = refused_approval {
+        let accepted = status.accepted_generation;
+        status::set_condition(
+            &mut status,
+            status::APPROVED,
+            false,
+            "ApprovalRefused",
+            why,
+            accepted,
+        );
+    }
     let accepted = status.accepted_generation;
     if generation.is_some() && generation != accepted {
         status::set_condition(
