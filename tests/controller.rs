@@ -132,6 +132,24 @@ fn until_phase(
     }
 }
 
+/// [`until_phase`] on a blocking thread, so the test's runtime goes on serving.
+async fn phase_reached(
+    kubeconfig: &Path,
+    namespace: &str,
+    name: &str,
+    phases: &'static [&'static str],
+    within: Duration,
+) -> (Vec<String>, Value) {
+    let (kubeconfig, namespace, name) = (
+        kubeconfig.to_path_buf(),
+        namespace.to_string(),
+        name.to_string(),
+    );
+    tokio::task::spawn_blocking(move || until_phase(&kubeconfig, &namespace, &name, phases, within))
+        .await
+        .expect("polling the phase")
+}
+
 fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
     obj["status"]["conditions"]
         .as_array()
@@ -162,20 +180,14 @@ spec:
     alert: {name: HighLatency, severity: critical}
 "#,
     );
-    let (seen, obj) = tokio::task::spawn_blocking({
-        let kc = kc.clone();
-        move || {
-            until_phase(
-                &kc,
-                "production",
-                "scale-web",
-                &["Succeeded", "Failed", "Rejected", "RolledBack"],
-                Duration::from_secs(90),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (seen, obj) = phase_reached(
+        &kc,
+        "production",
+        "scale-web",
+        &["Succeeded", "Failed", "Rejected", "RolledBack"],
+        Duration::from_secs(90),
+    )
+    .await;
     assert_eq!(
         seen.last().map(String::as_str),
         Some("Succeeded"),
@@ -335,20 +347,14 @@ spec:
         ("no-such-action", "spec.action"),
         ("wrong-kind", "spec.target.kind"),
     ] {
-        let (_, obj) = tokio::task::spawn_blocking({
-            let kc = kc.clone();
-            move || {
-                until_phase(
-                    &kc,
-                    "production",
-                    name,
-                    &["Rejected", "Succeeded", "Failed"],
-                    Duration::from_secs(60),
-                )
-            }
-        })
-        .await
-        .unwrap();
+        let (_, obj) = phase_reached(
+            &kc,
+            "production",
+            name,
+            &["Rejected", "Succeeded", "Failed"],
+            Duration::from_secs(60),
+        )
+        .await;
         assert_eq!(
             obj["status"]["phase"], "Rejected",
             "{name}: {}",
@@ -395,18 +401,14 @@ spec:
     patch: '{"data":{"mode":"degraded"}}'
 "#,
     );
-    let waiting = |kc: std::path::PathBuf| {
-        tokio::task::spawn_blocking(move || {
-            until_phase(
-                &kc,
-                "production",
-                "patch-config",
-                &["WaitingApproval", "Succeeded", "Failed", "Rejected"],
-                Duration::from_secs(60),
-            )
-        })
-    };
-    let (_, obj) = waiting(kc.clone()).await.unwrap();
+    let (_, obj) = phase_reached(
+        &kc,
+        "production",
+        "patch-config",
+        &["WaitingApproval", "Succeeded", "Failed", "Rejected"],
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(
         obj["status"]["phase"], "WaitingApproval",
         "{}",
@@ -442,20 +444,14 @@ spec:
             "executor-service.io/reason=INC-7 bridge call",
         ],
     );
-    let (_, obj) = tokio::task::spawn_blocking({
-        let kc = kc.clone();
-        move || {
-            until_phase(
-                &kc,
-                "production",
-                "patch-config",
-                &["Succeeded", "Failed", "Rejected", "RolledBack"],
-                Duration::from_secs(60),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (_, obj) = phase_reached(
+        &kc,
+        "production",
+        "patch-config",
+        &["Succeeded", "Failed", "Rejected", "RolledBack"],
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(obj["status"]["phase"], "Succeeded", "{}", obj["status"]);
     let approved = condition(&obj, "Approved");
     assert_eq!(approved["status"], "True");
@@ -501,20 +497,14 @@ spec:
   timeoutSeconds: 600
 "#,
     );
-    let (_, obj) = tokio::task::spawn_blocking({
-        let kc = kc.clone();
-        move || {
-            until_phase(
-                &kc,
-                "staging",
-                "scale-stuck",
-                &["Running", "Succeeded", "Failed", "Rejected"],
-                Duration::from_secs(60),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (_, obj) = phase_reached(
+        &kc,
+        "staging",
+        "scale-stuck",
+        &["Running", "Succeeded", "Failed", "Rejected"],
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(obj["status"]["phase"], "Running", "{}", obj["status"]);
     assert!(obj["metadata"]["finalizers"].as_array().is_some_and(|f| f
         .iter()
@@ -599,27 +589,20 @@ async fn three_replicas_on_one_postgresql_store_run_one_execution_per_object() {
     apply(&kc, &objects);
     let mut ids = Vec::new();
     for name in names {
-        let (_, obj) = tokio::task::spawn_blocking({
-            let kc = kc.clone();
-            let name = format!("restart-{name}");
-            move || {
-                until_phase(
-                    &kc,
-                    "production",
-                    &name,
-                    &[
-                        "Succeeded",
-                        "Failed",
-                        "Rejected",
-                        "RolledBack",
-                        "Interrupted",
-                    ],
-                    Duration::from_secs(120),
-                )
-            }
-        })
-        .await
-        .unwrap();
+        let (_, obj) = phase_reached(
+            &kc,
+            "production",
+            &format!("restart-{name}"),
+            &[
+                "Succeeded",
+                "Failed",
+                "Rejected",
+                "RolledBack",
+                "Interrupted",
+            ],
+            Duration::from_secs(120),
+        )
+        .await;
         // Two executions on production/web: the second may wait for the first, never both.
         assert_eq!(
             obj["status"]["phase"], "Succeeded",
@@ -663,18 +646,14 @@ spec:
   dryRun: true
 "#,
     );
-    let wait = |kc: std::path::PathBuf| {
-        tokio::task::spawn_blocking(move || {
-            until_phase(
-                &kc,
-                "production",
-                "plan-first",
-                &["Succeeded", "Failed", "Rejected"],
-                Duration::from_secs(60),
-            )
-        })
-    };
-    let (_, planned) = wait(kc.clone()).await.unwrap();
+    let (_, planned) = phase_reached(
+        &kc,
+        "production",
+        "plan-first",
+        &["Succeeded", "Failed", "Rejected"],
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(
         planned["status"]["phase"], "Succeeded",
         "{}",
