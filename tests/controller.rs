@@ -150,6 +150,22 @@ async fn phase_reached(
         .expect("polling the phase")
 }
 
+/// `spec.replicas` of Deployment production/`name`, from the cluster's own record.
+fn replicas(kubeconfig: &Path, name: &str) -> String {
+    kubectl_ok(
+        kubeconfig,
+        &[
+            "get",
+            "deploy",
+            name,
+            "-n",
+            "production",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    )
+}
+
 fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
     obj["status"]["conditions"]
         .as_array()
@@ -199,19 +215,7 @@ spec:
         "the phase moved through a running phase first: {seen:?}"
     );
     // The cluster's own record.
-    let replicas = kubectl_ok(
-        &kc,
-        &[
-            "get",
-            "deploy",
-            "web",
-            "-n",
-            "production",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ],
-    );
-    assert_eq!(replicas, "5");
+    assert_eq!(replicas(&kc, "web"), "5");
     // The status: the execution, the result, the conditions, the generation seen.
     let status = &obj["status"];
     let id = status["executionId"]
@@ -294,21 +298,7 @@ spec:
     };
     assert_eq!(condition(&refused, "SpecChangeRefused")["status"], "True");
     assert_eq!(refused["status"]["executionId"], id.as_str());
-    assert_eq!(
-        kubectl_ok(
-            &kc,
-            &[
-                "get",
-                "deploy",
-                "web",
-                "-n",
-                "production",
-                "-o",
-                "jsonpath={.spec.replicas}"
-            ],
-        ),
-        "5"
-    );
+    assert_eq!(replicas(&kc, "web"), "5");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,21 +357,7 @@ spec:
         assert!(message.starts_with(field), "{name}: {message}");
         assert!(obj["status"]["executionId"].is_null(), "{}", obj["status"]);
     }
-    assert_eq!(
-        kubectl_ok(
-            &kc,
-            &[
-                "get",
-                "deploy",
-                "web",
-                "-n",
-                "production",
-                "-o",
-                "jsonpath={.spec.replicas}"
-            ],
-        ),
-        "3"
-    );
+    assert_eq!(replicas(&kc, "web"), "3");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,21 +642,7 @@ spec:
         plan.contains("replicas"),
         "the plan shows the change: {plan}"
     );
-    let replicas = |kc: &Path| {
-        kubectl_ok(
-            kc,
-            &[
-                "get",
-                "deploy",
-                "api",
-                "-n",
-                "production",
-                "-o",
-                "jsonpath={.spec.replicas}",
-            ],
-        )
-    };
-    assert_eq!(replicas(&kc), "2", "a dry run changes nothing");
+    assert_eq!(replicas(&kc, "api"), "2", "a dry run changes nothing");
     // The same object, for real: a new generation is a new request.
     kubectl_ok(
         &kc,
@@ -709,7 +671,7 @@ spec:
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(replicas(&kc), "4");
+    assert_eq!(replicas(&kc, "api"), "4");
     let conditions = done["status"]["conditions"].as_array().unwrap();
     assert!(
         !conditions.iter().any(|c| c["type"] == "DryRun"),
